@@ -1,1 +1,103 @@
-fn main() {}
+//! `faramesh`: one binary for the whole product. This commands: `check` and `fmt`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod check;
+mod fmt;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "faramesh",
+    version,
+    about = "Governance runtime for AI agents: decide every tool call before it runs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a stack's policy: syntax, keys, types, regexes, imports, unreachable rules.
+    ///
+    /// Exit codes: 0 valid, 1 errors, 2 an import could not be resolved, 3 warnings with --strict.
+    Check {
+        /// A stack directory (holding governance.fms) or a policy file (.fms, .fms.yaml, .fms.json).
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Treat warnings as failures (exit 3).
+        #[arg(long)]
+        strict: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Print a policy in the canonical layout, or convert it between FPL, YAML and JSON.
+    ///
+    /// Exit codes: 0 done (or already formatted with --check), 1 errors or not formatted.
+    Fmt {
+        /// A stack directory or a policy file.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Do not print; exit 1 if the file is not already in canonical form.
+        #[arg(long, conflicts_with = "write")]
+        check: bool,
+        /// Rewrite the file in place (with --to, replace it with the converted file).
+        #[arg(long)]
+        write: bool,
+        /// Output form; the input's own form when omitted.
+        #[arg(long, value_enum)]
+        to: Option<Form>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Form {
+    Fpl,
+    Yaml,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check {
+            path,
+            strict,
+            format,
+        } => check::run(&path, strict, format),
+        Command::Fmt {
+            path,
+            check,
+            write,
+            to,
+        } => fmt::run(&path, check, write, to),
+    }
+}
+
+/// Colour only for a terminal, and never under `NO_COLOR`.
+fn use_color(stream: &impl IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// How a path is shown: relative as the user typed it.
+fn shown(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Writes to stdout; a closed pipe (`faramesh check | head`) is not an error worth a panic.
+fn write_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}

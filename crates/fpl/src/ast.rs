@@ -249,6 +249,9 @@ pub struct Agent {
     pub id: Spanned<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<Spanned<Effect>>,
+    /// Comments on the `default` line.
+    #[serde(skip)]
+    pub default_meta: Meta,
     /// Comments on the `rules { … }` block itself.
     #[serde(skip)]
     pub rules_meta: Meta,

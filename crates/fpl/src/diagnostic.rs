@@ -130,6 +130,15 @@ impl Diagnostic {
         self
     }
 
+    /// For an unknown word: "did you mean" joins the message when a candidate is close, and the
+    /// help lists every valid choice.
+    pub fn suggest(mut self, word: &str, candidates: &[&str], what: &str) -> Self {
+        if let Some(c) = did_you_mean(word, candidates.iter().copied()) {
+            self.message = format!("{}; did you mean `{c}`?", self.message);
+        }
+        self.help(format!("{what}: {}", candidates.join(", ")))
+    }
+
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
@@ -163,6 +172,12 @@ impl FileDiagnostic {
             None => self.file.clone(),
         };
         let mut out = format!("{location}: {sev}[{}]: {}\n", d.code, d.message);
+        if d.span.is_none() {
+            if let Some(help) = &d.help {
+                out.push_str(&format!("  help: {help}\n"));
+            }
+            return out;
+        }
         let theme = if color {
             GraphicalTheme::unicode()
         } else {
@@ -176,7 +191,15 @@ impl FileDiagnostic {
             .render_report(&mut excerpt, &MietteView(self))
             .is_ok()
         {
-            out.push_str(&excerpt);
+            // miette repeats the message above the excerpt; the header line already says it.
+            let mut lines = excerpt.lines().skip_while(|l| !l.contains('╭')).peekable();
+            while let Some(line) = lines.next() {
+                out.push_str(line);
+                out.push('\n');
+                if lines.peek().is_none() {
+                    break;
+                }
+            }
         }
         out
     }
@@ -218,10 +241,6 @@ impl fmt::Display for MietteView<'_> {
 impl std::error::Error for MietteView<'_> {}
 
 impl miette::Diagnostic for MietteView<'_> {
-    fn code<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
-        Some(Box::new(self.0.diagnostic.code))
-    }
-
     fn severity(&self) -> Option<miette::Severity> {
         Some(match self.0.diagnostic.severity {
             Severity::Error => miette::Severity::Error,
@@ -270,7 +289,23 @@ pub fn did_you_mean<'a>(
         .map(|(_, c)| c)
 }
 
-/// `help: did you mean `x`?` when a candidate is close, else the list of valid choices.
+/// A diagnostic about an unknown word: "did you mean" joins the message when a candidate is
+/// close, and the help lists every valid choice.
+pub fn unknown_word(
+    code: Code,
+    message: String,
+    word: &str,
+    candidates: &[&str],
+    what: &str,
+) -> Diagnostic {
+    let message = match did_you_mean(word, candidates.iter().copied()) {
+        Some(c) => format!("{message}; did you mean `{c}`?"),
+        None => message,
+    };
+    Diagnostic::new(code, message).help(format!("{what}: {}", candidates.join(", ")))
+}
+
+/// `did you mean `x`?` when a candidate is close, else the list of valid choices.
 pub fn suggestion<'a>(word: &str, candidates: &[&'a str], what: &str) -> String {
     match did_you_mean(word, candidates.iter().copied()) {
         Some(c) => format!("did you mean `{c}`?"),

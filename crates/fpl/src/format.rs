@@ -202,7 +202,11 @@ impl Writer {
         let mut groups: Vec<Box<dyn Fn(&mut Writer) + '_>> = Vec::new();
         if let Some(d) = &agent.default {
             groups.push(Box::new(move |w: &mut Writer| {
-                w.line(&format!("default {}", d.value.keyword()))
+                w.comments(&agent.default_meta.leading);
+                w.line_with(
+                    &format!("default {}", d.value.keyword()),
+                    &agent.default_meta,
+                );
             }));
         }
         if !agent.rules.is_empty()
@@ -394,8 +398,16 @@ fn pattern_text(s: &str) -> String {
     word_or_quote(s)
 }
 
+/// Keys are read as plain words, so only literal keywords need quotes.
 fn key_text(s: &str) -> String {
-    word_or_quote(s)
+    let plain = s
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_')
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !matches!(s, "true" | "false" | "null" | "nil");
+    if plain { s.to_string() } else { quote(s) }
 }
 
 pub fn quote(s: &str) -> String {

@@ -402,6 +402,7 @@ impl Lexer<'_> {
                     .label("expected digits after `$`")
                     .help("write money as `$500`, `$2000.50` or `$50_000`"),
             );
+            self.placeholder(Literal::Money(Decimal::ZERO), start);
             return;
         }
         let text = self.decimal_text();
@@ -411,15 +412,24 @@ impl Lexer<'_> {
         }
         match (text.parse::<Decimal>(), suffix_start == self.pos) {
             (Ok(d), true) => self.push(Tok::Lit(Literal::Money(d)), start),
-            _ => self.error(
-                Diagnostic::new(
-                    Code::BadMoney,
-                    format!("invalid money amount `{}`", &self.src[start..self.pos]),
-                )
-                .at(Span::new(start, self.pos))
-                .help("write money as `$500`, `$2000.50` or `$50_000`, with at most 28 digits"),
-            ),
+            _ => {
+                self.error(
+                    Diagnostic::new(
+                        Code::BadMoney,
+                        format!("invalid money amount `{}`", &self.src[start..self.pos]),
+                    )
+                    .at(Span::new(start, self.pos))
+                    .help("write money as `$500`, `$2000.50` or `$50_000`, with at most 28 digits"),
+                );
+                self.placeholder(Literal::Money(Decimal::ZERO), start);
+            }
         }
+    }
+
+    /// After a malformed literal, a stand-in keeps the parser from reporting the same problem
+    /// again as a missing value.
+    fn placeholder(&mut self, lit: Literal, start: usize) {
+        self.push(Tok::Lit(lit), start);
     }
 
     fn number(&mut self) {
@@ -434,35 +444,39 @@ impl Lexer<'_> {
             self.bump();
         }
         let suffix = &self.src[suffix_start..self.pos];
-        let span = Span::new(start, self.pos);
-        let bad = |msg: String, help: &str| {
-            Diagnostic::new(Code::BadNumber, msg)
-                .at(span)
-                .help(help.to_string())
-        };
-        if suffix.is_empty() {
+        let written = &self.src[start..self.pos];
+        let lit = if suffix.is_empty() {
             let full = if negative { format!("-{text}") } else { text };
-            match full.parse::<Decimal>() {
-                Ok(d) => self.push(Tok::Lit(Literal::Number(d)), start),
-                Err(_) => self.error(bad(
-                    format!("invalid number `{}`", &self.src[start..self.pos]),
+            full.parse::<Decimal>().map(Literal::Number).map_err(|_| {
+                (
+                    format!("invalid number `{written}`"),
                     "numbers have at most 28 significant digits",
+                )
+            })
+        } else {
+            match unit_literal(&text, suffix) {
+                Some(_) if negative => Err((
+                    format!("`{written}` is negative"),
+                    "durations and sizes cannot be negative",
+                )),
+                Some(Ok(lit)) => Ok(lit),
+                Some(Err(msg)) => Err((
+                    msg,
+                    "durations and sizes are whole numbers: write `1500ms`, not `1.5s`",
+                )),
+                None => Err((
+                    format!("unknown unit `{suffix}` in `{written}`"),
+                    "durations take ms, s, m, h, d or w (`30s`); sizes take b, kb, mb, gb or tb (`10mb`)",
                 )),
             }
-            return;
-        }
-        let lit = unit_literal(&text, suffix);
+        };
         match lit {
-            Some(_) if negative => self.error(bad(
-                format!("`{}` is negative", &self.src[start..self.pos]),
-                "durations and sizes cannot be negative",
-            )),
-            Some(Ok(lit)) => self.push(Tok::Lit(lit), start),
-            Some(Err(msg)) => self.error(bad(msg, "durations and sizes are whole numbers: write `1500ms`, not `1.5s`")),
-            None => self.error(bad(
-                format!("unknown unit `{suffix}` in `{}`", &self.src[start..self.pos]),
-                "durations take ms, s, m, h, d or w (`30s`); sizes take b, kb, mb, gb or tb (`10mb`)",
-            )),
+            Ok(lit) => self.push(Tok::Lit(lit), start),
+            Err((msg, help)) => {
+                let span = Span::new(start, self.pos);
+                self.error(Diagnostic::new(Code::BadNumber, msg).at(span).help(help));
+                self.placeholder(Literal::Number(Decimal::ZERO), start);
+            }
         }
     }
 }

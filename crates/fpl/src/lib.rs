@@ -5,10 +5,13 @@
 //! one canonical layout; [`load`] reads stacks in FPL, YAML or JSON and resolves imports.
 
 pub mod ast;
+pub mod check;
 pub mod diagnostic;
 pub mod format;
 pub mod lexer;
+pub mod load;
 pub mod parser;
+pub mod pattern;
 pub mod span;
 
 pub use ast::Policy;

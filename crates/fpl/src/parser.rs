@@ -4,7 +4,7 @@
 //! (or its balanced block), and parsing resumes, so one run reports every error in a file.
 
 use crate::ast::*;
-use crate::diagnostic::{Code, Diagnostic, suggestion};
+use crate::diagnostic::{Code, Diagnostic};
 use crate::lexer::{Comment, Tok, Token, lex};
 use crate::span::{Meta, Span};
 
@@ -308,6 +308,34 @@ impl Parser<'_> {
         }
     }
 
+    /// The file's header: the comments before the first statement, up to the last blank line
+    /// among them (the comments after it belong to the first statement).
+    fn header(&mut self) -> Vec<String> {
+        let start = self.span().start;
+        let mut end = self.next_comment;
+        while end < self.comments.len() && self.comments[end].span.start < start {
+            end += 1;
+        }
+        let mut split = self.next_comment;
+        for i in self.next_comment..end {
+            let next = self
+                .comments
+                .get(i + 1)
+                .filter(|_| i + 1 < end)
+                .map_or(start, |c| c.span.start);
+            let gap = &self.src[self.comments[i].span.end..next];
+            if gap.matches('\n').count() >= 2 {
+                split = i + 1;
+            }
+        }
+        let header = self.comments[self.next_comment..split]
+            .iter()
+            .map(|c| c.text.clone())
+            .collect();
+        self.next_comment = split;
+        header
+    }
+
     /// Comments before the `}` at the current token belong to the block as dangling comments.
     fn dangling(&mut self) -> Vec<String> {
         let start = self.span().start;
@@ -329,7 +357,7 @@ impl Parser<'_> {
         self.skip_separators();
         // Comments above the first statement describe the file: they stay at its top even when
         // the formatter moves statements into canonical order.
-        policy.meta.leading = self.dangling();
+        policy.meta.leading = self.header();
         loop {
             self.skip_separators();
             if *self.peek() == Tok::Eof {
@@ -400,7 +428,7 @@ impl Parser<'_> {
                         "`{w}` belongs inside an `agent \"id\" {{ … }}` block"
                     ))
                 } else {
-                    d.help(suggestion(w, TOP_LEVEL, "a file holds"))
+                    d.suggest(w, TOP_LEVEL, "a file holds")
                 };
                 return self.fail(d);
             }
@@ -726,6 +754,7 @@ impl Parser<'_> {
                     );
                 }
                 agent.default = Some(effect);
+                agent.default_meta = meta;
             }
             "rules" => {
                 let meta = self.meta_here();
@@ -775,10 +804,6 @@ impl Parser<'_> {
                 let span = self.span();
                 let mut candidates: Vec<&str> = AGENT_BODY.to_vec();
                 candidates.extend(EFFECT_WORDS.iter().filter(|e| !e.ends_with('!')));
-                let help = match crate::diagnostic::did_you_mean(w, candidates.iter().copied()) {
-                    Some(c) => format!("did you mean `{c}`?"),
-                    None => format!("an agent holds: {}, or rules", AGENT_BODY.join(", ")),
-                };
                 return self.fail(
                     Diagnostic::new(
                         Code::UnknownStatement,
@@ -786,7 +811,7 @@ impl Parser<'_> {
                     )
                     .at(span)
                     .label("not an agent statement")
-                    .help(help),
+                    .suggest(w, &candidates, "an agent holds"),
                 );
             }
         }
@@ -817,7 +842,7 @@ impl Parser<'_> {
                         Diagnostic::new(Code::UnknownEffect, format!("unknown effect `{w}`"))
                             .at(span)
                             .label("a rule starts with its effect")
-                            .help(suggestion(&w, &spellings, "effects are")),
+                            .suggest(&w, &spellings, "effects are"),
                     )
                 }
                 None => self.unexpected("a rule, like `permit stripe/refund if amount < $500`"),
@@ -855,7 +880,7 @@ impl Parser<'_> {
             return self.fail(
                 Diagnostic::new(Code::UnknownEffect, format!("unknown effect `{w}`"))
                     .at(t.span)
-                    .help(suggestion(w, &spellings, "effects are")),
+                    .suggest(w, &spellings, "effects are"),
             );
         };
         self.advance();
@@ -960,7 +985,7 @@ impl Parser<'_> {
             "expected `if`, `reason`, `notify`, `method`, `host`, `path` or the end of the line",
         );
         if let Tok::Word(w) = &t.tok {
-            d = d.help(suggestion(w, CLAUSES, "a rule may continue with"));
+            d = d.suggest(w, CLAUSES, "a rule may continue with");
         } else if matches!(
             t.tok,
             Tok::EqEq | Tok::Lt | Tok::Gt | Tok::Le | Tok::Ge | Tok::NotEq
@@ -1067,7 +1092,7 @@ impl Parser<'_> {
             return self.fail(
                 Diagnostic::new(Code::BadValue, format!("unknown rate window `{w}`"))
                     .at(t.span)
-                    .help(suggestion(w, &words, "rate windows are")),
+                    .suggest(w, &words, "rate windows are"),
             );
         }
         self.unexpected("a window: second, minute, hour or day")
@@ -1137,7 +1162,7 @@ impl Parser<'_> {
                     return self.fail(
                         Diagnostic::new(Code::BadValue, format!("unknown budget window `{w}`"))
                             .at(t.span)
-                            .help(suggestion(w, &words, "budget windows are")),
+                            .suggest(w, &words, "budget windows are"),
                     );
                 }
             },

@@ -1,0 +1,183 @@
+//! Tool patterns: the one matcher used everywhere a tool pattern appears (rules, rate limits,
+//! redaction, credentials, cost), and the containment test behind the unreachable-rule checks.
+//!
+//! Tool ids are `/`-separated segments. In a pattern, `*` matches any run of characters inside
+//! one segment, a segment that is exactly `**` matches zero or more whole segments, and the
+//! pattern `*` on its own matches every tool. Ids and patterns are compared after NFKC.
+
+use unicode_normalization::UnicodeNormalization;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    /// `**`: zero or more whole segments.
+    AnyDepth,
+    /// A segment glob; `*` inside matches within the segment.
+    Glob(Vec<char>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolPattern {
+    text: String,
+    segments: Vec<Segment>,
+}
+
+/// NFKC normal form, the shape every tool id is compared in.
+pub fn normalize_tool(id: &str) -> String {
+    id.nfkc().collect()
+}
+
+impl ToolPattern {
+    /// Parses a pattern; the error says what is wrong with it.
+    pub fn parse(text: &str) -> Result<ToolPattern, String> {
+        let text = normalize_tool(text);
+        if text.is_empty() {
+            return Err("a tool pattern cannot be empty".into());
+        }
+        if text.chars().any(char::is_whitespace) {
+            return Err(format!("tool pattern `{text}` contains whitespace"));
+        }
+        if text == "*" {
+            return Ok(ToolPattern {
+                text,
+                segments: vec![Segment::AnyDepth],
+            });
+        }
+        let mut segments = Vec::new();
+        for seg in text.split('/') {
+            if seg.is_empty() {
+                return Err(format!(
+                    "tool pattern `{text}` has an empty segment; segments are separated by a single `/`"
+                ));
+            }
+            if seg == "**" {
+                if segments.last() != Some(&Segment::AnyDepth) {
+                    segments.push(Segment::AnyDepth);
+                }
+            } else if seg.contains("**") {
+                return Err(format!(
+                    "in `{text}`, `**` must be a whole segment (`a/**`); use `*` to match within a segment"
+                ));
+            } else {
+                segments.push(Segment::Glob(seg.chars().collect()));
+            }
+        }
+        Ok(ToolPattern { text, segments })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// No wildcard at all: the pattern names exactly one tool.
+    pub fn literal(&self) -> Option<&str> {
+        (!self.text.contains('*')).then_some(self.text.as_str())
+    }
+
+    /// Does the tool id (already NFKC-normalized) match?
+    pub fn matches(&self, tool: &str) -> bool {
+        let parts: Vec<&str> = tool.split('/').collect();
+        let parts: Vec<Vec<char>> = parts.iter().map(|p| p.chars().collect()).collect();
+        let subject: Vec<Segment> = parts.into_iter().map(Segment::Glob).collect();
+        covers_segments(&self.segments, &subject, false)
+    }
+
+    /// Does every tool matched by `other` also match `self`? Sound: `true` is never wrong.
+    pub fn covers(&self, other: &ToolPattern) -> bool {
+        covers_segments(&self.segments, &other.segments, true)
+    }
+}
+
+/// Matches pattern segments against subject segments. With `subject_is_pattern`, the subject's
+/// `*` and `**` stand for anything they could match, so only a wildcard can absorb them.
+fn covers_segments(pat: &[Segment], subj: &[Segment], subject_is_pattern: bool) -> bool {
+    match (pat.first(), subj.first()) {
+        (None, None) => true,
+        (None, Some(_)) => false,
+        (Some(Segment::AnyDepth), _) => {
+            // Absorb zero or more subject segments.
+            (0..=subj.len()).any(|k| covers_segments(&pat[1..], &subj[k..], subject_is_pattern))
+        }
+        (Some(Segment::Glob(_)), None) => false,
+        (Some(Segment::Glob(_)), Some(Segment::AnyDepth)) => false,
+        (Some(Segment::Glob(p)), Some(Segment::Glob(s))) => {
+            glob_covers(p, s, subject_is_pattern)
+                && covers_segments(&pat[1..], &subj[1..], subject_is_pattern)
+        }
+    }
+}
+
+/// In-segment glob match, iterative with single-star backtracking (linear in practice).
+fn glob_covers(pat: &[char], subj: &[char], subject_is_pattern: bool) -> bool {
+    let (mut p, mut s) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while s < subj.len() {
+        let subj_is_star = subject_is_pattern && subj[s] == '*';
+        if p < pat.len() && pat[p] == '*' {
+            star = Some((p, s));
+            p += 1;
+        } else if p < pat.len() && pat[p] == subj[s] && !subj_is_star {
+            p += 1;
+            s += 1;
+        } else if let Some((sp, ss)) = star {
+            p = sp + 1;
+            s = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    pat[p..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pat(s: &str) -> ToolPattern {
+        ToolPattern::parse(s).unwrap()
+    }
+
+    #[test]
+    fn matching() {
+        assert!(pat("stripe/refund").matches("stripe/refund"));
+        assert!(!pat("stripe/refund").matches("stripe/refunds"));
+        assert!(pat("fs/*/read").matches("fs/docs/read"));
+        assert!(!pat("fs/*/read").matches("fs/docs/a/read"));
+        assert!(pat("repo/**").matches("repo/a/b/c"));
+        assert!(pat("repo/**").matches("repo/a"));
+        assert!(pat("*").matches("anything/else"));
+        assert!(pat("*").matches("x"));
+        assert!(pat("stripe/*_read").matches("stripe/card_read"));
+        assert!(!pat("github/issues/*").matches("github/issues"));
+        assert!(pat("a/**/z").matches("a/z"));
+        assert!(pat("a/**/z").matches("a/b/c/z"));
+    }
+
+    #[test]
+    fn containment() {
+        assert!(pat("shell/*").covers(&pat("shell/ls")));
+        assert!(pat("*").covers(&pat("stripe/payouts")));
+        assert!(pat("shell/**").covers(&pat("shell/*/x")));
+        assert!(pat("a/*").covers(&pat("a/b*")));
+        assert!(!pat("a/b*").covers(&pat("a/*")));
+        assert!(!pat("shell/*").covers(&pat("shell/**")));
+        assert!(!pat("shell/*").covers(&pat("shell/a/b")));
+        assert!(!pat("stripe/refund").covers(&pat("stripe/*")));
+        assert!(pat("*x*").covers(&pat("a*x*b")));
+    }
+
+    #[test]
+    fn bad_patterns_are_explained() {
+        assert!(
+            ToolPattern::parse("a//b")
+                .unwrap_err()
+                .contains("empty segment")
+        );
+        assert!(
+            ToolPattern::parse("a/b**")
+                .unwrap_err()
+                .contains("whole segment")
+        );
+        assert!(ToolPattern::parse("").is_err());
+    }
+}
