@@ -92,6 +92,9 @@ impl fmt::Display for Code {
     }
 }
 
+/// Lines longer than this are not shown as an excerpt.
+const MAX_EXCERPT_LINE: usize = 500;
+
 /// One finding about a policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -172,7 +175,17 @@ impl FileDiagnostic {
             None => self.file.clone(),
         };
         let mut out = format!("{location}: {sev}[{}]: {}\n", d.code, d.message);
-        if d.span.is_none() {
+                // Excerpts of very long lines help nobody (and overflow miette's layout).
+        let excerpt_fits = d.span.is_some_and(|s| {
+            let start = s.start.min(self.source.len());
+            let line_start = self.source[..start].rfind('\n').map_or(0, |i| i + 1);
+            let line_end = self.source[start..].find('\n').map_or(self.source.len(), |i| start + i);
+            line_end - line_start <= MAX_EXCERPT_LINE
+        });
+        if !excerpt_fits {
+            if let Some(label) = &d.label {
+                out.push_str(&format!("  note: {label}\n"));
+            }
             if let Some(help) = &d.help {
                 out.push_str(&format!("  help: {help}\n"));
             }
@@ -284,29 +297,20 @@ pub fn did_you_mean<'a>(
     candidates
         .into_iter()
         .map(|c| (strsim::damerau_levenshtein(&word_lower, c), c))
-        .filter(|(d, c)| *d > 0 && *d <= (c.chars().count() / 3).max(1) + usize::from(c.len() > 5))
+        .filter(|(d, c)| {
+            let allowed = match c.chars().count() {
+                0..=3 => 1,
+                4..=6 => 2,
+                _ => 3,
+            };
+            *d > 0 && *d <= allowed
+        })
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
 
-/// A diagnostic about an unknown word: "did you mean" joins the message when a candidate is
-/// close, and the help lists every valid choice.
-pub fn unknown_word(
-    code: Code,
-    message: String,
-    word: &str,
-    candidates: &[&str],
-    what: &str,
-) -> Diagnostic {
-    let message = match did_you_mean(word, candidates.iter().copied()) {
-        Some(c) => format!("{message}; did you mean `{c}`?"),
-        None => message,
-    };
-    Diagnostic::new(code, message).help(format!("{what}: {}", candidates.join(", ")))
-}
-
 /// `did you mean `x`?` when a candidate is close, else the list of valid choices.
-pub fn suggestion<'a>(word: &str, candidates: &[&'a str], what: &str) -> String {
+pub fn suggestion(word: &str, candidates: &[&str], what: &str) -> String {
     match did_you_mean(word, candidates.iter().copied()) {
         Some(c) => format!("did you mean `{c}`?"),
         None => format!("{what}: {}", candidates.join(", ")),

@@ -8,13 +8,16 @@
 use crate::ast::*;
 use crate::span::Meta;
 
+/// A part of the output, printed in canonical order with blank lines between parts.
+type Section<'a> = Box<dyn Fn(&mut Writer) + 'a>;
+
 pub fn format_policy(policy: &Policy) -> String {
     let mut w = Writer::default();
     w.comments(&policy.meta.leading);
     if !policy.meta.leading.is_empty() {
         w.blank();
     }
-    let mut sections: Vec<Box<dyn Fn(&mut Writer) + '_>> = Vec::new();
+    let mut sections: Vec<Section<'_>> = Vec::new();
     if !policy.imports.is_empty() {
         sections.push(Box::new(|w: &mut Writer| {
             for (i, import) in policy.imports.iter().enumerate() {
@@ -199,7 +202,7 @@ impl Writer {
         self.comments(&agent.meta.leading);
         self.line(&format!("agent {} {{", quote(&agent.id.value)));
         self.indent += 1;
-        let mut groups: Vec<Box<dyn Fn(&mut Writer) + '_>> = Vec::new();
+        let mut groups: Vec<Section<'_>> = Vec::new();
         if let Some(d) = &agent.default {
             groups.push(Box::new(move |w: &mut Writer| {
                 w.comments(&agent.default_meta.leading);

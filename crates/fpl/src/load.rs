@@ -185,9 +185,9 @@ pub fn policy_path(path: &Path) -> Result<PathBuf, String> {
 }
 
 /// Reads and parses one policy file; unreadable or hostile bytes become a diagnostic.
-pub fn read_file(path: &Path, display: String) -> Result<ParsedFile, FileDiagnostic> {
+pub fn read_file(path: &Path, display: String) -> Result<ParsedFile, Box<FileDiagnostic>> {
     let bytes = std::fs::read(path)
-        .map_err(|e| io_diagnostic(&display, format!("cannot read {}: {e}", path.display())))?;
+        .map_err(|e| Box::new(io_diagnostic(&display, format!("cannot read {}: {e}", path.display()))))?;
     Ok(parse_bytes(path, display, &bytes))
 }
 
@@ -331,7 +331,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Loaded {
     let root = match read_file(&file, file.display().to_string()) {
         Ok(r) => r,
         Err(d) => {
-            loaded.diagnostics.push(d);
+            loaded.diagnostics.push(*d);
             return loaded;
         }
     };
@@ -343,19 +343,9 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Loaded {
         unresolved: false,
         visiting: HashSet::new(),
     };
-    let env = |name: &str| std::env::var(name).ok();
     let mut diagnostics = root.located();
     if !root.has_errors_of(Code::BadInput) {
-        diagnostics.extend(locate(
-            &root.file,
-            check(
-                &root.policy,
-                &CheckEnv {
-                    source: (root.file.format == Format::Fpl).then_some(root.file.text.as_str()),
-                    env: &env,
-                },
-            ),
-        ));
+        diagnostics.extend(check_file(&root));
         for import in root.policy.imports.clone() {
             resolver.import(&root, &import, &mut merged);
         }
@@ -384,6 +374,43 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Loaded {
     loaded.policy = merged;
     loaded.root = Some(root);
     loaded
+}
+
+/// The checker's findings on one parsed file. A finding at a place the parser already reported
+/// is dropped (it would only restate the syntax error), and YAML/JSON findings carry no
+/// position, since the AST's spans then do not point into the file.
+fn check_file(parsed: &ParsedFile) -> Vec<FileDiagnostic> {
+    let env = |name: &str| std::env::var(name).ok();
+    let is_fpl = parsed.file.format == Format::Fpl;
+    let found = check(
+        &parsed.policy,
+        &CheckEnv {
+            source: is_fpl.then_some(parsed.file.text.as_str()),
+            env: &env,
+        },
+    );
+    let syntax: Vec<Span> = parsed
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .filter_map(|d| d.span)
+        .collect();
+    let overlaps = |s: Span| {
+        syntax
+            .iter()
+            .any(|e| s.start < e.end.max(e.start + 1) && e.start < s.end.max(s.start + 1))
+    };
+    let kept = found
+        .into_iter()
+        .filter(|d| !d.span.is_some_and(overlaps))
+        .map(|mut d| {
+            if !is_fpl {
+                d.span = None;
+            }
+            d
+        })
+        .collect();
+    locate(&parsed.file, kept)
 }
 
 impl ParsedFile {
@@ -456,23 +483,12 @@ impl Resolver<'_> {
         match read_file(&file, format!("{path} ({})", file.display())) {
             Err(d) => {
                 self.unresolved = true;
-                self.diagnostics.push(d);
+                self.diagnostics.push(*d);
             }
             Ok(parsed) => {
                 self.verify(from, import, &parsed);
-                let env = |name: &str| std::env::var(name).ok();
                 self.diagnostics.extend(parsed.located());
-                self.diagnostics.extend(locate(
-                    &parsed.file,
-                    check(
-                        &parsed.policy,
-                        &CheckEnv {
-                            source: (parsed.file.format == Format::Fpl)
-                                .then_some(parsed.file.text.as_str()),
-                            env: &env,
-                        },
-                    ),
-                ));
+                self.diagnostics.extend(check_file(&parsed));
                 let mut imported = parsed.policy.clone();
                 for nested in parsed.policy.imports.clone() {
                     self.import(&parsed, &nested, &mut imported);

@@ -1321,13 +1321,14 @@ impl Parser<'_> {
                 Ok(Expr::new(ExprKind::Literal(lit), t.span))
             }
             Tok::LParen => {
+                let open_at = self.pos;
                 self.advance();
                 self.skip_newlines();
                 let inner = self.expr(0)?;
                 self.skip_newlines();
                 if *self.peek() != Tok::RParen {
                     let found = self.token().clone();
-                    return self.fail(
+                    self.error(
                         Diagnostic::new(
                             Code::Unclosed,
                             format!(
@@ -1339,6 +1340,12 @@ impl Parser<'_> {
                         .label("opened here")
                         .help("add the matching `)`"),
                     );
+                    // Resume after the line of the `(`, so the lines it swallowed are parsed.
+                    self.pos = (open_at..self.tokens.len())
+                        .find(|&i| self.tokens[i].tok == Tok::Newline)
+                        .unwrap_or(self.pos)
+                        .min(self.pos);
+                    return Err(Abort);
                 }
                 let close = self.advance().span;
                 Ok(Expr::new(inner.kind, t.span.to(close)))

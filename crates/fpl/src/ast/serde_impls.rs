@@ -56,7 +56,12 @@ fn parse_expr_text<E: de::Error>(text: &str) -> Result<Expr, E> {
             .filter(|d| d.is_error())
             .map(|d| d.message.clone())
             .collect();
-        E::custom(format!("in expression `{text}`: {}", msgs.join("; ")))
+        let shown: String = if text.chars().count() > 80 {
+            text.chars().take(77).chain("...".chars()).collect()
+        } else {
+            text.to_string()
+        };
+        E::custom(format!("in expression `{shown}`: {}", msgs.join("; ")))
     })
 }
 
