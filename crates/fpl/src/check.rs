@@ -10,7 +10,7 @@ use regex::RegexBuilder;
 use crate::ast::*;
 use crate::diagnostic::{Code, Diagnostic, did_you_mean, suggestion};
 use crate::format::format_expr;
-use crate::pattern::ToolPattern;
+use crate::pattern::{CoverIndex, ToolPattern};
 use crate::span::{Span, line_col};
 
 /// Compiled regexes may not exceed this (bytes of program): evaluation stays cheap.
@@ -626,33 +626,35 @@ impl Checker<'_> {
 
     /// `deny!` covering a permit/defer, and earlier unconditional rules covering later ones.
     fn unreachable(&mut self, rules: &[Rule], patterns: &[Option<ToolPattern>]) {
-        let mandatory: Vec<(usize, &ToolPattern)> = rules
-            .iter()
-            .zip(patterns)
-            .enumerate()
-            .filter(|(_, (r, _))| r.effect.value == Effect::DenyMandatory && r.is_unconditional())
-            .filter_map(|(i, (_, p))| p.as_ref().map(|p| (i, p)))
-            .collect();
-        let mut earlier: Vec<(usize, &ToolPattern)> = Vec::new();
+                let mut mandatory: CoverIndex<usize> = CoverIndex::default();
+        for (i, (rule, pat)) in rules.iter().zip(patterns).enumerate() {
+            if let Some(pat) = pat
+                && rule.effect.value == Effect::DenyMandatory
+                && rule.is_unconditional()
+            {
+                mandatory.insert(pat, i);
+            }
+        }
+        let mut earlier: CoverIndex<usize> = CoverIndex::default();
         for (i, (rule, pat)) in rules.iter().zip(patterns).enumerate() {
             let Some(pat) = pat else { continue };
             if rule.effect.value == Effect::DenyMandatory {
                 continue;
             }
             if matches!(rule.effect.value, Effect::Permit | Effect::Defer)
-                && let Some((m, mp)) = mandatory.iter().find(|(_, mp)| mp.covers(pat))
+                && let Some((mp, m)) = mandatory.covering(pat)
             {
                 let at = self.where_(rules[*m].effect.span);
                 self.push(
                     Diagnostic::new(
                         Code::ShadowedByMandatoryDeny,
-                        format!("this rule can never fire: `deny! {}`{at} covers `{}`", mp.as_str(), pat.as_str()),
+                        format!("this rule can never fire: `deny! {mp}`{at} covers `{}`", pat.as_str()),
                     )
                     .at(rule.effect.span.to(rule.tool.span))
                     .label("unreachable")
                     .help("`deny!` is tried before every other rule and nothing overrides it; remove this rule or narrow the `deny!`"),
                 );
-            } else if let Some((j, ep)) = earlier.iter().find(|(_, ep)| ep.covers(pat)) {
+            } else if let Some((ep, j)) = earlier.covering(pat) {
                 let prev = &rules[*j];
                 let at = self.where_(prev.effect.span);
                 self.push(
@@ -660,8 +662,8 @@ impl Checker<'_> {
                         Code::ShadowedByEarlierRule,
                         format!(
                             "unreachable rule: `{} {}`{at} already decides every call this rule matches",
-                            prev.effect.value.keyword(),
-                            ep.as_str()
+                                                        prev.effect.value.keyword(),
+                            ep
                         ),
                     )
                     .at(rule.effect.span.to(rule.tool.span))
@@ -669,8 +671,8 @@ impl Checker<'_> {
                     .help("first match wins: move this rule above the broader one, or give the broader one a condition"),
                 );
             }
-            if rule.is_unconditional() {
-                earlier.push((i, pat));
+                        if rule.is_unconditional() {
+                earlier.insert(pat, i);
             }
         }
     }

@@ -447,14 +447,20 @@ fn value(v: &Value) -> String {
             format!("[{}]", parts.join(", "))
         }
         Value::Env(name) => format!("env({})", quote(name)),
-        Value::Expr(e) => expr(e, 0),
+        // A bare word is a string and `env(…)` an env reference, so only a call reads back as
+        // an expression unaided; anything else goes in parentheses.
+        Value::Expr(e) => match &e.kind {
+            ExprKind::Call { func, .. } if func.value != "env" => expr(e, 0),
+            _ => format!("({})", expr(e, 0)),
+        },
     }
 }
 
 pub fn literal(l: &Literal) -> String {
     match l {
         Literal::Str(s) => quote(s),
-        Literal::Number(n) => n.to_string(),
+        // `1.50` and `1.5` are one number; JSON and YAML keep only the value.
+        Literal::Number(n) => n.normalize().to_string(),
         Literal::Money(m) => format!("${m}"),
         Literal::Duration(d) => format!("{}{}", d.amount, d.unit.suffix()),
         Literal::Size(s) => format!("{}{}", s.amount, s.unit.suffix()),

@@ -619,11 +619,8 @@ impl Parser<'_> {
                 let close = self.expect(Tok::RParen, "`)` to close `env(`")?;
                 Ok(Spanned::new(Value::Env(name.value), t.span.to(close)))
             }
-            Tok::Word(_) if *self.peek_nth(1) == Tok::LParen => {
-                let e = self.expr(0)?;
-                let span = e.span;
-                Ok(Spanned::new(Value::Expr(e), span))
-            }
+            Tok::Word(_) if *self.peek_nth(1) == Tok::LParen => self.expr_value(),
+            Tok::LParen => self.expr_value(),
             Tok::Word(w) => {
                 self.advance();
                 Ok(Spanned::new(Value::Lit(Literal::Str(w)), t.span))
@@ -656,6 +653,13 @@ impl Parser<'_> {
             _ => self
                 .unexpected("a value: a string, number, money, duration, list or `env(\"NAME\")`"),
         }
+    }
+
+    /// `lower(email)` or `(a == b)`: an expression where a value goes.
+    fn expr_value(&mut self) -> PResult<Spanned<Value>> {
+        let e = self.expr(0)?;
+        let span = e.span;
+        Ok(Spanned::new(Value::Expr(e), span))
     }
 
     fn enter(&mut self) -> PResult<()> {

@@ -5,6 +5,8 @@
 //! one segment, a segment that is exactly `**` matches zero or more whole segments, and the
 //! pattern `*` on its own matches every tool. Ids and patterns are compared after NFKC.
 
+use std::collections::HashMap;
+
 use unicode_normalization::UnicodeNormalization;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +89,78 @@ impl ToolPattern {
     }
 }
 
+impl ToolPattern {
+    /// The first segment, when it has no wildcard: only a pattern starting with the same
+    /// literal segment, or with a wildcard, can cover this one.
+    fn first_literal(&self) -> Option<String> {
+        match self.segments.first() {
+            Some(Segment::Glob(chars)) if !chars.contains(&'*') => Some(chars.iter().collect()),
+            _ => None,
+        }
+    }
+}
+
+/// Patterns indexed for the question "does any of them cover this one?", so checking a policy
+/// of n rules costs about n lookups rather than n² comparisons. Values keep insertion order:
+/// a query returns the earliest covering pattern.
+#[derive(Debug)]
+pub struct CoverIndex<T> {
+    /// Patterns without a wildcard cover only themselves.
+    exact: HashMap<String, (usize, T)>,
+    /// Wildcard patterns whose first segment is literal, by that segment.
+    by_first: HashMap<String, Vec<(usize, ToolPattern, T)>>,
+    /// Patterns whose first segment is a wildcard.
+    anywhere: Vec<(usize, ToolPattern, T)>,
+    next: usize,
+}
+
+impl<T> Default for CoverIndex<T> {
+    fn default() -> Self {
+        CoverIndex {
+            exact: HashMap::new(),
+            by_first: HashMap::new(),
+            anywhere: Vec::new(),
+            next: 0,
+        }
+    }
+}
+
+impl<T> CoverIndex<T> {
+    pub fn insert(&mut self, pattern: &ToolPattern, value: T) {
+        let order = self.next;
+        self.next += 1;
+        if let Some(lit) = pattern.literal() {
+            self.exact.entry(lit.to_string()).or_insert((order, value));
+        } else if let Some(first) = pattern.first_literal() {
+            self.by_first.entry(first).or_default().push((order, pattern.clone(), value));
+        } else {
+            self.anywhere.push((order, pattern.clone(), value));
+        }
+    }
+
+    /// The earliest inserted pattern that covers `pattern`, with its value.
+    pub fn covering(&self, pattern: &ToolPattern) -> Option<(&str, &T)> {
+        let exact = pattern
+            .literal()
+            .and_then(|lit| self.exact.get_key_value(lit))
+            .map(|(k, (order, v))| (*order, k.as_str(), v));
+        let bucket = pattern
+            .first_literal()
+            .and_then(|first| self.by_first.get(&first))
+            .into_iter()
+            .flatten();
+        let wild = bucket
+            .chain(&self.anywhere)
+            .filter(|(_, p, _)| p.covers(pattern))
+            .map(|(order, p, v)| (*order, p.as_str(), v));
+        exact
+            .into_iter()
+            .chain(wild)
+            .min_by_key(|(order, ..)| *order)
+            .map(|(_, p, v)| (p, v))
+    }
+}
+
 /// Matches pattern segments against subject segments. With `subject_is_pattern`, the subject's
 /// `*` and `**` stand for anything they could match, so only a wildcard can absorb them.
 fn covers_segments(pat: &[Segment], subj: &[Segment], subject_is_pattern: bool) -> bool {
@@ -164,6 +238,23 @@ mod tests {
         assert!(!pat("shell/*").covers(&pat("shell/a/b")));
         assert!(!pat("stripe/refund").covers(&pat("stripe/*")));
         assert!(pat("*x*").covers(&pat("a*x*b")));
+    }
+
+    #[test]
+    fn cover_index_finds_the_earliest_covering_pattern() {
+        let mut idx = CoverIndex::default();
+        for (i, p) in ["a/b", "c/*", "**", "c/d"].iter().enumerate() {
+            idx.insert(&pat(p), i);
+        }
+        assert_eq!(idx.covering(&pat("a/b")), Some(("a/b", &0)));
+        assert_eq!(idx.covering(&pat("c/x")), Some(("c/*", &1)));
+        assert_eq!(idx.covering(&pat("z/*")), Some(("**", &2)));
+        let mut narrow = CoverIndex::default();
+        narrow.insert(&pat("a/b"), 0);
+        narrow.insert(&pat("c/*"), 1);
+        assert_eq!(narrow.covering(&pat("a/*")), None);
+        assert_eq!(narrow.covering(&pat("c/**")), None);
+        assert_eq!(narrow.covering(&pat("c/y")), Some(("c/*", &1)));
     }
 
     #[test]

@@ -161,8 +161,11 @@ fn serialize_number<S: Serializer>(n: &Decimal, s: S) -> Result<S::Ok, S::Error>
     {
         return s.serialize_i64(i);
     }
+    // Up to 15 significant digits every float reader gets back exactly what was written (with
+    // more, serde_json's default parser may round the last digit).
+    let short = n.normalize().mantissa().unsigned_abs() < 10u128.pow(15);
     match n.to_string().parse::<f64>() {
-        Ok(f) if f.to_string().parse::<Decimal>().ok() == Some(*n) => s.serialize_f64(f),
+        Ok(f) if short && f.to_string().parse::<Decimal>().ok() == Some(*n) => s.serialize_f64(f),
         // Too precise for a float: keep the exact digits.
         _ => single(s, "number", &n.to_string()),
     }
