@@ -280,6 +280,44 @@ fn trusted_imports_are_verified() {
     );
 }
 
+/// A key for `example.org/acm` says nothing about `example.org/acme`: registries match on whole
+/// path segments, and the most specific one decides.
+#[test]
+fn trust_keys_match_whole_registry_segments() {
+    use base64::Engine as _;
+    use ed25519_dalek::SigningKey;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = SigningKey::from_bytes(&[9u8; 32]);
+    let registry = tempfile::tempdir().unwrap();
+    let lib = registry.path().join("example.org/acme/policies/base/1.0.0");
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::write(
+        lib.join("policy.fms"),
+        "runtime {\n  approval_ttl = 1h\n}\n",
+    )
+    .unwrap();
+    let stack = tempfile::tempdir().unwrap();
+    std::fs::write(
+        stack.path().join("governance.fms"),
+        format!(
+            "import \"example.org/acme/policies/base@1.0.0\"\ntrust {{\n  key \"example.org/acm\" ed25519:{}\n}}\nagent \"a\" {{\n  default deny\n}}\n",
+            b64.encode(key.verifying_key().to_bytes())
+        ),
+    )
+    .unwrap();
+    let out = faramesh()
+        .env("FARAMESH_REGISTRY_ROOT", registry.path())
+        .args(["check", &stack.path().to_string_lossy()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("warning[FPL403]"),
+        "unsigned, not verified by a sibling's key: {}",
+        stdout(&out)
+    );
+}
+
 #[test]
 fn json_output_is_machine_readable() {
     let Some(corpus) = shared_corpus() else {

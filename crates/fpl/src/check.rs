@@ -173,6 +173,8 @@ const CREDENTIAL: Schema = Schema {
     open: false,
 };
 
+const NOTIFY_URL: Kind = Kind::Url(&["slack", "pagerduty", "webhook", "http", "https"]);
+
 const ALERT: Schema = Schema {
     what: "alert",
     keys: &[
@@ -202,6 +204,18 @@ fn is_secret_key(key: &str) -> bool {
     ]
     .iter()
     .any(|s| k == *s || k.ends_with(&format!("_{s}")))
+}
+
+/// `scheme://user:password@host…`
+fn url_with_password(v: &str) -> bool {
+    let Some((_, rest)) = v.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .is_some_and(|(_, password)| !password.is_empty())
 }
 
 /// Values that are recognisably credentials whatever their key.
@@ -300,6 +314,15 @@ impl Checker<'_> {
             );
             return;
         };
+        if let Some((name, _)) = path.rsplit_once('@')
+            && let Err(why) = registry_relative(name)
+        {
+            self.push(
+                Diagnostic::new(Code::BadValue, format!("import `{path}` is not a registry path: {why}"))
+                    .at(span)
+                    .help("write `<registry>/<kind>/<name>@<version>`, e.g. `github.com/faramesh/faramesh-registry/frameworks/mcp@1.0.0`"),
+            );
+        }
         if !is_exact_semver(version) {
             let why = if version == "latest" {
                 "`@latest` is not a pinned version".to_string()
@@ -363,9 +386,7 @@ impl Checker<'_> {
                     .suggest(key, &known, &format!("{} keys are", schema.what)),
                 ),
             }
-            if secrets {
-                self.inline_secret(schema, e);
-            }
+            self.inline_secret(schema, e, secrets);
         }
         for req in schema.required {
             if !entries.iter().any(|e| e.key.value == *req) {
@@ -383,18 +404,23 @@ impl Checker<'_> {
         }
     }
 
-    fn inline_secret(&mut self, schema: &Schema, e: &Entry) {
+    /// Secrets by key name (in provider and identity blocks, `secret_keys`), and anywhere
+    /// by shape: a known token prefix or a URL with a password.
+    fn inline_secret(&mut self, schema: &Schema, e: &Entry, secret_keys: bool) {
         let Value::Lit(Literal::Str(text)) = &e.value.value else {
             return;
         };
-        if is_secret_key(&e.key.value) || looks_like_secret(text) {
+        if (secret_keys && is_secret_key(&e.key.value))
+            || looks_like_secret(text)
+            || url_with_password(text)
+        {
             let var = format!("{}_{}", schema.what, e.key.value).to_ascii_uppercase();
             self.push(
                 Diagnostic::new(
                     Code::InlineSecret,
                     format!(
-                        "`{}` is a secret written inline in a {} block; use env(\"…\")",
-                        e.key.value, schema.what
+                        "`{}` holds a secret written inline; use env(\"…\")",
+                        e.key.value
                     ),
                 )
                 .at(e.value.span)
@@ -609,6 +635,17 @@ impl Checker<'_> {
                 );
             }
         }
+        // A rule may name a channel (`notify "finance"`); a URL must be one alerts can reach.
+        if let Some(n) = &r.notify
+            && n.value.contains("://")
+            && let Err(msg) = check_kind(NOTIFY_URL, &Value::Lit(Literal::Str(n.value.clone())))
+        {
+            self.push(
+                Diagnostic::new(Code::BadValue, format!("`notify` {msg}"))
+                    .at(n.span)
+                    .help(format!("`notify` takes {}", describe(NOTIFY_URL))),
+            );
+        }
         if let Some(m) = &r.method {
             let ok = !m.value.is_empty() && m.value.chars().all(|c| c.is_ascii_alphabetic());
             if !ok {
@@ -626,7 +663,7 @@ impl Checker<'_> {
 
     /// `deny!` covering a permit/defer, and earlier unconditional rules covering later ones.
     fn unreachable(&mut self, rules: &[Rule], patterns: &[Option<ToolPattern>]) {
-                let mut mandatory: CoverIndex<usize> = CoverIndex::default();
+        let mut mandatory: CoverIndex<usize> = CoverIndex::default();
         for (i, (rule, pat)) in rules.iter().zip(patterns).enumerate() {
             if let Some(pat) = pat
                 && rule.effect.value == Effect::DenyMandatory
@@ -671,7 +708,7 @@ impl Checker<'_> {
                     .help("first match wins: move this rule above the broader one, or give the broader one a condition"),
                 );
             }
-                        if rule.is_unconditional() {
+            if rule.is_unconditional() {
                 earlier.insert(pat, i);
             }
         }
@@ -982,8 +1019,15 @@ impl Checker<'_> {
             };
         }
         if root != "args"
+            && root.len() >= 3
             && !self.selectors.iter().any(|s| s == root)
-            && let Some(sel) = did_you_mean(root, self.selectors.iter().map(String::as_str))
+            && let Some(sel) = did_you_mean(
+                root,
+                self.selectors
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|s| s.len() >= 3),
+            )
         {
             self.push(
                 Diagnostic::new(
@@ -1013,7 +1057,24 @@ fn function_help(name: &str) -> &'static str {
     }
 }
 
-fn is_exact_semver(v: &str) -> bool {
+/// An import name must stay inside the registry: relative, `/`-separated, no `.` or `..`.
+pub(crate) fn registry_relative(name: &str) -> Result<(), &'static str> {
+    if name.starts_with('/') || name.contains('\\') {
+        return Err("it must be relative to the registry");
+    }
+    if name
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Err("its segments must be names, not empty, `.` or `..`");
+    }
+    if name.split('/').count() < 2 {
+        return Err("it needs a registry and a name");
+    }
+    Ok(())
+}
+
+pub(crate) fn is_exact_semver(v: &str) -> bool {
     let core = v.split(['-', '+']).next().unwrap_or("");
     let parts: Vec<&str> = core.split('.').collect();
     parts.len() == 3

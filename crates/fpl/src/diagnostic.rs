@@ -48,7 +48,8 @@ codes! {
     BadEscape = "FPL102", Warning, "an unknown escape sequence in a string";
     BadNumber = "FPL103", Error, "a number, duration or size literal is malformed";
     BadMoney = "FPL104", Error, "a money literal is malformed";
-    UnexpectedChar = "FPL105", Error, "a character that cannot start any token";
+        UnexpectedChar = "FPL105", Error, "a character that cannot start any token";
+    BadUnicodeEscape = "FPL106", Error, "a `\\u{…}` escape does not name a character";
     // Syntax
     Expected = "FPL201", Error, "the parser expected something else here";
     UnknownEffect = "FPL202", Error, "a rule starts with a word that is not an effect";
@@ -67,7 +68,8 @@ codes! {
     UnpinnedImport = "FPL401", Error, "an import without an exact version";
     ImportNotFound = "FPL402", Error, "an import could not be resolved";
     UnsignedImport = "FPL403", Warning, "an import is not verified by a trust key";
-    ImportCycle = "FPL404", Error, "imports form a cycle";
+        ImportCycle = "FPL404", Error, "imports form a cycle";
+    ImportUnverified = "FPL405", Error, "an import fails its registry's trust key";
     // Names
     DuplicateAgent = "FPL501", Error, "two agents have the same id";
     UnknownFunction = "FPL502", Error, "a call to a function FPL does not have";
@@ -82,7 +84,7 @@ codes! {
     // Policy shape
     ShadowedByMandatoryDeny = "FPL701", Error, "a rule can never fire: a deny! covers it";
     ShadowedByEarlierRule = "FPL702", Error, "a rule can never fire: an earlier unconditional rule covers it";
-    InlineSecret = "FPL703", Error, "a secret is written inline in a provider block";
+        InlineSecret = "FPL703", Error, "a secret is written inline in the policy";
     MissingDefault = "FPL704", Warning, "an agent has no `default`, so it denies when nothing matches";
 }
 
@@ -175,11 +177,13 @@ impl FileDiagnostic {
             None => self.file.clone(),
         };
         let mut out = format!("{location}: {sev}[{}]: {}\n", d.code, d.message);
-                // Excerpts of very long lines help nobody (and overflow miette's layout).
+        // Excerpts of very long lines help nobody (and overflow miette's layout).
         let excerpt_fits = d.span.is_some_and(|s| {
             let start = s.start.min(self.source.len());
             let line_start = self.source[..start].rfind('\n').map_or(0, |i| i + 1);
-            let line_end = self.source[start..].find('\n').map_or(self.source.len(), |i| start + i);
+            let line_end = self.source[start..]
+                .find('\n')
+                .map_or(self.source.len(), |i| start + i);
             line_end - line_start <= MAX_EXCERPT_LINE
         });
         if !excerpt_fits {

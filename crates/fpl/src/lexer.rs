@@ -368,7 +368,7 @@ impl Lexer<'_> {
         match (closed, ch) {
             (true, Some(c)) if c != '\0' => value.push(c),
             _ => self.error(
-                Diagnostic::new(Code::BadNumber, "invalid unicode escape")
+                Diagnostic::new(Code::BadUnicodeEscape, "invalid unicode escape")
                     .at(Span::new(start, self.pos))
                     .help("write `\\u{…}` with 1 to 6 hex digits naming a non-NUL character, e.g. `\\u{e9}`"),
             ),

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use crate::ast::{Agent, Effect, NamedBlock, Policy, Rule};
-use crate::check::{CheckEnv, check};
+use crate::ast::{Agent, Effect, Literal, NamedBlock, Policy, Rule, Value};
+use crate::check::{CheckEnv, check, registry_relative};
 use crate::diagnostic::{Code, Diagnostic, FileDiagnostic, Severity};
 use crate::parser::parse;
 use crate::pattern::ToolPattern;
@@ -186,8 +186,12 @@ pub fn policy_path(path: &Path) -> Result<PathBuf, String> {
 
 /// Reads and parses one policy file; unreadable or hostile bytes become a diagnostic.
 pub fn read_file(path: &Path, display: String) -> Result<ParsedFile, Box<FileDiagnostic>> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| Box::new(io_diagnostic(&display, format!("cannot read {}: {e}", path.display()))))?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        Box::new(io_diagnostic(
+            &display,
+            format!("cannot read {}: {e}", path.display()),
+        ))
+    })?;
     Ok(parse_bytes(path, display, &bytes))
 }
 
@@ -279,8 +283,8 @@ pub fn parse_text(text: &str, format: Format) -> (Policy, Vec<Diagnostic>) {
             let parsed = parse(text);
             (parsed.policy, parsed.diagnostics)
         }
-        Format::Json => match serde_json::from_str::<Policy>(text) {
-            Ok(p) => (p, Vec::new()),
+        Format::Json => match serde_json::from_str::<Policy>(&without_leading_comments(text)) {
+            Ok(p) => normalize(p),
             Err(e) => {
                 let at = offset_of(text, e.line(), e.column());
                 let d = Diagnostic::new(Code::BadYamlJson, format!("not a valid JSON policy: {e}"))
@@ -290,16 +294,76 @@ pub fn parse_text(text: &str, format: Format) -> (Policy, Vec<Diagnostic>) {
             }
         },
         Format::Yaml => match serde_saphyr::from_str::<Policy>(text) {
-            Ok(p) => (p, Vec::new()),
+            Ok(p) => normalize(p),
             Err(e) => {
                 let msg = e.to_string();
-                let first = msg.lines().next().unwrap_or("").to_string();
-                let d = Diagnostic::new(Code::BadYamlJson, format!("not a valid YAML policy: {first}"))
+                let first = msg
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim_start_matches("error: ")
+                    .to_string();
+                let mut d = Diagnostic::new(
+                    Code::BadYamlJson,
+                    format!("not a valid YAML policy: {first}"),
+                );
+                if let Some(loc) = e.location() {
+                    let at = offset_of(
+                        text,
+                        usize::try_from(loc.line()).unwrap_or(usize::MAX),
+                        usize::try_from(loc.column()).unwrap_or(usize::MAX),
+                    );
+                    d = d.at(Span::new(at, at));
+                }
+                let d = d
                     .help("see docs/fpl.md for the YAML form, or convert an FPL file with `faramesh fmt --to yaml`");
                 (Policy::default(), vec![d])
             }
         },
     }
+}
+
+/// YAML and JSON write a selector's `key` as a plain string; in FPL it is an expression.
+fn normalize(mut policy: Policy) -> (Policy, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    for selector in &mut policy.selectors {
+        for e in selector.entries.iter_mut().filter(|e| e.key.value == "key") {
+            if let Value::Lit(Literal::Str(text)) = &e.value.value {
+                match crate::parser::parse_expr(text) {
+                    Ok(expr) => e.value.value = Value::Expr(expr),
+                    Err(errs) => diags.push(Diagnostic::new(
+                        Code::BadValue,
+                        format!(
+                            "selector `{}`: `key` is not an expression: {}",
+                            selector.name.value,
+                            errs.first().map_or("", |d| d.message.as_str())
+                        ),
+                    )),
+                }
+            }
+        }
+    }
+    (policy, diags)
+}
+
+/// A `.fms` file sniffed as JSON may start with `#` comment lines; JSON itself has no comments,
+/// so they become blank lines (keeping line numbers).
+fn without_leading_comments(text: &str) -> std::borrow::Cow<'_, str> {
+    let first_code = text
+        .lines()
+        .position(|l| !(l.trim().is_empty() || l.trim_start().starts_with('#')))
+        .unwrap_or(0);
+    if first_code == 0 {
+        return text.into();
+    }
+    let mut out = "\n".repeat(first_code);
+    out.push_str(
+        &text
+            .split_inclusive('\n')
+            .skip(first_code)
+            .collect::<String>(),
+    );
+    out.into()
 }
 
 fn offset_of(text: &str, line: usize, column: usize) -> usize {
@@ -447,8 +511,11 @@ impl Resolver<'_> {
         let Some((name, version)) = path.rsplit_once('@') else {
             return; // reported by the checker as unpinned
         };
-        if version == "latest" || !version.chars().next().is_some_and(|c| c.is_ascii_digit()) {
-            return;
+        if !crate::check::is_exact_semver(version) {
+            return; // reported by the checker as unpinned
+        }
+        if registry_relative(name).is_err() {
+            return; // reported by the checker
         }
         let Some(root) = &self.opts.registry_root else {
             self.unresolved = true;
@@ -486,7 +553,11 @@ impl Resolver<'_> {
                 self.diagnostics.push(*d);
             }
             Ok(parsed) => {
-                self.verify(from, import, &parsed);
+                if !self.verify(from, import, &parsed) {
+                    // Unverified content is reported, never merged.
+                    self.visiting.remove(&canonical);
+                    return;
+                }
                 self.diagnostics.extend(parsed.located());
                 self.diagnostics.extend(check_file(&parsed));
                 let mut imported = parsed.policy.clone();
@@ -502,13 +573,26 @@ impl Resolver<'_> {
 
     /// With a trust key for the import's registry, `policy.fms.sig` must hold a valid Ed25519
     /// signature of the file; without one the import is only as good as the registry mirror.
-    fn verify(&mut self, from: &ParsedFile, import: &crate::ast::Import, parsed: &ParsedFile) {
+    /// Returns whether the import may be used: unsigned imports may (with a warning), imports
+    /// that fail their registry's key may not.
+    fn verify(
+        &mut self,
+        from: &ParsedFile,
+        import: &crate::ast::Import,
+        parsed: &ParsedFile,
+    ) -> bool {
         let path = &import.path.value;
         let here = |d: Diagnostic| locate(&from.file, vec![d.at(import.path.span)]);
+        // The most specific registry whose path is a whole-segment prefix of the import.
         let Some(key) = self
             .trust
             .iter()
-            .find(|k| path.starts_with(&k.registry.value))
+            .filter(|k| {
+                let reg = k.registry.value.trim_end_matches('/');
+                path.strip_prefix(reg)
+                    .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .max_by_key(|k| k.registry.value.len())
         else {
             self.diagnostics.extend(here(
                 Diagnostic::new(
@@ -520,7 +604,7 @@ impl Resolver<'_> {
                     "declare the registry's key: `trust { key \"<registry>\" ed25519:<base64> }`",
                 ),
             ));
-            return;
+            return true;
         };
         let sig_path = PathBuf::from(format!("{}.sig", parsed.file.path.display()));
         let result = std::fs::read_to_string(&sig_path)
@@ -528,16 +612,17 @@ impl Resolver<'_> {
             .and_then(|sig| {
                 verify_signature(&key.key.value, sig.trim(), parsed.file.text.as_bytes())
             });
-        if let Err(why) = result {
+        if let Err(why) = &result {
             self.diagnostics.extend(here(
                 Diagnostic::new(
-                    Code::ImportNotFound,
+                    Code::ImportUnverified,
                     format!("import `{path}` failed verification: {why}"),
                 )
                 .label("signature does not verify")
                 .help("the registry copy may have been altered; fetch it again from the registry"),
             ));
         }
+        result.is_ok()
     }
 
     /// An imported `deny!` is tried before local rules: a local permit/defer it covers is dead.

@@ -528,7 +528,7 @@ impl Parser<'_> {
 
     /// `{ key = value … }`; the keyword before it is already consumed.
     fn block(&mut self, meta: Meta) -> PResult<Block> {
-        let (entries, mut meta) = self.entries(meta)?;
+        let (entries, mut meta) = self.entries(meta, &[])?;
         self.finish(&mut meta);
         Ok(Block { meta, entries })
     }
@@ -539,7 +539,9 @@ impl Parser<'_> {
         let name = self.string_or_word(&format!(
             "the {keyword}'s name, e.g. `{keyword} \"name\" {{`"
         ))?;
-        let (entries, mut meta) = self.entries(meta)?;
+        // A selector's `key` is an expression over the call, even when it is one bare name.
+        let expr_keys: &[&str] = if keyword == "selector" { &["key"] } else { &[] };
+        let (entries, mut meta) = self.entries(meta, expr_keys)?;
         self.finish(&mut meta);
         Ok(NamedBlock {
             meta,
@@ -548,7 +550,8 @@ impl Parser<'_> {
         })
     }
 
-    fn entries(&mut self, mut meta: Meta) -> PResult<(Vec<Entry>, Meta)> {
+    /// The settings of a block; the keys in `expr_keys` take an expression.
+    fn entries(&mut self, mut meta: Meta, expr_keys: &[&str]) -> PResult<(Vec<Entry>, Meta)> {
         let open = self.expect(Tok::LBrace, "`{`")?;
         let mut entries = Vec::new();
         loop {
@@ -563,18 +566,29 @@ impl Parser<'_> {
                 Tok::Eof => return self.unclosed(open, "settings"),
                 _ => {}
             }
-            match self.entry() {
+            match self.entry(expr_keys) {
                 Ok(e) => entries.push(e),
                 Err(Abort) => self.recover(),
             }
         }
     }
 
-    fn entry(&mut self) -> PResult<Entry> {
+    fn entry(&mut self, expr_keys: &[&str]) -> PResult<Entry> {
         let mut meta = self.meta_here();
         let key = self.string_or_word("a setting name, like `mode = \"enforce\"`")?;
         if matches!(self.peek(), Tok::Assign | Tok::Colon) {
             self.advance();
+        }
+        if expr_keys.contains(&key.value.as_str()) {
+            let e = self.expr(0)?;
+            let span = e.span;
+            self.end_of_statement()?;
+            self.finish(&mut meta);
+            return Ok(Entry {
+                meta,
+                key,
+                value: Spanned::new(Value::Expr(e), span),
+            });
         }
         let first = self.value()?;
         // `scope refund read_charge`: several bare values on one line form a list.
@@ -982,7 +996,7 @@ impl Parser<'_> {
     fn after_rule_error<T>(&mut self, t: &Token) -> PResult<T> {
         let mut d = Diagnostic::new(
             Code::Expected,
-            format!("unexpected {} in rule", t.tok.describe()),
+            format!("{} cannot follow the rule here", t.tok.describe()),
         )
         .at(t.span)
         .label(
@@ -1040,6 +1054,16 @@ impl Parser<'_> {
                     Ok(v) => Spanned::new(v, t.span),
                     Err(_) => return self.unexpected("a whole number of calls"),
                 }
+            }
+            Tok::Lit(Literal::Number(_)) => {
+                return self.fail(
+                    Diagnostic::new(
+                        Code::BadValue,
+                        "a rate limit must be a whole number greater than 0",
+                    )
+                    .at(t.span)
+                    .help("write e.g. `20 per minute`"),
+                );
             }
             _ => return self.unexpected("the number of calls allowed, e.g. `20 per minute`"),
         };
@@ -1173,7 +1197,7 @@ impl Parser<'_> {
             _ => return self.unexpected("a budget window: hourly, daily, monthly or session"),
         };
         self.advance();
-        let (entries, mut meta) = self.entries(meta)?;
+        let (entries, mut meta) = self.entries(meta, &[])?;
         self.finish(&mut meta);
         Ok(Budget {
             meta,

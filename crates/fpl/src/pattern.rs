@@ -132,7 +132,10 @@ impl<T> CoverIndex<T> {
         if let Some(lit) = pattern.literal() {
             self.exact.entry(lit.to_string()).or_insert((order, value));
         } else if let Some(first) = pattern.first_literal() {
-            self.by_first.entry(first).or_default().push((order, pattern.clone(), value));
+            self.by_first
+                .entry(first)
+                .or_default()
+                .push((order, pattern.clone(), value));
         } else {
             self.anywhere.push((order, pattern.clone(), value));
         }
