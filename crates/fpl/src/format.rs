@@ -40,12 +40,14 @@ pub fn format_policy(policy: &Policy) -> String {
         ("identity", &policy.identities),
         ("selector", &policy.selectors),
     ] {
+        let expr_keys: &[&str] = if keyword == "selector" { &["key"] } else { &[] };
         for b in blocks {
             sections.push(Box::new(move |w: &mut Writer| {
-                w.block(
+                w.settings(
                     &format!("{keyword} {}", quote(&b.name.value)),
                     &b.meta,
                     &b.entries,
+                    expr_keys,
                 );
             }));
         }
@@ -142,6 +144,12 @@ impl Writer {
     }
 
     fn block(&mut self, header: &str, meta: &Meta, entries: &[Entry]) {
+        self.settings(header, meta, entries, &[]);
+    }
+
+    /// A block whose keys in `expr_keys` always hold an expression (a selector's `key`), so
+    /// their expressions need no parentheses.
+    fn settings(&mut self, header: &str, meta: &Meta, entries: &[Entry], expr_keys: &[&str]) {
         self.comments(&meta.leading);
         if entries.is_empty() && meta.dangling.is_empty() {
             self.line_with(&format!("{header} {{}}"), meta);
@@ -157,7 +165,10 @@ impl Writer {
         for (i, e) in entries.iter().enumerate() {
             self.node_start(&e.meta, i > 0);
             let key = key_text(&e.key.value);
-            let v = entry_value(&e.key.value, &e.value.value);
+            let v = match &e.value.value {
+                Value::Expr(x) if expr_keys.contains(&e.key.value.as_str()) => expr(x, 0),
+                v => entry_value(&e.key.value, v),
+            };
             self.line_with(&format!("{key:width$} = {v}"), &e.meta);
         }
         self.comments(&meta.dangling);

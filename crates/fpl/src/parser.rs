@@ -1379,12 +1379,7 @@ impl Parser<'_> {
                 Ok(Expr::new(inner.kind, t.span.to(close)))
             }
             Tok::LBracket => self.list_expr(t.span),
-            Tok::Word(w)
-                if *self.peek_nth(1) == Tok::LParen
-                    && self.tokens[self.pos + 1].span.start == t.span.end =>
-            {
-                self.call(w, t.span)
-            }
+            // Before calls: an operator is never a function name (`not in(x)` is `not in`).
             Tok::Word(w) if is_operator_word(&w) => self.fail(
                 Diagnostic::new(
                     Code::Expected,
@@ -1393,6 +1388,12 @@ impl Parser<'_> {
                 .at(t.span)
                 .label("a name, string, number or list goes here"),
             ),
+            Tok::Word(w)
+                if *self.peek_nth(1) == Tok::LParen
+                    && self.tokens[self.pos + 1].span.start == t.span.end =>
+            {
+                self.call(w, t.span)
+            }
             Tok::Word(w) => {
                 self.advance();
                 let segments: Vec<String> = w.split('.').map(str::to_string).collect();
