@@ -66,6 +66,11 @@ pub struct Policy {
         with = "serde_impls::trust_keys"
     )]
     pub trust: Vec<TrustKey>,
+    /// The `default` of the flat rules' agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Spanned<Effect>>,
+    #[serde(skip)]
+    pub default_meta: Meta,
     /// Rules written outside any agent: they form the agent named `default`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,

@@ -272,15 +272,22 @@ impl Checker<'_> {
         }
         let providers: Vec<&str> = p.providers.iter().map(|b| b.name.value.as_str()).collect();
         let mut seen: HashMap<&str, Span> = HashMap::new();
-        if !p.rules.is_empty() {
-            let flat = Agent {
-                id: Spanned::new("default".into(), p.rules[0].effect.span),
-                rules: p.rules.clone(),
-                default: None,
-                ..Agent::default()
-            };
-            seen.insert("default", flat.id.span);
-            self.rules(&flat.rules);
+        if !p.rules.is_empty() || p.default.is_some() {
+            let at = p.rules.first().map_or_else(
+                || p.default.as_ref().map_or(Span::default(), |d| d.span),
+                |r| r.effect.span,
+            );
+            seen.insert("default", at);
+            self.default_effect(p.default.as_ref());
+            if p.default.is_none() {
+                self.push(
+                    Diagnostic::new(Code::MissingDefault, "the flat rules have no `default`")
+                        .at(at)
+                        .label("calls that match no rule are denied")
+                        .help("say so explicitly: add `default deny` at the top level"),
+                );
+            }
+            self.rules(&p.rules);
         }
         for agent in &p.agents {
             if let Some(first) = seen.get(agent.id.value.as_str()) {
@@ -502,7 +509,21 @@ impl Checker<'_> {
 
     // ---- agents ----
 
+    /// YAML and JSON can say what FPL cannot: `default: deny!`.
+    fn default_effect(&mut self, default: Option<&Spanned<Effect>>) {
+        if let Some(d) = default
+            && d.value == Effect::DenyMandatory
+        {
+            self.push(
+                Diagnostic::new(Code::BadValue, "`deny!` cannot be a default")
+                    .at(d.span)
+                    .help("write `default deny`"),
+            );
+        }
+    }
+
     fn agent(&mut self, agent: &Agent, providers: &[&str]) {
+        self.default_effect(agent.default.as_ref());
         if agent.id.value.is_empty() {
             // Already reported by the parser.
         } else if agent.default.is_none() {
@@ -519,6 +540,16 @@ impl Checker<'_> {
         self.rules(&agent.rules);
         for r in &agent.rate_limits {
             self.pattern(&r.tool.value, r.tool.span);
+            if r.limit.value == 0 {
+                self.push(
+                    Diagnostic::new(
+                        Code::BadValue,
+                        "a rate limit must be a whole number greater than 0",
+                    )
+                    .at(r.limit.span)
+                    .help("write e.g. `20 per minute`; to forbid a tool, deny it"),
+                );
+            }
         }
         for r in &agent.redact {
             self.pattern(&r.tool.value, r.tool.span);

@@ -72,6 +72,15 @@ pub fn format_policy(policy: &Policy) -> String {
             w.line("}");
         }));
     }
+    if let Some(d) = &policy.default {
+        sections.push(Box::new(move |w: &mut Writer| {
+            w.comments(&policy.default_meta.leading);
+            w.line_with(
+                &format!("default {}", d.value.keyword()),
+                &policy.default_meta,
+            );
+        }));
+    }
     if !policy.rules.is_empty() {
         sections.push(Box::new(|w: &mut Writer| w.rules(&policy.rules)));
     }

@@ -343,6 +343,13 @@ fn normalize(mut policy: Policy) -> (Policy, Vec<Diagnostic>) {
             }
         }
     }
+    // FPL text cannot hold a NUL character; YAML and JSON could smuggle one in with an escape.
+    if serde_json::to_string(&policy).is_ok_and(|json| json.contains("\\u0000")) {
+        diags.push(
+            Diagnostic::new(Code::BadInput, "a string contains a NUL character")
+                .help("remove the `\\u0000` escapes; policy text cannot hold NUL"),
+        );
+    }
     (policy, diags)
 }
 

@@ -409,6 +409,7 @@ impl Parser<'_> {
                 }
             }
             "trust" => self.trust(&mut policy.trust)?,
+            "default" => self.default_statement(&mut policy.default, &mut policy.default_meta)?,
             "agent" => {
                 let agent = self.agent()?;
                 policy.agents.push(agent);
@@ -745,35 +746,7 @@ impl Parser<'_> {
             return self.unexpected("an agent statement such as `rules {` or `default deny`");
         };
         match word.as_str() {
-            "default" => {
-                let mut meta = self.meta_here();
-                let keyword = self.advance().span;
-                let effect = self.effect_word()?;
-                if effect.value == Effect::DenyMandatory {
-                    return self.fail(
-                        Diagnostic::new(Code::BadValue, "`deny!` cannot be a default")
-                            .at(effect.span)
-                            .help("write `default deny`"),
-                    );
-                }
-                self.end_of_statement()?;
-                self.finish(&mut meta);
-                if let Some(prev) = &agent.default {
-                    return self.fail(
-                        Diagnostic::new(
-                            Code::DuplicateClause,
-                            "this agent already has a `default`",
-                        )
-                        .at(keyword.to(effect.span))
-                        .help(format!(
-                            "keep one `default`; the first one says `{}`",
-                            prev.value.keyword()
-                        )),
-                    );
-                }
-                agent.default = Some(effect);
-                agent.default_meta = meta;
-            }
+            "default" => self.default_statement(&mut agent.default, &mut agent.default_meta)?,
             "rules" => {
                 let meta = self.meta_here();
                 self.advance();
@@ -833,6 +806,39 @@ impl Parser<'_> {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// `default EFFECT`, for an agent or for the flat rules.
+    fn default_statement(
+        &mut self,
+        slot: &mut Option<Spanned<Effect>>,
+        slot_meta: &mut Meta,
+    ) -> PResult<()> {
+        let mut meta = self.meta_here();
+        let keyword = self.advance().span;
+        let effect = self.effect_word()?;
+        if effect.value == Effect::DenyMandatory {
+            return self.fail(
+                Diagnostic::new(Code::BadValue, "`deny!` cannot be a default")
+                    .at(effect.span)
+                    .help("write `default deny`"),
+            );
+        }
+        self.end_of_statement()?;
+        self.finish(&mut meta);
+        if let Some(prev) = slot {
+            return self.fail(
+                Diagnostic::new(Code::DuplicateClause, "this agent already has a `default`")
+                    .at(keyword.to(effect.span))
+                    .help(format!(
+                        "keep one `default`; the first one says `{}`",
+                        prev.value.keyword()
+                    )),
+            );
+        }
+        *slot = Some(effect);
+        *slot_meta = meta;
         Ok(())
     }
 

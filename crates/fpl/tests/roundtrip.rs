@@ -515,9 +515,25 @@ fn policy() -> BoxedStrategy<Policy> {
         trust_keys(),
         prop::collection::vec(rule(), 0..4),
         prop::collection::vec(agent(), 0..3),
+        prop::option::of(prop::sample::select(vec![
+            Effect::Permit,
+            Effect::Deny,
+            Effect::Defer,
+        ])),
     )
         .prop_map(
-            |(imports, runtime, providers, identities, selectors, trust, rules, agents)| Policy {
+            |(
+                imports,
+                runtime,
+                providers,
+                identities,
+                selectors,
+                trust,
+                rules,
+                agents,
+                default,
+            )| Policy {
+                default: default.map(sp),
                 meta: Meta::default(),
                 imports,
                 runtime,
@@ -527,6 +543,7 @@ fn policy() -> BoxedStrategy<Policy> {
                 trust,
                 rules,
                 agents,
+                ..Policy::default()
             },
         )
         .boxed()
