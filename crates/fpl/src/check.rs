@@ -5,8 +5,6 @@
 
 use std::collections::HashMap;
 
-use regex::RegexBuilder;
-
 use crate::ast::*;
 use crate::diagnostic::{Code, Diagnostic, did_you_mean, suggestion};
 use crate::format::format_expr;
@@ -34,6 +32,7 @@ pub fn check(policy: &Policy, env: &CheckEnv<'_>) -> Vec<Diagnostic> {
     let mut c = Checker {
         env,
         diags: Vec::new(),
+        regexes: HashMap::new(),
         selectors: policy
             .selectors
             .iter()
@@ -48,6 +47,8 @@ pub fn check(policy: &Policy, env: &CheckEnv<'_>) -> Vec<Diagnostic> {
 struct Checker<'a> {
     env: &'a CheckEnv<'a>,
     diags: Vec<Diagnostic>,
+    /// Each distinct regex is validated once.
+    regexes: HashMap<String, Result<(), String>>,
     selectors: Vec<String>,
 }
 
@@ -903,11 +904,14 @@ impl Checker<'_> {
     fn regex(&mut self, rhs: &Expr) {
         match &rhs.kind {
             ExprKind::Literal(Literal::Str(re)) => {
-                if let Err(err) = RegexBuilder::new(re).size_limit(REGEX_SIZE_LIMIT).build() {
-                    let detail = err.to_string();
-                    let last = detail.lines().last().unwrap_or("").trim().trim_start_matches("error:").trim().to_string();
+                let verdict = self
+                    .regexes
+                    .entry(re.clone())
+                    .or_insert_with(|| validate_regex(re))
+                    .clone();
+                if let Err(why) = verdict {
                     self.push(
-                        Diagnostic::new(Code::BadRegex, format!("invalid regex {}: {last}", crate::format::quote(re)))
+                        Diagnostic::new(Code::BadRegex, format!("invalid regex {}: {why}", crate::format::quote(re)))
                             .at(rhs.span)
                             .label("does not compile")
                             .help("FPL regexes use RE2 syntax (no look-around or backreferences); escape a backslash as `\\\\`"),
@@ -1070,6 +1074,65 @@ impl Checker<'_> {
             );
         }
         Ty::Unknown
+    }
+}
+
+/// Validates a regex the way the engine will compile it (the `regex` crate's syntax, Unicode
+/// on, the same size limit), without building the matching engines `check` does not need.
+fn validate_regex(re: &str) -> Result<(), String> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .build()
+        .parse(re)
+        .map_err(|e| {
+            let detail = e.to_string();
+            detail
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim()
+                .trim_start_matches("error:")
+                .trim()
+                .to_string()
+        })?;
+    // Building the NFA is most of the cost of validating; skip it when a generous upper bound
+    // of its size is already well inside the limit.
+    if nfa_bytes_upper_bound(&hir) <= REGEX_SIZE_LIMIT / 2 {
+        return Ok(());
+    }
+    regex_automata::nfa::thompson::Compiler::new()
+        .configure(
+            regex_automata::nfa::thompson::Config::new().nfa_size_limit(Some(REGEX_SIZE_LIMIT)),
+        )
+        .build_from_hir(&hir)
+        .map(drop)
+        .map_err(|_| format!("it compiles to more than {} KiB", REGEX_SIZE_LIMIT >> 10))
+}
+
+/// An over-estimate of the Thompson NFA's heap size: a Unicode range may split into 8 UTF-8
+/// sequences of up to 4 byte ranges, and every state is counted at 32 bytes.
+fn nfa_bytes_upper_bound(hir: &regex_syntax::hir::Hir) -> usize {
+    use regex_syntax::hir::{Class, HirKind};
+    const STATE: usize = 32;
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => STATE,
+        HirKind::Literal(lit) => lit.0.len().saturating_add(1).saturating_mul(STATE),
+        HirKind::Class(Class::Unicode(c)) => c
+            .ranges()
+            .len()
+            .saturating_mul(32 * STATE)
+            .saturating_add(STATE),
+        HirKind::Class(Class::Bytes(c)) => c.ranges().len().saturating_add(1).saturating_mul(STATE),
+        HirKind::Repetition(rep) => {
+            let copies = rep.max.unwrap_or(rep.min).saturating_add(1);
+            nfa_bytes_upper_bound(&rep.sub)
+                .saturating_add(STATE)
+                .saturating_mul(copies as usize)
+        }
+        HirKind::Capture(cap) => nfa_bytes_upper_bound(&cap.sub).saturating_add(2 * STATE),
+        HirKind::Concat(subs) | HirKind::Alternation(subs) => subs
+            .iter()
+            .map(nfa_bytes_upper_bound)
+            .fold(STATE, usize::saturating_add),
     }
 }
 
@@ -1295,4 +1358,39 @@ fn valid_host_pattern(h: &str) -> bool {
                     .chars()
                     .all(|c| c.is_alphanumeric() || c == '-' || c == '_')
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regexes_are_validated_as_the_engine_compiles_them() {
+        assert_eq!(validate_regex("(?i)\\b(drop|delete)\\b"), Ok(()));
+        assert_eq!(validate_regex("(unclosed"), Err("unclosed group".into()));
+        assert!(
+            validate_regex("(?=look-ahead)").is_err(),
+            "RE2 syntax has no look-around"
+        );
+        let huge = validate_regex("\\w{1000}{1000}").unwrap_err();
+        assert!(huge.contains("KiB"), "{huge}");
+    }
+
+    #[test]
+    fn url_passwords_are_secrets_and_plain_urls_are_not() {
+        assert!(url_with_password("postgres://app:hunter2@db/x"));
+        assert!(!url_with_password("postgres://app@db/x"));
+        assert!(!url_with_password("https://example.com/a:b@c"));
+        assert!(!url_with_password("no url"));
+    }
+
+    #[test]
+    fn exact_versions_only() {
+        for ok in ["1.0.0", "10.2.33", "1.0.0-rc.1"] {
+            assert!(is_exact_semver(ok), "{ok}");
+        }
+        for bad in ["latest", "1.0", "^1.0.0", "01.0.0", "1.x.0", ""] {
+            assert!(!is_exact_semver(bad), "{bad}");
+        }
+    }
 }
