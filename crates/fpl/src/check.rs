@@ -415,27 +415,33 @@ impl Checker<'_> {
     /// Secrets by key name (in provider and identity blocks, `secret_keys`), and anywhere
     /// by shape: a known token prefix or a URL with a password.
     fn inline_secret(&mut self, schema: &Schema, e: &Entry, secret_keys: bool) {
-        let Value::Lit(Literal::Str(text)) = &e.value.value else {
-            return;
+        self.secret_in(schema, &e.key.value, &e.value, secret_keys);
+    }
+
+    /// Looks at a value and, for lists, at every item in it.
+    fn secret_in(&mut self, schema: &Schema, key: &str, value: &Spanned<Value>, secret_keys: bool) {
+        let text = match &value.value {
+            Value::Lit(Literal::Str(text)) => text,
+            Value::List(items) => {
+                items
+                    .iter()
+                    .for_each(|i| self.secret_in(schema, key, i, secret_keys));
+                return;
+            }
+            _ => return,
         };
-        if (secret_keys && is_secret_key(&e.key.value))
-            || looks_like_secret(text)
-            || url_with_password(text)
+        if (secret_keys && is_secret_key(key)) || looks_like_secret(text) || url_with_password(text)
         {
-            let var = format!("{}_{}", schema.what, e.key.value).to_ascii_uppercase();
+            let var = format!("{}_{key}", schema.what).to_ascii_uppercase();
             self.push(
                 Diagnostic::new(
                     Code::InlineSecret,
-                    format!(
-                        "`{}` holds a secret written inline; use env(\"…\")",
-                        e.key.value
-                    ),
+                    format!("`{key}` holds a secret written inline; use env(\"…\")"),
                 )
-                .at(e.value.span)
+                .at(value.span)
                 .label("secrets must not live in the policy file")
                 .help(format!(
-                    "read it from the environment: `{} = env(\"{var}\")`",
-                    e.key.value
+                    "read it from the environment: `{key} = env(\"{var}\")`"
                 )),
             );
         }

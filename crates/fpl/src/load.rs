@@ -723,6 +723,7 @@ pub fn merge_under(local: &mut Policy, imported: Policy) {
             None => local.runtime = Some(imp),
         }
     }
+    local.default = local.default.take().or(imported.default);
     merge_named(&mut local.providers, imported.providers);
     merge_named(&mut local.identities, imported.identities);
     merge_named(&mut local.selectors, imported.selectors);
