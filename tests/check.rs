@@ -196,29 +196,60 @@ fn warnings_fail_only_under_strict() {
     assert_eq!(run(&["check", "--strict", &path]).status.code(), Some(3));
 }
 
+/// A registry with one policy at `name/version`, and a stack that imports it.
+struct ImportSetup {
+    registry: tempfile::TempDir,
+    stack: tempfile::TempDir,
+}
+
+impl ImportSetup {
+    fn new(name: &str, version: &str, body: &str, stack_policy: &str) -> ImportSetup {
+        let registry = tempfile::tempdir().unwrap();
+        let lib = registry.path().join(name).join(version);
+        std::fs::create_dir_all(&lib).unwrap();
+        std::fs::write(lib.join("policy.fms"), body).unwrap();
+        let stack = tempfile::tempdir().unwrap();
+        std::fs::write(stack.path().join("governance.fms"), stack_policy).unwrap();
+        ImportSetup { registry, stack }
+    }
+
+    fn library(&self, name: &str, version: &str) -> std::path::PathBuf {
+        self.registry
+            .path()
+            .join(name)
+            .join(version)
+            .join("policy.fms")
+    }
+
+    fn check(&self, extra: &[&str]) -> std::process::Output {
+        faramesh()
+            .env("FARAMESH_REGISTRY_ROOT", self.registry.path())
+            .arg("check")
+            .args(extra)
+            .arg(self.stack.path())
+            .output()
+            .unwrap()
+    }
+}
+
+fn trust_block(registry: &str, key: &ed25519_dalek::SigningKey) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    format!(
+        "trust {{\n  key \"{registry}\" ed25519:{}\n}}\n",
+        b64.encode(key.verifying_key().to_bytes())
+    )
+}
+
 #[test]
 fn imports_merge_under_local_content_and_an_imported_deny_bang_is_enforced_statically() {
-    let registry = tempfile::tempdir().unwrap();
-    let lib = registry
-        .path()
-        .join("example.org/acme/policies/guard/1.0.0");
-    std::fs::create_dir_all(&lib).unwrap();
-    std::fs::write(
-        lib.join("policy.fms"),
+    let setup = ImportSetup::new(
+        "example.org/acme/policies/guard",
+        "1.0.0",
         "agent \"ops\" {\n  rules {\n    deny! shell/*\n  }\n}\n",
-    )
-    .unwrap();
-    let stack = tempfile::tempdir().unwrap();
-    std::fs::write(
-        stack.path().join("governance.fms"),
         "import \"example.org/acme/policies/guard@1.0.0\"\nagent \"ops\" {\n  default deny\n  rules {\n    permit shell/ls\n  }\n}\n",
-    )
-    .unwrap();
-    let out = faramesh()
-        .env("FARAMESH_REGISTRY_ROOT", registry.path())
-        .args(["check", &stack.path().to_string_lossy()])
-        .output()
-        .unwrap();
+    );
+    let out = setup.check(&[]);
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
     assert!(text.contains("governance.fms:5:5: error[FPL701]"), "{text}");
@@ -230,48 +261,39 @@ fn imports_merge_under_local_content_and_an_imported_deny_bang_is_enforced_stati
 fn trusted_imports_are_verified() {
     use base64::Engine as _;
     use ed25519_dalek::{Signer, SigningKey};
-    let b64 = base64::engine::general_purpose::STANDARD;
     let key = SigningKey::from_bytes(&[7u8; 32]);
-    let registry = tempfile::tempdir().unwrap();
-    let lib = registry.path().join("example.org/acme/policies/base/1.2.3");
-    std::fs::create_dir_all(&lib).unwrap();
     let body = "runtime {\n  approval_ttl = 1h\n}\n";
-    std::fs::write(lib.join("policy.fms"), body).unwrap();
-    let stack = tempfile::tempdir().unwrap();
-    std::fs::write(
-        stack.path().join("governance.fms"),
-        format!(
-            "import \"example.org/acme/policies/base@1.2.3\"\ntrust {{\n  key \"example.org/acme\" ed25519:{}\n}}\nagent \"a\" {{\n  default deny\n}}\n",
-            b64.encode(key.verifying_key().to_bytes())
+    let setup = ImportSetup::new(
+        "example.org/acme/policies/base",
+        "1.2.3",
+        body,
+        &format!(
+            "import \"example.org/acme/policies/base@1.2.3\"\n{}agent \"a\" {{\n  default deny\n}}\n",
+            trust_block("example.org/acme", &key)
         ),
-    )
-    .unwrap();
-    let check = || {
-        faramesh()
-            .env("FARAMESH_REGISTRY_ROOT", registry.path())
-            .args(["check", "--strict", &stack.path().to_string_lossy()])
-            .output()
-            .unwrap()
-    };
-    let missing = check();
-    assert_eq!(missing.status.code(), Some(1), "{}", stdout(&missing));
-    assert!(stdout(&missing).contains("failed verification"));
+    );
+    let library = setup.library("example.org/acme/policies/base", "1.2.3");
 
-    let sig = key.sign(body.as_bytes());
+    let missing = setup.check(&["--strict"]);
+    assert_eq!(missing.status.code(), Some(1), "{}", stdout(&missing));
+    assert!(
+        stdout(&missing).contains("error[FPL405]"),
+        "{}",
+        stdout(&missing)
+    );
+
+    let sig =
+        base64::engine::general_purpose::STANDARD.encode(key.sign(body.as_bytes()).to_bytes());
     std::fs::write(
-        lib.join("policy.fms.sig"),
-        format!("ed25519:{}\n", b64.encode(sig.to_bytes())),
+        library.with_extension("fms.sig"),
+        format!("ed25519:{sig}\n"),
     )
     .unwrap();
-    let good = check();
+    let good = setup.check(&["--strict"]);
     assert_eq!(good.status.code(), Some(0), "{}", stdout(&good));
 
-    std::fs::write(
-        lib.join("policy.fms"),
-        "runtime {\n  approval_ttl = 9999h\n}\n",
-    )
-    .unwrap();
-    let tampered = check();
+    std::fs::write(&library, "runtime {\n  approval_ttl = 9999h\n}\n").unwrap();
+    let tampered = setup.check(&["--strict"]);
     assert_eq!(tampered.status.code(), Some(1));
     assert!(
         stdout(&tampered).contains("signature does not match"),
@@ -284,32 +306,17 @@ fn trusted_imports_are_verified() {
 /// path segments, and the most specific one decides.
 #[test]
 fn trust_keys_match_whole_registry_segments() {
-    use base64::Engine as _;
-    use ed25519_dalek::SigningKey;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let key = SigningKey::from_bytes(&[9u8; 32]);
-    let registry = tempfile::tempdir().unwrap();
-    let lib = registry.path().join("example.org/acme/policies/base/1.0.0");
-    std::fs::create_dir_all(&lib).unwrap();
-    std::fs::write(
-        lib.join("policy.fms"),
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+    let setup = ImportSetup::new(
+        "example.org/acme/policies/base",
+        "1.0.0",
         "runtime {\n  approval_ttl = 1h\n}\n",
-    )
-    .unwrap();
-    let stack = tempfile::tempdir().unwrap();
-    std::fs::write(
-        stack.path().join("governance.fms"),
-        format!(
-            "import \"example.org/acme/policies/base@1.0.0\"\ntrust {{\n  key \"example.org/acm\" ed25519:{}\n}}\nagent \"a\" {{\n  default deny\n}}\n",
-            b64.encode(key.verifying_key().to_bytes())
+        &format!(
+            "import \"example.org/acme/policies/base@1.0.0\"\n{}agent \"a\" {{\n  default deny\n}}\n",
+            trust_block("example.org/acm", &key)
         ),
-    )
-    .unwrap();
-    let out = faramesh()
-        .env("FARAMESH_REGISTRY_ROOT", registry.path())
-        .args(["check", &stack.path().to_string_lossy()])
-        .output()
-        .unwrap();
+    );
+    let out = setup.check(&[]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(
         stdout(&out).contains("warning[FPL403]"),

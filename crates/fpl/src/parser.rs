@@ -230,6 +230,8 @@ impl Parser<'_> {
     /// Skips the rest of a broken statement: to the end of its line, stepping over balanced
     /// brackets, and never past the `}` that closes the enclosing block.
     fn recover(&mut self) {
+        // The aborted statement may have left nesting levels open.
+        self.depth = 0;
         let mut depth = 0usize;
         loop {
             match self.peek() {
@@ -681,7 +683,6 @@ impl Parser<'_> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             let span = self.span();
-            self.depth = 0;
             return self.fail(
                 Diagnostic::new(
                     Code::TooDeep,
@@ -1499,4 +1500,22 @@ fn is_operator_word(w: &str) -> bool {
         w,
         "and" | "or" | "in" | "matches" | "contains" | "starts_with" | "ends_with"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broken_statements_do_not_leak_nesting_depth() {
+        let mut src = String::from("agent \"a\" {\n  default deny\n  rules {\n");
+        for _ in 0..(MAX_DEPTH * 2) {
+            src.push_str("    permit x if a in [1 2]\n");
+        }
+        src.push_str("    permit y if ((a == 1))\n  }\n}\n");
+        let parsed = parse(&src);
+        assert_eq!(parsed.diagnostics.len(), MAX_DEPTH * 2);
+        assert!(parsed.diagnostics.iter().all(|d| d.code == Code::Expected));
+        assert_eq!(parsed.policy.agents[0].rules.len(), 1);
+    }
 }
