@@ -351,3 +351,23 @@ fn json_output_is_machine_readable() {
     );
     assert!(d["help"].as_str().unwrap().contains("RE2"));
 }
+
+/// YAML and JSON findings have no line to point at, so their messages name the place.
+#[test]
+fn yaml_findings_say_where_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("governance.fms.yaml");
+    std::fs::write(
+        &policy,
+        "agents:\n  - id: bot\n    default: deny\n    rules:\n      - effect: permit\n        tool: x\n        if: amount < \"5\"\n    budgets:\n      - window: daily\n        max: $5\n        warn_at: 3\n",
+    )
+    .unwrap();
+    let out = run(&["check", policy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains("(in agent `bot`, rule 1 (`permit x`))"),
+        "{text}"
+    );
+    assert!(text.contains("(in agent `bot`, budget daily)"), "{text}");
+}

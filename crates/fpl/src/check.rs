@@ -33,6 +33,7 @@ pub fn check(policy: &Policy, env: &CheckEnv<'_>) -> Vec<Diagnostic> {
         env,
         diags: Vec::new(),
         regexes: HashMap::new(),
+        context: Vec::new(),
         selectors: policy
             .selectors
             .iter()
@@ -49,6 +50,8 @@ struct Checker<'a> {
     diags: Vec<Diagnostic>,
     /// Each distinct regex is validated once.
     regexes: HashMap<String, Result<(), String>>,
+    /// Where the checker is, for findings that cannot point at a line.
+    context: Vec<String>,
     selectors: Vec<String>,
 }
 
@@ -238,8 +241,19 @@ fn looks_like_secret(v: &str) -> bool {
 }
 
 impl Checker<'_> {
-    fn push(&mut self, d: Diagnostic) {
+    /// Without source text (YAML/JSON) a finding has no line, so its message says where.
+    fn push(&mut self, mut d: Diagnostic) {
+        if self.env.source.is_none() && !self.context.is_empty() {
+            d.message = format!("{} (in {})", d.message, self.context.join(", "));
+        }
         self.diags.push(d);
+    }
+
+    /// Runs `f` with `place` added to the context of its findings.
+    fn within(&mut self, place: String, f: impl FnOnce(&mut Self)) {
+        self.context.push(place);
+        f(self);
+        self.context.pop();
     }
 
     fn line(&self, span: Span) -> Option<usize> {
@@ -257,7 +271,9 @@ impl Checker<'_> {
             self.import(import);
         }
         if let Some(rt) = &p.runtime {
-            self.entries(&RUNTIME, &rt.entries, false);
+            self.within("runtime".into(), |c| {
+                c.entries(&RUNTIME, &rt.entries, false)
+            });
         }
         self.named_blocks(&PROVIDER, &p.providers, true);
         self.named_blocks(&IDENTITY, &p.identities, true);
@@ -304,7 +320,9 @@ impl Checker<'_> {
             } else {
                 seen.insert(&agent.id.value, agent.id.span);
             }
-            self.agent(agent, &providers);
+            self.within(format!("agent `{}`", agent.id.value), |c| {
+                c.agent(agent, &providers)
+            });
         }
     }
 
@@ -360,7 +378,9 @@ impl Checker<'_> {
                     .help(format!("the first declaration is{first_line}; keep one")),
                 );
             }
-            self.entries(schema, &b.entries, secrets);
+            self.within(format!("{} `{}`", schema.what, b.name.value), |c| {
+                c.entries(schema, &b.entries, secrets);
+            });
         }
     }
 
@@ -600,10 +620,12 @@ impl Checker<'_> {
                     .help(format!("the first is{first_line}; keep one")),
                 );
             }
-            self.entries(&BUDGET, &b.entries, false);
+            self.within(format!("budget {}", b.window.value.word()), |c| {
+                c.entries(&BUDGET, &b.entries, false);
+            });
         }
         if let Some(e) = &agent.egress {
-            self.entries(&EGRESS, &e.entries, false);
+            self.within("egress".into(), |c| c.entries(&EGRESS, &e.entries, false));
         }
         let mut names: HashMap<&str, Span> = HashMap::new();
         for c in &agent.credentials {
@@ -618,11 +640,13 @@ impl Checker<'_> {
                     .help(format!("the first is{first_line}; keep one")),
                 );
             }
-            self.entries(&CREDENTIAL, &c.entries, false);
+            self.within(format!("credential `{}`", c.name.value), |ck| {
+                ck.entries(&CREDENTIAL, &c.entries, false);
+            });
             self.provider_ref(c, providers);
         }
         for a in &agent.alerts {
-            self.entries(&ALERT, &a.entries, false);
+            self.within("alert".into(), |c| c.entries(&ALERT, &a.entries, false));
         }
     }
 
@@ -653,8 +677,18 @@ impl Checker<'_> {
             .iter()
             .map(|r| self.pattern(&r.tool.value, r.tool.span))
             .collect();
-        for r in rules {
-            self.rule(r);
+        for (i, r) in rules.iter().enumerate() {
+            self.within(
+                format!(
+                    "rule {} (`{} {}`)",
+                    i + 1,
+                    r.effect.value.keyword(),
+                    r.tool.value
+                ),
+                |c| {
+                    c.rule(r);
+                },
+            );
         }
         self.unreachable(rules, &patterns);
     }
