@@ -74,11 +74,7 @@ pub fn format_policy(policy: &Policy) -> String {
     }
     if let Some(d) = &policy.default {
         sections.push(Box::new(move |w: &mut Writer| {
-            w.comments(&policy.default_meta.leading);
-            w.line_with(
-                &format!("default {}", d.value.keyword()),
-                &policy.default_meta,
-            );
+            w.default_line(d.value, &policy.default_meta)
         }));
     }
     if !policy.rules.is_empty() {
@@ -218,6 +214,11 @@ impl Writer {
         }
     }
 
+    fn default_line(&mut self, effect: Effect, meta: &Meta) {
+        self.comments(&meta.leading);
+        self.line_with(&format!("default {}", effect.keyword()), meta);
+    }
+
     fn agent(&mut self, agent: &Agent) {
         self.comments(&agent.meta.leading);
         self.line(&format!("agent {} {{", quote(&agent.id.value)));
@@ -225,11 +226,7 @@ impl Writer {
         let mut groups: Vec<Section<'_>> = Vec::new();
         if let Some(d) = &agent.default {
             groups.push(Box::new(move |w: &mut Writer| {
-                w.comments(&agent.default_meta.leading);
-                w.line_with(
-                    &format!("default {}", d.value.keyword()),
-                    &agent.default_meta,
-                );
+                w.default_line(d.value, &agent.default_meta)
             }));
         }
         if !agent.rules.is_empty()
