@@ -14,7 +14,7 @@ enum Segment {
     /// `**`: zero or more whole segments.
     AnyDepth,
     /// A segment glob; `*` inside matches within the segment.
-    Glob(Vec<char>),
+    Glob(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +60,7 @@ impl ToolPattern {
                     "in `{text}`, `**` must be a whole segment (`a/**`); use `*` to match within a segment"
                 ));
             } else {
-                segments.push(Segment::Glob(seg.chars().collect()));
+                segments.push(Segment::Glob(seg.to_string()));
             }
         }
         Ok(ToolPattern { text, segments })
@@ -75,12 +75,10 @@ impl ToolPattern {
         (!self.text.contains('*')).then_some(self.text.as_str())
     }
 
-    /// Does the tool id (already NFKC-normalized) match?
+    /// Does the tool id (already NFKC-normalized) match? Allocation-free: this is on the
+    /// decision path.
     pub fn matches(&self, tool: &str) -> bool {
-        let parts: Vec<&str> = tool.split('/').collect();
-        let parts: Vec<Vec<char>> = parts.iter().map(|p| p.chars().collect()).collect();
-        let subject: Vec<Segment> = parts.into_iter().map(Segment::Glob).collect();
-        covers_segments(&self.segments, &subject, false)
+        matches_segments(&self.segments, tool.split('/'))
     }
 
     /// Does every tool matched by `other` also match `self`? Sound: `true` is never wrong.
@@ -92,9 +90,9 @@ impl ToolPattern {
 impl ToolPattern {
     /// The first segment, when it has no wildcard: only a pattern starting with the same
     /// literal segment, or with a wildcard, can cover this one.
-    fn first_literal(&self) -> Option<String> {
+    pub fn first_literal(&self) -> Option<String> {
         match self.segments.first() {
-            Some(Segment::Glob(chars)) if !chars.contains(&'*') => Some(chars.iter().collect()),
+            Some(Segment::Glob(glob)) if !glob.contains('*') => Some(glob.clone()),
             _ => None,
         }
     }
@@ -177,19 +175,40 @@ fn covers_segments(pat: &[Segment], subj: &[Segment], subject_is_pattern: bool) 
         (Some(Segment::Glob(_)), None) => false,
         (Some(Segment::Glob(_)), Some(Segment::AnyDepth)) => false,
         (Some(Segment::Glob(p)), Some(Segment::Glob(s))) => {
-            glob_covers(p, s, subject_is_pattern)
+            glob_covers(p.as_bytes(), s.as_bytes(), subject_is_pattern)
                 && covers_segments(&pat[1..], &subj[1..], subject_is_pattern)
         }
     }
 }
 
-/// In-segment glob match, iterative with single-star backtracking (linear in practice).
-fn glob_covers(pat: &[char], subj: &[char], subject_is_pattern: bool) -> bool {
+/// Matches pattern segments against the segments of a tool id.
+fn matches_segments(pat: &[Segment], mut subj: std::str::Split<'_, char>) -> bool {
+    match pat.first() {
+        None => subj.next().is_none(),
+        Some(Segment::AnyDepth) => loop {
+            // Absorb zero or more subject segments.
+            if matches_segments(&pat[1..], subj.clone()) {
+                return true;
+            }
+            if subj.next().is_none() {
+                return false;
+            }
+        },
+        Some(Segment::Glob(p)) => match subj.next() {
+            Some(s) => glob_covers(p.as_bytes(), s.as_bytes(), false) && matches_segments(&pat[1..], subj),
+            None => false,
+        },
+    }
+}
+
+/// In-segment glob match over bytes (`*` is ASCII, so it never splits a UTF-8 character), with
+/// single-star backtracking (linear in practice).
+fn glob_covers(pat: &[u8], subj: &[u8], subject_is_pattern: bool) -> bool {
     let (mut p, mut s) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while s < subj.len() {
-        let subj_is_star = subject_is_pattern && subj[s] == '*';
-        if p < pat.len() && pat[p] == '*' {
+        let subj_is_star = subject_is_pattern && subj[s] == b'*';
+        if p < pat.len() && pat[p] == b'*' {
             star = Some((p, s));
             p += 1;
         } else if p < pat.len() && pat[p] == subj[s] && !subj_is_star {
@@ -203,7 +222,7 @@ fn glob_covers(pat: &[char], subj: &[char], subject_is_pattern: bool) -> bool {
             return false;
         }
     }
-    pat[p..].iter().all(|&c| c == '*')
+    pat[p..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]
