@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod check;
+mod decide;
 mod fmt;
 
 #[derive(Debug, Parser)]
@@ -53,6 +54,32 @@ enum Command {
         #[arg(long, value_enum)]
         to: Option<Form>,
     },
+    /// Run policy test fixtures (`*.fmtest.json`, SPEC §3.13) against a fresh engine each.
+    ///
+    /// Prints every failing case with what was expected and what happened, then
+    /// `N passed, M failed`. Exit codes: 0 all passed, 1 a case failed.
+    Test {
+        /// Fixture files, or directories holding them (and their `tests/` directories).
+        paths: Vec<PathBuf>,
+    },
+    /// Decide one call from the command line (no daemon) and print the decision as JSON.
+    Decide {
+        /// The policy: a stack directory or a policy file.
+        #[arg(long)]
+        policy: PathBuf,
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        tool: String,
+        /// The call's arguments as a JSON object.
+        #[arg(long, default_value = "{}")]
+        args: String,
+        /// The verified principal as a JSON object.
+        #[arg(long)]
+        principal: Option<String>,
+        #[arg(long)]
+        session: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,6 +109,22 @@ fn main() -> ExitCode {
             write,
             to,
         } => fmt::run(&path, check, write, to),
+        Command::Test { paths } => decide::run_test(&paths),
+        Command::Decide {
+            policy,
+            agent,
+            tool,
+            args,
+            principal,
+            session,
+        } => decide::run_decide(decide::DecideArgs {
+            policy,
+            agent,
+            tool,
+            args,
+            principal,
+            session,
+        }),
     }
 }
 

@@ -195,7 +195,9 @@ fn matches_segments(pat: &[Segment], mut subj: std::str::Split<'_, char>) -> boo
             }
         },
         Some(Segment::Glob(p)) => match subj.next() {
-            Some(s) => glob_covers(p.as_bytes(), s.as_bytes(), false) && matches_segments(&pat[1..], subj),
+            Some(s) => {
+                glob_covers(p.as_bytes(), s.as_bytes(), false) && matches_segments(&pat[1..], subj)
+            }
             None => false,
         },
     }

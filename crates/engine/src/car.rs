@@ -1,0 +1,985 @@
+//! The canonical action request (SPEC §4) and the pre-scanners of SPEC §5 step 3.
+//!
+//! Every adapter (SDK, HTTP, gRPC, MCP, the CLI) hands the engine an [`ActionRequest`];
+//! [`canonicalize`] checks it and turns it into the one [`CanonicalRequest`] the engine evaluates
+//! and records. Anything it refuses is [`Malformed`], which the pipeline answers with deny
+//! `MALFORMED_REQUEST`.
+//!
+//! Canonicalisation is deterministic: requests that differ only in key order, whitespace or the
+//! spelling of numbers (`1.0` / `1` / `1e0`) give the identical `canonical_args` and
+//! `args_digest`.
+
+use std::fmt::{self, Write as _};
+use std::io;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Number, Value};
+use sha2::{Digest, Sha256};
+use unicode_normalization::UnicodeNormalization;
+
+/// What an adapter sends (deserializable from the daemon's JSON and the CLI).
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+pub struct ActionRequest {
+    /// The agent making the call; must be non-empty.
+    pub agent: String,
+    /// The agent's session, when the adapter knows one.
+    #[serde(default)]
+    pub session: Option<String>,
+    /// The tool id, such as `stripe/refund`; normalised to NFKC.
+    pub tool: String,
+    /// The tool's arguments: a JSON object (absent or `null` means `{}`).
+    #[serde(default)]
+    pub args: Value,
+    /// Who the agent acts for: a JSON object, or absent.
+    #[serde(default)]
+    pub principal: Option<Value>,
+    /// The adapter's id for this call.
+    #[serde(default)]
+    pub call_id: Option<String>,
+    /// `sdk`, `mcp`, `http`, `grpc`, …
+    #[serde(default)]
+    pub adapter: Option<String>,
+    /// The token of an earlier deferral, on a retry.
+    #[serde(default)]
+    pub defer_token: Option<String>,
+}
+
+/// Size and shape limits applied by [`canonicalize`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The longest canonical (JCS) args text accepted, in bytes. Default 256 KiB.
+    pub max_args_bytes: usize,
+    /// The deepest nesting of arrays and objects accepted in `args` and `principal`; the args
+    /// object itself is level 1. Default 64.
+    pub max_depth: usize,
+    /// The longest tool id accepted, in bytes of its NFKC form. Default 256.
+    pub max_tool_len: usize,
+}
+
+impl Limits {
+    /// The default `max_args_bytes`: 256 KiB.
+    pub const DEFAULT_MAX_ARGS_BYTES: usize = 256 * 1024;
+    /// The default `max_depth`.
+    pub const DEFAULT_MAX_DEPTH: usize = 64;
+    /// The default `max_tool_len`.
+    pub const DEFAULT_MAX_TOOL_LEN: usize = 256;
+
+    /// The longest request text [`canonicalize_json`] will parse: four times `max_args_bytes`
+    /// (room for whitespace, escapes and the other fields) plus 64 KiB. With the defaults this
+    /// is 1 MiB + 64 KiB. The canonical args are still held to `max_args_bytes` afterwards.
+    pub fn max_text_bytes(&self) -> usize {
+        self.max_args_bytes
+            .saturating_mul(4)
+            .saturating_add(64 * 1024)
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_args_bytes: Self::DEFAULT_MAX_ARGS_BYTES,
+            max_depth: Self::DEFAULT_MAX_DEPTH,
+            max_tool_len: Self::DEFAULT_MAX_TOOL_LEN,
+        }
+    }
+}
+
+/// The request after canonicalisation: what the engine evaluates and records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanonicalRequest {
+    /// The agent, unchanged (non-empty, no NUL).
+    pub agent: String,
+    /// The session, unchanged.
+    pub session: Option<String>,
+    /// The tool id in NFKC.
+    pub tool: String,
+    /// The arguments: always a JSON object (absent or `null` args become `{}`).
+    pub args: Value,
+    /// The RFC 8785 (JCS) text of `args`.
+    pub canonical_args: String,
+    /// `"sha256:"` + lowercase hex of SHA-256 over the bytes of `canonical_args`; computed
+    /// before any redaction.
+    pub args_digest: String,
+    /// The principal: a JSON object, or `Null` when absent.
+    pub principal: Value,
+    /// The adapter's call id.
+    pub call_id: Option<String>,
+    /// The adapter.
+    pub adapter: Option<String>,
+    /// The defer token of a retry.
+    pub defer_token: Option<String>,
+}
+
+/// Why a request was refused: a human message saying what is wrong and where, such as
+/// `args.customer.name contains a NUL byte`. The pipeline answers it with deny
+/// `MALFORMED_REQUEST`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Malformed(pub String);
+
+impl Malformed {
+    fn new(msg: impl Into<String>) -> Self {
+        Malformed(msg.into())
+    }
+}
+
+/// Checks and canonicalises a request.
+///
+/// Refused (as [`Malformed`]): an empty `agent` or `tool`; a tool id (after NFKC) longer than
+/// `max_tool_len` bytes or containing whitespace, control characters or invisible formatting
+/// characters (zero-width, bidi controls, …); `args` that are not an object (`null` or absent
+/// become `{}`); a `principal` that is not an object; a NUL character in any string or key of
+/// `args` or `principal`, or in `agent`, `session`, `tool`, `call_id`, `adapter` or
+/// `defer_token`; nesting deeper than `max_depth`; canonical args longer than `max_args_bytes`.
+pub fn canonicalize(req: ActionRequest, limits: &Limits) -> Result<CanonicalRequest, Malformed> {
+    let ActionRequest {
+        agent,
+        session,
+        tool,
+        args,
+        principal,
+        call_id,
+        adapter,
+        defer_token,
+    } = req;
+
+    if agent.is_empty() {
+        return Err(Malformed::new("agent is empty"));
+    }
+    no_nul("agent", &agent)?;
+    for (field, value) in [
+        ("session", &session),
+        ("call_id", &call_id),
+        ("adapter", &adapter),
+        ("defer_token", &defer_token),
+    ] {
+        if let Some(value) = value {
+            no_nul(field, value)?;
+        }
+    }
+
+    let tool = canonical_tool(&tool, limits)?;
+
+    let args = match args {
+        Value::Null => Value::Object(Map::new()),
+        Value::Object(_) => args,
+        other => {
+            return Err(Malformed(format!(
+                "args must be a JSON object, not {}",
+                kind(&other)
+            )));
+        }
+    };
+    Walk::new("args", limits.max_depth).check(&args)?;
+
+    let principal = match principal {
+        None | Some(Value::Null) => Value::Null,
+        Some(p @ Value::Object(_)) => {
+            Walk::new("principal", limits.max_depth).check(&p)?;
+            p
+        }
+        Some(other) => {
+            return Err(Malformed(format!(
+                "principal must be a JSON object, not {}",
+                kind(&other)
+            )));
+        }
+    };
+
+    let canonical_args = jcs_capped(&args, limits.max_args_bytes)?;
+    let args_digest = format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(canonical_args.as_bytes()))
+    );
+
+    Ok(CanonicalRequest {
+        agent,
+        session,
+        tool,
+        args,
+        canonical_args,
+        args_digest,
+        principal,
+        call_id,
+        adapter,
+        defer_token,
+    })
+}
+
+/// Parses a request from JSON text (the daemon's real input) and canonicalises it; oversize
+/// text (over [`Limits::max_text_bytes`]) is refused before parsing.
+///
+/// The text must be one JSON object. Duplicate keys anywhere in it are refused: parsers differ
+/// on which duplicate wins, so a request with them means different things to different readers.
+/// Fields other than those of [`ActionRequest`] are ignored.
+pub fn canonicalize_json(text: &str, limits: &Limits) -> Result<CanonicalRequest, Malformed> {
+    let max = limits.max_text_bytes();
+    if text.len() > max {
+        return Err(Malformed(format!(
+            "request is {} bytes, over the {max}-byte limit",
+            text.len()
+        )));
+    }
+    let Strict(value) = serde_json::from_str(text)
+        .map_err(|e| Malformed(format!("request is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(Malformed(format!(
+            "request must be a JSON object, not {}",
+            kind(&value)
+        )));
+    }
+    let req: ActionRequest = serde_json::from_value(value)
+        .map_err(|e| Malformed(format!("request is not a valid action request: {e}")))?;
+    canonicalize(req, limits)
+}
+
+fn no_nul(field: &str, value: &str) -> Result<(), Malformed> {
+    if value.contains('\0') {
+        Err(Malformed(format!("{field} contains a NUL byte")))
+    } else {
+        Ok(())
+    }
+}
+
+fn canonical_tool(raw: &str, limits: &Limits) -> Result<String, Malformed> {
+    no_nul("tool", raw)?;
+    let tool: String = raw.nfkc().collect();
+    if tool.is_empty() {
+        return Err(Malformed::new("tool is empty"));
+    }
+    if tool.len() > limits.max_tool_len {
+        return Err(Malformed(format!(
+            "tool is {} bytes long, over the {}-byte limit",
+            tool.len(),
+            limits.max_tool_len
+        )));
+    }
+    let bad = tool.chars().find_map(|c| {
+        if c.is_control() {
+            Some(("a control character", c))
+        } else if c.is_whitespace() {
+            Some(("whitespace", c))
+        } else if is_invisible(c) {
+            Some(("an invisible formatting character", c))
+        } else {
+            None
+        }
+    });
+    match bad {
+        Some((what, c)) => Err(Malformed(format!(
+            "tool {} contains {what} (U+{:04X})",
+            shown(&tool),
+            u32::from(c)
+        ))),
+        None => Ok(tool),
+    }
+}
+
+/// Format characters (Unicode category Cf) and other invisible code points that would let two
+/// tool ids look identical while comparing different.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x034F
+            | 0x061C
+            | 0x115F..=0x1160
+            | 0x17B4..=0x17B5
+            | 0x180B..=0x180F
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x206F
+            | 0x3164
+            | 0xFE00..=0xFE0F
+            | 0xFEFF
+            | 0xFFA0
+            | 0xFFF0..=0xFFFB
+            | 0x1D173..=0x1D17A
+            | 0xE0000..=0xE0FFF
+    )
+}
+
+/// A string for a message: Rust-escaped and at most 64 characters.
+fn shown(s: &str) -> String {
+    const MAX: usize = 64;
+    if s.chars().count() > MAX {
+        let head: String = s.chars().take(MAX).collect();
+        format!("{:?}…", head)
+    } else {
+        format!("{s:?}")
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// Walks a value for NUL characters and excess depth, remembering the path for the message.
+struct Walk<'a> {
+    root: &'static str,
+    max_depth: usize,
+    path: Vec<Seg<'a>>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(root: &'static str, max_depth: usize) -> Self {
+        Walk {
+            root,
+            max_depth,
+            path: Vec::new(),
+        }
+    }
+
+    fn check(&mut self, v: &'a Value) -> Result<(), Malformed> {
+        self.walk(v, 0)
+    }
+
+    fn walk(&mut self, v: &'a Value, depth: usize) -> Result<(), Malformed> {
+        match v {
+            Value::String(s) if s.contains('\0') => {
+                Err(Malformed(format!("{} contains a NUL byte", self.here())))
+            }
+            Value::Array(items) => {
+                self.enter(depth)?;
+                for (i, item) in items.iter().enumerate() {
+                    self.path.push(Seg::Index(i));
+                    self.walk(item, depth + 1)?;
+                    self.path.pop();
+                }
+                Ok(())
+            }
+            Value::Object(map) => {
+                self.enter(depth)?;
+                for (key, item) in map {
+                    self.path.push(Seg::Key(key));
+                    if key.contains('\0') {
+                        return Err(Malformed(format!(
+                            "key {} contains a NUL byte",
+                            self.here()
+                        )));
+                    }
+                    self.walk(item, depth + 1)?;
+                    self.path.pop();
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Entering a container at `depth` makes it level `depth + 1`.
+    fn enter(&self, depth: usize) -> Result<(), Malformed> {
+        if depth >= self.max_depth {
+            Err(Malformed(format!(
+                "{} nests deeper than {} levels",
+                self.here(),
+                self.max_depth
+            )))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The current path, such as `args.customer.name` or `args.items[2]["a b"]`.
+    fn here(&self) -> String {
+        let mut out = String::from(self.root);
+        for seg in &self.path {
+            match seg {
+                Seg::Key(k) if is_plain_key(k) => {
+                    out.push('.');
+                    out.push_str(k);
+                }
+                Seg::Key(k) => {
+                    let _ = write!(out, "[{}]", shown(k));
+                }
+                Seg::Index(i) => {
+                    let _ = write!(out, "[{i}]");
+                }
+            }
+        }
+        out
+    }
+}
+
+fn is_plain_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= 64
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// A `Write` that refuses to grow past `max` bytes, so oversize args are caught without
+/// building the whole oversize text.
+struct Capped {
+    buf: Vec<u8>,
+    max: usize,
+    over: bool,
+}
+
+impl io::Write for Capped {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.buf.len().saturating_add(bytes.len()) > self.max {
+            self.over = true;
+            return Err(io::Error::other("args size limit"));
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn jcs_capped(args: &Value, max: usize) -> Result<String, Malformed> {
+    let mut out = Capped {
+        buf: Vec::new(),
+        max,
+        over: false,
+    };
+    if let Err(e) = serde_json_canonicalizer::to_writer(args, &mut out) {
+        return Err(if out.over {
+            Malformed(format!(
+                "args exceed the size limit: their canonical form is over {max} bytes"
+            ))
+        } else {
+            Malformed(format!("args cannot be canonicalised: {e}"))
+        });
+    }
+    String::from_utf8(out.buf)
+        .map_err(|_| Malformed::new("args cannot be canonicalised: the JCS text is not UTF-8"))
+}
+
+/// A JSON value parsed with duplicate object keys refused.
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Value, E> {
+        Number::from_f64(n)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("a number is not finite"))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Strict::deserialize(d).map(|Strict(v)| v)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format!("duplicate key {}", shown(&key))));
+            }
+            let Strict(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req(tool: &str, args: Value) -> ActionRequest {
+        ActionRequest {
+            agent: "support-bot".into(),
+            tool: tool.into(),
+            args,
+            ..ActionRequest::default()
+        }
+    }
+
+    fn ok(r: ActionRequest) -> CanonicalRequest {
+        canonicalize(r, &Limits::default()).unwrap()
+    }
+
+    fn bad(r: ActionRequest) -> String {
+        canonicalize(r, &Limits::default()).unwrap_err().0
+    }
+
+    fn bad_json(text: &str) -> String {
+        canonicalize_json(text, &Limits::default()).unwrap_err().0
+    }
+
+    fn nested(depth: usize) -> Value {
+        // `depth` levels of objects: {"a": {"a": … {}}}
+        let mut v = json!({});
+        for _ in 1..depth {
+            v = json!({ "a": v });
+        }
+        v
+    }
+
+    #[test]
+    fn defaults() {
+        let l = Limits::default();
+        assert_eq!(l.max_args_bytes, 256 * 1024);
+        assert_eq!(l.max_depth, 64);
+        assert_eq!(l.max_tool_len, 256);
+        assert_eq!(l.max_text_bytes(), 1024 * 1024 + 64 * 1024);
+    }
+
+    #[test]
+    fn a_plain_request_canonicalises() {
+        let c = ok(ActionRequest {
+            agent: "support-bot".into(),
+            session: Some("s-1".into()),
+            tool: "stripe/refund".into(),
+            args: json!({"amount": 8000, "currency": "usd"}),
+            principal: Some(json!({"sub": "u-1"})),
+            call_id: Some("c-42".into()),
+            adapter: Some("sdk".into()),
+            defer_token: None,
+        });
+        assert_eq!(c.agent, "support-bot");
+        assert_eq!(c.session.as_deref(), Some("s-1"));
+        assert_eq!(c.tool, "stripe/refund");
+        assert_eq!(c.canonical_args, r#"{"amount":8000,"currency":"usd"}"#);
+        let expected = format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(br#"{"amount":8000,"currency":"usd"}"#))
+        );
+        assert_eq!(c.args_digest, expected);
+        assert_eq!(c.args_digest.len(), "sha256:".len() + 64);
+        assert_eq!(c.principal, json!({"sub": "u-1"}));
+        assert_eq!(c.call_id.as_deref(), Some("c-42"));
+        assert_eq!(c.adapter.as_deref(), Some("sdk"));
+    }
+
+    #[test]
+    fn digest_of_empty_args_is_sha256_of_braces() {
+        let c = ok(req("t", Value::Null));
+        assert_eq!(c.args, json!({}));
+        assert_eq!(c.canonical_args, "{}");
+        assert_eq!(
+            c.args_digest,
+            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+        );
+    }
+
+    #[test]
+    fn key_order_whitespace_and_number_spelling_do_not_change_the_digest() {
+        let a = canonicalize_json(
+            r#"{"agent":"a","tool":"t","args":{"b":[1,2,{"y":1,"x":2}],"a":"é","n":1.0,"m":1e2}}"#,
+            &Limits::default(),
+        )
+        .unwrap();
+        let b = canonicalize_json(
+            "{ \"tool\" : \"t\",\n  \"args\" : { \"n\": 1, \"a\": \"\\u00e9\", \"m\": 100,\n \
+             \"b\": [ 1, 2, { \"x\": 2, \"y\": 1 } ] },\n  \"agent\": \"a\" }",
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(a.canonical_args, b.canonical_args);
+        assert_eq!(a.args_digest, b.args_digest);
+        assert_eq!(
+            a.canonical_args,
+            r#"{"a":"é","b":[1,2,{"x":2,"y":1}],"m":100,"n":1}"#
+        );
+        // The same request built in code gives the same digest as from text.
+        let c = ok(req(
+            "t",
+            json!({"n": 1, "m": 100, "a": "é", "b": [1, 2, {"x": 2, "y": 1}]}),
+        ));
+        assert_eq!(c.args_digest, a.args_digest);
+    }
+
+    #[test]
+    fn different_args_give_different_digests() {
+        let a = ok(req("t", json!({"amount": 8000})));
+        let b = ok(req("t", json!({"amount": 8001})));
+        let c = ok(req("t", json!({"amount": "8000"})));
+        assert_ne!(a.args_digest, b.args_digest);
+        assert_ne!(a.args_digest, c.args_digest);
+    }
+
+    #[test]
+    fn numbers_follow_rfc_8785() {
+        let c = ok(req(
+            "t",
+            json!({"a": 1e21, "b": 1e-7, "c": 0.1, "d": -0.0, "e": 123456789.5, "f": 1e20}),
+        ));
+        assert_eq!(
+            c.canonical_args,
+            r#"{"a":1e+21,"b":1e-7,"c":0.1,"d":0,"e":123456789.5,"f":100000000000000000000}"#
+        );
+    }
+
+    #[test]
+    fn strings_are_escaped_per_rfc_8785() {
+        let c = ok(req("t", json!({"s": "a\"\\\n\u{1}\u{7f}€"})));
+        assert_eq!(c.canonical_args, "{\"s\":\"a\\\"\\\\\\n\\u0001\u{7f}€\"}");
+    }
+
+    #[test]
+    fn tool_is_nfkc_normalised() {
+        // Fullwidth letters and the "ﬁ" ligature fold to ASCII; a decomposed é composes.
+        let c = ok(req("ｓｔｒｉｐｅ/re\u{FB01}nd", json!({})));
+        assert_eq!(c.tool, "stripe/refind");
+        let c = ok(req("cafe\u{301}/x", json!({})));
+        assert_eq!(c.tool, "caf\u{e9}/x");
+    }
+
+    #[test]
+    fn agent_and_tool_must_be_non_empty() {
+        let mut r = req("t", json!({}));
+        r.agent = String::new();
+        assert_eq!(bad(r), "agent is empty");
+        assert_eq!(bad(req("", json!({}))), "tool is empty");
+    }
+
+    #[test]
+    fn tool_may_not_hold_whitespace_control_or_invisible_characters() {
+        let m = bad(req("stripe refund", json!({})));
+        assert!(m.contains("whitespace (U+0020)"), "{m}");
+        let m = bad(req("stripe/refund\n", json!({})));
+        assert!(m.contains("control character (U+000A)"), "{m}");
+        let m = bad(req("stripe/\u{2003}refund", json!({})));
+        assert!(m.contains("whitespace"), "{m}");
+        let m = bad(req("stripe/re\u{200B}fund", json!({})));
+        assert!(m.contains("invisible formatting character (U+200B)"), "{m}");
+        let m = bad(req("stripe/\u{202E}dnufer", json!({})));
+        assert!(m.contains("U+202E"), "{m}");
+    }
+
+    #[test]
+    fn tool_length_is_limited_after_normalisation() {
+        let limits = Limits::default();
+        assert!(canonicalize(req(&"a".repeat(256), json!({})), &limits).is_ok());
+        let m = bad(req(&"a".repeat(257), json!({})));
+        assert_eq!(m, "tool is 257 bytes long, over the 256-byte limit");
+        // 256 fullwidth letters are 768 bytes raw but 256 after NFKC.
+        assert!(canonicalize(req(&"ａ".repeat(256), json!({})), &limits).is_ok());
+    }
+
+    #[test]
+    fn args_must_be_an_object() {
+        assert_eq!(
+            bad(req("t", json!([1, 2]))),
+            "args must be a JSON object, not an array"
+        );
+        assert_eq!(
+            bad(req("t", json!("x"))),
+            "args must be a JSON object, not a string"
+        );
+        assert_eq!(
+            bad(req("t", json!(3))),
+            "args must be a JSON object, not a number"
+        );
+        assert_eq!(
+            bad(req("t", json!(true))),
+            "args must be a JSON object, not a boolean"
+        );
+        assert_eq!(ok(req("t", Value::Null)).args, json!({}));
+        let absent = canonicalize_json(r#"{"agent":"a","tool":"t"}"#, &Limits::default());
+        assert_eq!(absent.unwrap().canonical_args, "{}");
+        let null = canonicalize_json(
+            r#"{"agent":"a","tool":"t","args":null}"#,
+            &Limits::default(),
+        );
+        assert_eq!(null.unwrap().canonical_args, "{}");
+    }
+
+    #[test]
+    fn principal_must_be_an_object_or_absent() {
+        let mut r = req("t", json!({}));
+        r.principal = Some(json!("alice"));
+        assert_eq!(bad(r), "principal must be a JSON object, not a string");
+        let mut r = req("t", json!({}));
+        r.principal = Some(Value::Null);
+        assert_eq!(ok(r).principal, Value::Null);
+        assert_eq!(ok(req("t", json!({}))).principal, Value::Null);
+    }
+
+    #[test]
+    fn nul_is_refused_with_its_path() {
+        assert_eq!(
+            bad(req("t", json!({"customer": {"name": "bob\u{0}"}}))),
+            "args.customer.name contains a NUL byte"
+        );
+        assert_eq!(
+            bad(req(
+                "t",
+                json!({"items": [{"ok": 1}, {"sku": ["a", "b\u{0}"]}]})
+            )),
+            "args.items[1].sku[1] contains a NUL byte"
+        );
+        assert_eq!(
+            bad(req("t", json!({"customer": {"na\u{0}me": "bob"}}))),
+            "key args.customer[\"na\\0me\"] contains a NUL byte"
+        );
+        assert_eq!(
+            bad(req("t", json!({"a b": "\u{0}"}))),
+            "args[\"a b\"] contains a NUL byte"
+        );
+        let mut r = req("t", json!({}));
+        r.principal = Some(json!({"groups": ["x\u{0}"]}));
+        assert_eq!(bad(r), "principal.groups[0] contains a NUL byte");
+        let mut r = req("t", json!({}));
+        r.agent = "bot\u{0}".into();
+        assert_eq!(bad(r), "agent contains a NUL byte");
+        let mut r = req("t", json!({}));
+        r.session = Some("\u{0}".into());
+        assert_eq!(bad(r), "session contains a NUL byte");
+        assert_eq!(
+            bad(req("stripe/\u{0}refund", json!({}))),
+            "tool contains a NUL byte"
+        );
+        let mut r = req("t", json!({}));
+        r.call_id = Some("c\u{0}".into());
+        assert_eq!(bad(r), "call_id contains a NUL byte");
+        // And from JSON text, where NUL arrives escaped.
+        assert_eq!(
+            bad_json(r#"{"agent":"a","tool":"t","args":{"customer":{"name":"x\u0000"}}}"#),
+            "args.customer.name contains a NUL byte"
+        );
+    }
+
+    #[test]
+    fn depth_is_limited() {
+        assert!(canonicalize(req("t", nested(64)), &Limits::default()).is_ok());
+        let m = bad(req("t", nested(65)));
+        assert!(m.ends_with("nests deeper than 64 levels"), "{m}");
+        assert!(m.starts_with("args.a.a."), "{m}");
+        let limits = Limits {
+            max_depth: 2,
+            ..Limits::default()
+        };
+        assert!(canonicalize(req("t", json!({"a": [1]})), &limits).is_ok());
+        let m = canonicalize(req("t", json!({"a": [[1]]})), &limits)
+            .unwrap_err()
+            .0;
+        assert_eq!(m, "args.a[0] nests deeper than 2 levels");
+        let mut r = req("t", json!({}));
+        r.principal = Some(json!({"a": {"b": {}}}));
+        let m = canonicalize(r, &limits).unwrap_err().0;
+        assert_eq!(m, "principal.a.b nests deeper than 2 levels");
+    }
+
+    #[test]
+    fn deep_json_text_is_refused_not_overflowed() {
+        let text = format!(
+            r#"{{"agent":"a","tool":"t","args":{}1{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let m = bad_json(&text);
+        assert!(m.starts_with("request is not valid JSON"), "{m}");
+    }
+
+    #[test]
+    fn args_size_is_limited_on_the_canonical_form() {
+        let limits = Limits {
+            max_args_bytes: 20,
+            ..Limits::default()
+        };
+        // {"s":"<12 bytes>"} is exactly 20 bytes.
+        let fits = req("t", json!({"s": "x".repeat(12)}));
+        assert_eq!(
+            canonicalize(fits, &limits).unwrap().canonical_args.len(),
+            20
+        );
+        let over = req("t", json!({"s": "x".repeat(13)}));
+        assert_eq!(
+            canonicalize(over, &limits).unwrap_err().0,
+            "args exceed the size limit: their canonical form is over 20 bytes"
+        );
+        // Whitespace in the text does not count against the args limit.
+        let text = format!(
+            "{{\"agent\":\"a\",\"tool\":\"t\",\"args\":{{   \"s\"  :  \"{}\"   }}}}",
+            "x".repeat(12)
+        );
+        assert!(canonicalize_json(&text, &limits).is_ok());
+        // The default limit: 256 KiB.
+        let big = req("t", json!({"s": "x".repeat(256 * 1024)}));
+        let m = bad(big);
+        assert!(m.starts_with("args exceed the size limit"), "{m}");
+    }
+
+    #[test]
+    fn oversize_text_is_refused_before_parsing() {
+        let limits = Limits {
+            max_args_bytes: 10,
+            ..Limits::default()
+        };
+        let max = limits.max_text_bytes();
+        // Not even JSON: the size check comes first.
+        let text = "x".repeat(max + 1);
+        assert_eq!(
+            canonicalize_json(&text, &limits).unwrap_err().0,
+            format!("request is {} bytes, over the {max}-byte limit", max + 1)
+        );
+    }
+
+    #[test]
+    fn json_errors_are_malformed() {
+        assert!(bad_json("{").starts_with("request is not valid JSON"));
+        assert!(bad_json("").starts_with("request is not valid JSON"));
+        assert!(bad_json(r#"{"agent":"a","tool":"t"} x"#).starts_with("request is not valid JSON"));
+        assert_eq!(
+            bad_json("[1]"),
+            "request must be a JSON object, not an array"
+        );
+        let m = bad_json(r#"{"tool":"t"}"#);
+        assert!(m.contains("missing field `agent`"), "{m}");
+        let m = bad_json(r#"{"agent":5,"tool":"t"}"#);
+        assert!(
+            m.starts_with("request is not a valid action request"),
+            "{m}"
+        );
+        // A lone surrogate is not a string.
+        assert!(
+            bad_json(r#"{"agent":"a","tool":"t","args":{"s":"\ud800"}}"#)
+                .starts_with("request is not valid JSON")
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let m = bad_json(r#"{"agent":"a","tool":"t","args":{"amount":1,"amount":9000}}"#);
+        assert!(m.contains("duplicate key \"amount\""), "{m}");
+        let m = bad_json(r#"{"agent":"a","tool":"t","tool":"u"}"#);
+        assert!(m.contains("duplicate key \"tool\""), "{m}");
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let c = canonicalize_json(
+            r#"{"agent":"a","tool":"t","args":{},"delegation":[],"extra":1}"#,
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(c.tool, "t");
+    }
+
+    #[test]
+    fn json_and_struct_paths_agree() {
+        let text = r#"{"agent":"support-bot","session":"s-1","tool":"stripe/refund",
+            "args":{"amount":8000},"principal":{"sub":"u"},"call_id":"c-42","adapter":"mcp",
+            "defer_token":null}"#;
+        let from_text = canonicalize_json(text, &Limits::default()).unwrap();
+        let from_struct = ok(ActionRequest {
+            agent: "support-bot".into(),
+            session: Some("s-1".into()),
+            tool: "stripe/refund".into(),
+            args: json!({"amount": 8000}),
+            principal: Some(json!({"sub": "u"})),
+            call_id: Some("c-42".into()),
+            adapter: Some("mcp".into()),
+            defer_token: None,
+        });
+        assert_eq!(from_text, from_struct);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                (-1e12f64..1e12).prop_map(Value::from),
+                "[a-z\u{e9}\u{4e2d} \"\\\\]{0,8}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                    prop::collection::btree_map("[a-z]{1,4}", inner, 0..5)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn args() -> impl Strategy<Value = Value> {
+            prop::collection::btree_map("[a-zA-Z_]{1,6}", json_value(), 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect()))
+        }
+
+        proptest! {
+            #[test]
+            fn text_spelling_does_not_change_the_digest(args in args()) {
+                let compact = json!({"agent": "a", "tool": "t", "args": args}).to_string();
+                let pretty = serde_json::to_string_pretty(
+                    &json!({"args": args, "tool": "t", "agent": "a"})).unwrap();
+                let a = canonicalize_json(&compact, &Limits::default()).unwrap();
+                let b = canonicalize_json(&pretty, &Limits::default()).unwrap();
+                let c = canonicalize(req("t", args.clone()), &Limits::default()).unwrap();
+                prop_assert_eq!(&a.canonical_args, &b.canonical_args);
+                prop_assert_eq!(&a.args_digest, &b.args_digest);
+                prop_assert_eq!(&a.args_digest, &c.args_digest);
+                // The canonical text reads back as the same args and is its own canonical form.
+                let back: Value = serde_json::from_str(&a.canonical_args).unwrap();
+                let again = canonicalize(req("t", back), &Limits::default()).unwrap();
+                prop_assert_eq!(&again.canonical_args, &a.canonical_args);
+            }
+        }
+    }
+}

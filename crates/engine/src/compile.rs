@@ -1,0 +1,651 @@
+//! Checked AST → compiled policy: patterns indexed, regexes compiled once with size limits,
+//! argument paths resolved, so the hot path never re-interprets policy text.
+
+use std::collections::HashMap;
+
+use fpl::ast::{
+    Agent, BinOp, BudgetWindow, Effect, Entry, Expr, ExprKind, Literal, Policy, Rule, Value,
+};
+use fpl::pattern::ToolPattern;
+use regex::{Regex, RegexBuilder};
+use rust_decimal::Decimal;
+use sha2::{Digest, Sha256};
+
+use crate::egress::EgressPolicy;
+
+/// Compiled regexes may not exceed this (the checker enforces the same limit).
+pub const REGEX_SIZE_LIMIT: usize = fpl::check::REGEX_SIZE_LIMIT;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("the policy has errors; run `faramesh check` ({0})")]
+    Invalid(String),
+}
+
+/// The decisive effect of a rule or default (a `deny!` decides as a deny).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Permit,
+    Deny,
+    Defer,
+}
+
+impl Verdict {
+    fn of(effect: Effect) -> Verdict {
+        match effect {
+            Effect::Permit => Verdict::Permit,
+            Effect::Defer => Verdict::Defer,
+            Effect::Deny | Effect::DenyMandatory => Verdict::Deny,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct CompiledPolicy {
+    pub agents: HashMap<String, CompiledAgent>,
+    /// SHA-256 of the policy's canonical JSON form.
+    pub version: String,
+    /// The file name rule refs point into (`governance.fms`).
+    pub file: String,
+    pub audit_mode: bool,
+    pub selectors: Vec<SelectorSpec>,
+}
+
+#[derive(Debug)]
+pub struct SelectorSpec {
+    pub name: String,
+    pub source: String,
+    pub key: CExpr,
+    pub cache_ms: u64,
+    pub on_error: Verdict,
+}
+
+#[derive(Debug)]
+pub struct CompiledAgent {
+    pub id: String,
+    pub default: Verdict,
+    /// `deny!` rules, tried first, in written order.
+    pub mandatory: Vec<CompiledRule>,
+    pub mandatory_index: RuleIndex,
+    pub rules: Vec<CompiledRule>,
+    pub index: RuleIndex,
+    pub rate_limits: Vec<RateSpec>,
+    pub redactions: Vec<(ToolPattern, Vec<String>)>,
+    pub costs: Vec<(ToolPattern, CExpr)>,
+    pub budgets: Vec<BudgetSpec>,
+    pub egress: EgressPolicy,
+    pub credentials: Vec<CredentialSpec>,
+}
+
+#[derive(Debug)]
+pub struct CompiledRule {
+    pub verdict: Verdict,
+    pub mandatory: bool,
+    pub pattern: ToolPattern,
+    pub method: Option<String>,
+    pub host: Option<Glob>,
+    pub path: Option<Glob>,
+    pub condition: Option<CExpr>,
+    pub reason: Option<String>,
+    /// 1-based line in the policy file (0 when the policy did not come from FPL text).
+    pub line: usize,
+    /// The rule as written in canonical FPL, for traces and explanations.
+    pub text: String,
+}
+
+#[derive(Debug)]
+pub struct RateSpec {
+    pub pattern: ToolPattern,
+    pub limit: u64,
+    pub period_ms: u64,
+    pub per_session: bool,
+    pub text: String,
+}
+
+#[derive(Debug)]
+pub struct BudgetSpec {
+    pub window: BudgetWindow,
+    pub max: Decimal,
+    pub warn_at: Option<Decimal>,
+    pub on_exceed: Verdict,
+}
+
+#[derive(Debug)]
+pub struct CredentialSpec {
+    pub name: String,
+    pub provider: String,
+    pub path: Option<String>,
+    pub tools: Vec<ToolPattern>,
+    pub ttl_ms: u64,
+}
+
+/// A `*` glob over a whole string (host and path clauses).
+#[derive(Debug)]
+pub struct Glob(String);
+
+impl Glob {
+    pub fn matches(&self, text: &str) -> bool {
+        glob(self.0.as_bytes(), text.as_bytes())
+    }
+}
+
+fn glob(pat: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pat.len() && pat[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pat.len() && pat[p].eq_ignore_ascii_case(&text[t]) {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pat[p..].iter().all(|&c| c == b'*')
+}
+
+/// Rules indexed by tool: which rules could match a tool id, in written order, without
+/// testing every rule's pattern.
+#[derive(Debug, Default)]
+pub struct RuleIndex {
+    exact: HashMap<String, Vec<u32>>,
+    by_first: HashMap<String, Vec<u32>>,
+    anywhere: Vec<u32>,
+}
+
+impl RuleIndex {
+    fn build(rules: &[CompiledRule]) -> RuleIndex {
+        let mut idx = RuleIndex::default();
+        for (i, r) in rules.iter().enumerate() {
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            if let Some(lit) = r.pattern.literal() {
+                idx.exact.entry(lit.to_string()).or_default().push(i);
+            } else if let Some(first) = r.pattern.first_literal() {
+                idx.by_first.entry(first).or_default().push(i);
+            } else {
+                idx.anywhere.push(i);
+            }
+        }
+        idx
+    }
+
+    /// Candidate rule indices for `tool`, ascending. Wildcard candidates still need their
+    /// pattern tested.
+    pub fn candidates<'a>(&'a self, tool: &str) -> Candidates<'a> {
+        let first = tool.split('/').next().unwrap_or("");
+        Candidates {
+            lists: [
+                self.exact.get(tool).map_or(&[][..], Vec::as_slice),
+                self.by_first.get(first).map_or(&[][..], Vec::as_slice),
+                &self.anywhere,
+            ],
+        }
+    }
+}
+
+/// A merge of three ascending lists.
+#[derive(Debug)]
+pub struct Candidates<'a> {
+    lists: [&'a [u32]; 3],
+}
+
+impl Iterator for Candidates<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        let (which, _) = self
+            .lists
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.first().map(|v| (i, *v)))
+            .min_by_key(|(_, v)| *v)?;
+        let (head, rest) = self.lists[which].split_first()?;
+        self.lists[which] = rest;
+        Some(*head as usize)
+    }
+}
+
+/// A compiled expression: names resolved to where their value comes from.
+#[derive(Debug)]
+pub enum CExpr {
+    Lit(Const),
+    Arg(Vec<String>),
+    Principal(Vec<String>),
+    AgentId,
+    ToolId,
+    SessionId,
+    SessionCalls,
+    SessionCost,
+    TimeHour,
+    TimeWeekday,
+    TimeDate,
+    Selector(usize, Vec<String>),
+    List(Vec<CExpr>),
+    Not(Box<CExpr>),
+    And(Box<CExpr>, Box<CExpr>),
+    Or(Box<CExpr>, Box<CExpr>),
+    Binary(BinOp, Box<CExpr>, Box<CExpr>),
+    Matches(Box<CExpr>, Regex),
+    Len(Box<CExpr>),
+    Lower(Box<CExpr>),
+    Upper(Box<CExpr>),
+    Domain(Box<CExpr>),
+    Host(Box<CExpr>),
+    Count(ToolPattern, u64),
+    Spent(BudgetWindow),
+}
+
+/// A literal value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Const {
+    Num(Decimal),
+    Str(String),
+    Bool(bool),
+    Duration(u64),
+    Null,
+}
+
+/// Compiles a policy that `faramesh check` accepts. `source` (the FPL text) gives rule lines.
+pub fn compile(
+    policy: &Policy,
+    file: &str,
+    source: Option<&str>,
+) -> Result<CompiledPolicy, CompileError> {
+    let mut c = Compiler {
+        source,
+        selectors: policy
+            .selectors
+            .iter()
+            .map(|s| s.name.value.clone())
+            .collect(),
+    };
+    let mut agents = HashMap::new();
+    if !policy.rules.is_empty() || policy.default.is_some() {
+        let flat = Agent {
+            id: fpl::ast::Spanned::new("default".into(), Default::default()),
+            default: policy.default.clone(),
+            rules: policy.rules.clone(),
+            ..Agent::default()
+        };
+        agents.insert("default".to_string(), c.agent(&flat)?);
+    }
+    for a in &policy.agents {
+        if agents.insert(a.id.value.clone(), c.agent(a)?).is_some() {
+            return Err(CompileError::Invalid(format!(
+                "duplicate agent `{}`",
+                a.id.value
+            )));
+        }
+    }
+    let selectors = policy
+        .selectors
+        .iter()
+        .map(|s| c.selector(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let canonical = serde_json::to_value(policy)
+        .ok()
+        .and_then(|v| serde_json_canonicalizer::to_string(&v).ok())
+        .unwrap_or_default();
+    let audit_mode = policy
+        .runtime
+        .as_ref()
+        .and_then(|r| r.get("mode"))
+        .is_some_and(|e| matches!(&e.value.value, Value::Lit(Literal::Str(m)) if m == "audit"));
+    Ok(CompiledPolicy {
+        agents,
+        version: format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(canonical.as_bytes()))
+        ),
+        file: file.to_string(),
+        audit_mode,
+        selectors,
+    })
+}
+
+struct Compiler<'a> {
+    source: Option<&'a str>,
+    selectors: Vec<String>,
+}
+
+fn invalid<T>(msg: impl Into<String>) -> Result<T, CompileError> {
+    Err(CompileError::Invalid(msg.into()))
+}
+
+fn entry<'e>(entries: &'e [Entry], key: &str) -> Option<&'e Value> {
+    entries
+        .iter()
+        .find(|e| e.key.value == key)
+        .map(|e| &e.value.value)
+}
+
+fn pattern(text: &str) -> Result<ToolPattern, CompileError> {
+    ToolPattern::parse(text).map_err(CompileError::Invalid)
+}
+
+impl Compiler<'_> {
+    fn agent(&mut self, a: &Agent) -> Result<CompiledAgent, CompileError> {
+        let mut mandatory = Vec::new();
+        let mut rules = Vec::new();
+        for r in &a.rules {
+            let compiled = self.rule(r)?;
+            if compiled.mandatory {
+                mandatory.push(compiled);
+            } else {
+                rules.push(compiled);
+            }
+        }
+        let rate_limits = a
+            .rate_limits
+            .iter()
+            .map(|r| {
+                Ok(RateSpec {
+                    pattern: pattern(&r.tool.value)?,
+                    limit: r.limit.value.max(1),
+                    period_ms: r.per.value.millis(),
+                    per_session: r.per_session,
+                    text: format!(
+                        "rate_limit \"{}\": {} per {}",
+                        r.tool.value,
+                        r.limit.value,
+                        r.per.value.word()
+                    ),
+                })
+            })
+            .collect::<Result<Vec<_>, CompileError>>()?;
+        let redactions = a
+            .redact
+            .iter()
+            .map(|r| {
+                Ok((
+                    pattern(&r.tool.value)?,
+                    r.args.iter().map(|p| p.value.clone()).collect(),
+                ))
+            })
+            .collect::<Result<Vec<_>, CompileError>>()?;
+        let costs = a
+            .costs
+            .iter()
+            .map(|c| Ok((pattern(&c.tool.value)?, self.expr(&c.amount)?)))
+            .collect::<Result<Vec<_>, CompileError>>()?;
+        let budgets = a
+            .budgets
+            .iter()
+            .map(budget)
+            .collect::<Result<Vec<_>, _>>()?;
+        let egress = a.egress.as_ref().map_or_else(EgressPolicy::default, |e| {
+            EgressPolicy::new(
+                &strings(entry(&e.entries, "allow")),
+                &strings(entry(&e.entries, "deny")),
+            )
+        });
+        let credentials = a
+            .credentials
+            .iter()
+            .map(credential)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(CompiledAgent {
+            id: a.id.value.clone(),
+            default: a
+                .default
+                .as_ref()
+                .map_or(Verdict::Deny, |d| Verdict::of(d.value)),
+            mandatory_index: RuleIndex::build(&mandatory),
+            mandatory,
+            index: RuleIndex::build(&rules),
+            rules,
+            rate_limits,
+            redactions,
+            costs,
+            budgets,
+            egress,
+            credentials,
+        })
+    }
+
+    fn line(&self, r: &Rule) -> usize {
+        self.source
+            .map(|s| fpl::span::line_col(s, r.effect.span.start).0)
+            .unwrap_or(0)
+    }
+
+    fn rule(&mut self, r: &Rule) -> Result<CompiledRule, CompileError> {
+        let text = single_rule_text(r);
+        Ok(CompiledRule {
+            verdict: Verdict::of(r.effect.value),
+            mandatory: r.effect.value == Effect::DenyMandatory,
+            pattern: pattern(&r.tool.value)?,
+            method: r.method.as_ref().map(|m| m.value.to_ascii_uppercase()),
+            host: r.host.as_ref().map(|h| Glob(h.value.to_ascii_lowercase())),
+            path: r.path.as_ref().map(|p| Glob(p.value.clone())),
+            condition: r.condition.as_ref().map(|c| self.expr(c)).transpose()?,
+            reason: r.reason.as_ref().map(|r| r.value.clone()),
+            line: self.line(r),
+            text,
+        })
+    }
+
+    fn selector(&mut self, s: &fpl::ast::NamedBlock) -> Result<SelectorSpec, CompileError> {
+        let source = match entry(&s.entries, "source") {
+            Some(Value::Lit(Literal::Str(src))) => src.clone(),
+            _ => return invalid(format!("selector `{}` has no source", s.name.value)),
+        };
+        let key = match entry(&s.entries, "key") {
+            Some(Value::Expr(e)) => self.expr(e)?,
+            Some(Value::Lit(Literal::Str(text))) => {
+                let e = fpl::parse_expr(text).map_err(|_| {
+                    CompileError::Invalid(format!("selector `{}`: bad key", s.name.value))
+                })?;
+                self.expr(&e)?
+            }
+            _ => return invalid(format!("selector `{}` has no key", s.name.value)),
+        };
+        let cache_ms = match entry(&s.entries, "cache") {
+            Some(Value::Lit(Literal::Duration(d))) => d.millis().unwrap_or(u64::MAX),
+            _ => 0,
+        };
+        let on_error = match entry(&s.entries, "on_error") {
+            Some(Value::Lit(Literal::Str(e))) if e == "defer" => Verdict::Defer,
+            _ => Verdict::Deny,
+        };
+        Ok(SelectorSpec {
+            name: s.name.value.clone(),
+            source,
+            key,
+            cache_ms,
+            on_error,
+        })
+    }
+
+    fn expr(&mut self, e: &Expr) -> Result<CExpr, CompileError> {
+        Ok(match &e.kind {
+            ExprKind::Literal(l) => CExpr::Lit(constant(l)),
+            ExprKind::Path(segments) => self.path(segments),
+            ExprKind::List(items) => CExpr::List(
+                items
+                    .iter()
+                    .map(|i| self.expr(i))
+                    .collect::<Result<_, _>>()?,
+            ),
+            ExprKind::Not(inner) => CExpr::Not(Box::new(self.expr(inner)?)),
+            ExprKind::Binary { op, lhs, rhs } => {
+                let l = Box::new(self.expr(lhs)?);
+                match op {
+                    BinOp::And => CExpr::And(l, Box::new(self.expr(rhs)?)),
+                    BinOp::Or => CExpr::Or(l, Box::new(self.expr(rhs)?)),
+                    BinOp::Matches => match &rhs.kind {
+                        ExprKind::Literal(Literal::Str(re)) => CExpr::Matches(
+                            l,
+                            RegexBuilder::new(re)
+                                .size_limit(REGEX_SIZE_LIMIT)
+                                .build()
+                                .map_err(|err| {
+                                    CompileError::Invalid(format!("regex {re:?}: {err}"))
+                                })?,
+                        ),
+                        _ => return invalid("the regex after `matches` must be a string literal"),
+                    },
+                    op => CExpr::Binary(*op, l, Box::new(self.expr(rhs)?)),
+                }
+            }
+            ExprKind::Call { func, args } => self.call(&func.value, args)?,
+        })
+    }
+
+    fn path(&self, segments: &[String]) -> CExpr {
+        let rest = || segments[1..].to_vec();
+        let field = segments.get(1).map(String::as_str);
+        match (segments[0].as_str(), field, segments.len()) {
+            ("args", Some(_), _) => CExpr::Arg(rest()),
+            ("principal", Some(_), _) => CExpr::Principal(rest()),
+            ("agent", Some("id"), 2) => CExpr::AgentId,
+            ("tool", Some("id"), 2) => CExpr::ToolId,
+            ("session", Some("id"), 2) => CExpr::SessionId,
+            ("session", Some("calls"), 2) => CExpr::SessionCalls,
+            ("session", Some("cost"), 2) => CExpr::SessionCost,
+            ("time", Some("hour"), 2) => CExpr::TimeHour,
+            ("time", Some("weekday"), 2) => CExpr::TimeWeekday,
+            ("time", Some("date"), 2) => CExpr::TimeDate,
+            (root, _, _) => match self.selectors.iter().position(|s| s == root) {
+                Some(i) => CExpr::Selector(i, rest()),
+                None => CExpr::Arg(segments.to_vec()),
+            },
+        }
+    }
+
+    fn call(&mut self, func: &str, args: &[Expr]) -> Result<CExpr, CompileError> {
+        let one = |c: &mut Self| -> Result<Box<CExpr>, CompileError> {
+            match args {
+                [a] => Ok(Box::new(c.expr(a)?)),
+                _ => invalid(format!("`{func}` takes one argument")),
+            }
+        };
+        Ok(match func {
+            "len" => CExpr::Len(one(self)?),
+            "lower" => CExpr::Lower(one(self)?),
+            "upper" => CExpr::Upper(one(self)?),
+            "domain" => CExpr::Domain(one(self)?),
+            "host" => CExpr::Host(one(self)?),
+            "count" => match args {
+                [
+                    Expr {
+                        kind: ExprKind::Literal(Literal::Str(p)),
+                        ..
+                    },
+                    Expr {
+                        kind: ExprKind::Literal(Literal::Duration(d)),
+                        ..
+                    },
+                ] => CExpr::Count(pattern(p)?, d.millis().unwrap_or(u64::MAX)),
+                _ => return invalid("`count` takes a pattern and a duration"),
+            },
+            "spent" => match args {
+                [
+                    Expr {
+                        kind: ExprKind::Path(p),
+                        ..
+                    },
+                ] if p.len() == 1 => match BudgetWindow::from_word(&p[0]) {
+                    Some(w) => CExpr::Spent(w),
+                    None => return invalid("`spent` takes a budget window"),
+                },
+                _ => return invalid("`spent` takes a budget window"),
+            },
+            other => return invalid(format!("unknown function `{other}`")),
+        })
+    }
+}
+
+fn constant(l: &Literal) -> Const {
+    match l {
+        Literal::Str(s) => Const::Str(s.clone()),
+        Literal::Number(n) | Literal::Money(n) => Const::Num(*n),
+        Literal::Duration(d) => Const::Duration(d.millis().unwrap_or(u64::MAX)),
+        Literal::Size(s) => Const::Num(Decimal::from(s.bytes().unwrap_or(u64::MAX))),
+        Literal::Bool(b) => Const::Bool(*b),
+        Literal::Null => Const::Null,
+    }
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::List(items)) => items
+            .iter()
+            .filter_map(|i| match &i.value {
+                Value::Lit(Literal::Str(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .collect(),
+        Some(Value::Lit(Literal::Str(s))) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn budget(b: &fpl::ast::Budget) -> Result<BudgetSpec, CompileError> {
+    let max = match entry(&b.entries, "max") {
+        Some(Value::Lit(Literal::Money(m) | Literal::Number(m))) => *m,
+        _ => return invalid(format!("the {} budget has no `max`", b.window.value.word())),
+    };
+    let warn_at = match entry(&b.entries, "warn_at") {
+        Some(Value::Lit(Literal::Number(f))) => Some(*f),
+        _ => None,
+    };
+    let on_exceed = match entry(&b.entries, "on_exceed") {
+        Some(Value::Lit(Literal::Str(e))) if e == "defer" => Verdict::Defer,
+        _ => Verdict::Deny,
+    };
+    Ok(BudgetSpec {
+        window: b.window.value,
+        max,
+        warn_at,
+        on_exceed,
+    })
+}
+
+fn credential(c: &fpl::ast::NamedBlock) -> Result<CredentialSpec, CompileError> {
+    let provider = match entry(&c.entries, "provider") {
+        Some(Value::Lit(Literal::Str(p))) => p.clone(),
+        _ => return invalid(format!("credential `{}` has no provider", c.name.value)),
+    };
+    let path = match entry(&c.entries, "path") {
+        Some(Value::Lit(Literal::Str(p))) => Some(p.clone()),
+        _ => None,
+    };
+    let tools = strings(entry(&c.entries, "tools"))
+        .iter()
+        .map(|t| pattern(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ttl_ms = match entry(&c.entries, "ttl") {
+        Some(Value::Lit(Literal::Duration(d))) => d.millis().unwrap_or(30_000),
+        _ => 30_000,
+    };
+    Ok(CredentialSpec {
+        name: c.name.value.clone(),
+        provider,
+        path,
+        tools,
+        ttl_ms,
+    })
+}
+
+/// One rule in canonical FPL, without padding.
+fn single_rule_text(r: &Rule) -> String {
+    let p = Policy {
+        rules: vec![Rule {
+            meta: Default::default(),
+            ..r.clone()
+        }],
+        ..Policy::default()
+    };
+    fpl::format::format_policy(&p)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}

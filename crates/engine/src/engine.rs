@@ -1,0 +1,623 @@
+//! The decision pipeline (SPEC §5 steps 1–7): kill switch, agent, canonical request, session,
+//! history, selectors, rules, then rate limits, budgets and egress on a permit.
+
+use std::cell::{OnceCell, RefCell};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use fpl::ast::BudgetWindow;
+use rust_decimal::Decimal;
+use serde_json::Value as Json;
+
+use crate::car::{ActionRequest, CanonicalRequest, Limits, canonicalize};
+use crate::clock::{Clock, TimeFacts, time_facts, window_start_ms};
+use crate::compile::{CompiledAgent, CompiledPolicy, CompiledRule, Verdict};
+use crate::decision::{CredentialBinding, Decision, Event, Outcome, ReasonCode, TraceStep};
+use crate::eval::{EvalError, Facts, Tri, V, eval, truth};
+use crate::redact::{RedactionKey, redact};
+use crate::selector::SelectorCache;
+use crate::state::{SessionStats, StateStore};
+
+/// Everything besides the policy that shapes decisions.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where relative `file://` selector sources are found.
+    pub stack_dir: PathBuf,
+    pub redaction_key: RedactionKey,
+    pub limits: Limits,
+}
+
+#[derive(Debug)]
+pub struct Engine {
+    policy: Arc<CompiledPolicy>,
+    state: Arc<dyn StateStore>,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    selectors: SelectorCache,
+}
+
+/// The end of a decision before it is written up.
+struct Verdicts {
+    effect: Verdict,
+    code: ReasonCode,
+    reason: String,
+    rule: Option<usize>,
+    retry_after_ms: Option<u64>,
+}
+
+impl Verdicts {
+    fn new(effect: Verdict, code: ReasonCode, reason: impl Into<String>) -> Self {
+        Verdicts {
+            effect,
+            code,
+            reason: reason.into(),
+            rule: None,
+            retry_after_ms: None,
+        }
+    }
+
+    fn at(mut self, line: usize) -> Self {
+        self.rule = Some(line);
+        self
+    }
+}
+
+impl Engine {
+    pub fn new(
+        policy: Arc<CompiledPolicy>,
+        state: Arc<dyn StateStore>,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+    ) -> Engine {
+        Engine {
+            policy,
+            state,
+            clock,
+            config,
+            selectors: SelectorCache::default(),
+        }
+    }
+
+    pub fn policy(&self) -> &CompiledPolicy {
+        &self.policy
+    }
+
+    pub fn state(&self) -> &dyn StateStore {
+        self.state.as_ref()
+    }
+
+    /// Decides one call. Every path ends in a decision: errors deny (fail closed).
+    pub fn decide(&self, request: ActionRequest) -> Decision {
+        let agent_name = request.agent.clone();
+        let canonical = canonicalize(request, &self.config.limits);
+        let agent = self.policy.agents.get(&agent_name);
+        let (digest, recorded) = match (&canonical, agent) {
+            (Ok(car), Some(agent)) => (car.args_digest.clone(), self.recorded(agent, car)),
+            (Ok(car), None) => (car.args_digest.clone(), (Json::Null, Vec::new())),
+            (Err(_), _) => (String::new(), (Json::Null, Vec::new())),
+        };
+        let early = if self.state.is_killed(&agent_name) {
+            Some(Verdicts::new(
+                Verdict::Deny,
+                ReasonCode::KillSwitch,
+                format!("agent `{agent_name}` is stopped by a kill switch"),
+            ))
+        } else if agent.is_none() {
+            Some(Verdicts::new(
+                Verdict::Deny,
+                ReasonCode::UnknownAgent,
+                format!("no agent `{agent_name}` in the policy"),
+            ))
+        } else {
+            canonical
+                .as_ref()
+                .err()
+                .map(|e| Verdicts::new(Verdict::Deny, ReasonCode::MalformedRequest, e.to_string()))
+        };
+        let mut trace = Vec::new();
+        let mut events = Vec::new();
+        let mut credential = None;
+        let mut selectors_used = Vec::new();
+        let verdicts = match (early, &canonical, agent) {
+            (Some(v), ..) => v,
+            (None, Ok(car), Some(agent)) => {
+                let facts = CallFacts::new(self, agent, car);
+                let v = self.evaluate(agent, car, &facts, &mut trace, &mut events);
+                if v.effect == Verdict::Permit {
+                    credential = self.credential(agent, &car.tool);
+                }
+                selectors_used = facts.used.into_inner();
+                v
+            }
+            // Unreachable by construction; still, never permit.
+            _ => Verdicts::new(
+                Verdict::Deny,
+                ReasonCode::MalformedRequest,
+                "the request could not be read",
+            ),
+        };
+        Decision {
+            effect: verdicts.effect,
+            reason_code: verdicts.code,
+            reason: verdicts.reason,
+            rule_line: verdicts.rule,
+            rule_ref: verdicts.rule.map(|l| format!("{}:{l}", self.policy.file)),
+            recorded_args: recorded.0,
+            redacted: recorded.1,
+            args_digest: digest,
+            retry_after_ms: verdicts.retry_after_ms,
+            events,
+            credential,
+            selectors: selectors_used,
+            policy_version: self.policy.version.clone(),
+            trace,
+        }
+    }
+
+    /// The arguments with every matching redaction applied: the only form ever recorded.
+    fn recorded(&self, agent: &CompiledAgent, car: &CanonicalRequest) -> (Json, Vec<String>) {
+        let mut args = car.args.clone();
+        let mut redacted: Vec<String> = Vec::new();
+        for (pattern, paths) in &agent.redactions {
+            if pattern.matches(&car.tool) {
+                let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+                for p in redact(&mut args, &paths, &self.config.redaction_key) {
+                    if !redacted.contains(&p) {
+                        redacted.push(p);
+                    }
+                }
+            }
+        }
+        (args, redacted)
+    }
+
+    fn credential(&self, agent: &CompiledAgent, tool: &str) -> Option<CredentialBinding> {
+        agent
+            .credentials
+            .iter()
+            .find(|c| c.tools.iter().any(|t| t.matches(tool)))
+            .map(|c| CredentialBinding {
+                name: c.name.clone(),
+                provider: c.provider.clone(),
+                path: c.path.clone(),
+                ttl_ms: c.ttl_ms,
+            })
+    }
+
+    fn evaluate(
+        &self,
+        agent: &CompiledAgent,
+        car: &CanonicalRequest,
+        facts: &CallFacts<'_>,
+        trace: &mut Vec<TraceStep>,
+        events: &mut Vec<Event>,
+    ) -> Verdicts {
+        let tool = car.tool.as_str();
+        let decided = self
+            .first_match(
+                &agent.mandatory,
+                agent.mandatory_index.candidates(tool),
+                tool,
+                facts,
+                trace,
+            )
+            .or_else(|| {
+                self.first_match(
+                    &agent.rules,
+                    agent.index.candidates(tool),
+                    tool,
+                    facts,
+                    trace,
+                )
+            });
+        let verdicts = match decided {
+            Some(Ok(rule)) => {
+                let code = match rule.verdict {
+                    Verdict::Permit => ReasonCode::RulePermit,
+                    Verdict::Deny => ReasonCode::RuleDeny,
+                    Verdict::Defer => ReasonCode::RuleDefer,
+                };
+                let reason = rule
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| format!("`{}`", rule.text));
+                Verdicts::new(rule.verdict, code, reason).at(rule.line)
+            }
+            Some(Err((rule, err))) => self.error_verdict(rule, err),
+            None => {
+                let code = match agent.default {
+                    Verdict::Permit => ReasonCode::DefaultPermit,
+                    Verdict::Deny => ReasonCode::DefaultDeny,
+                    Verdict::Defer => ReasonCode::DefaultDefer,
+                };
+                let effect = match agent.default {
+                    Verdict::Permit => "permit",
+                    Verdict::Deny => "deny",
+                    Verdict::Defer => "defer",
+                };
+                Verdicts::new(
+                    agent.default,
+                    code,
+                    format!("no rule matched `{tool}`; the default is {effect}"),
+                )
+            }
+        };
+        if verdicts.effect != Verdict::Permit {
+            return verdicts;
+        }
+        self.admit(agent, car, facts, verdicts, events)
+    }
+
+    /// Tries rules in written order; the first that fires decides.
+    fn first_match<'r>(
+        &self,
+        rules: &'r [CompiledRule],
+        candidates: impl Iterator<Item = usize>,
+        tool: &str,
+        facts: &CallFacts<'_>,
+        trace: &mut Vec<TraceStep>,
+    ) -> Option<Result<&'r CompiledRule, (&'r CompiledRule, EvalError)>> {
+        for i in candidates {
+            let rule = &rules[i];
+            if !rule.pattern.matches(tool) {
+                continue;
+            }
+            let outcome = fires(rule, facts);
+            let step = |o: Outcome| TraceStep {
+                line: rule.line,
+                rule: rule.text.clone(),
+                outcome: o,
+            };
+            match outcome {
+                Ok(Outcome::Matched) => {
+                    trace.push(step(Outcome::Matched));
+                    return Some(Ok(rule));
+                }
+                Ok(other) => trace.push(step(other)),
+                Err(err) => {
+                    let message = match &err {
+                        EvalError::Type(m) => m.clone(),
+                        EvalError::Selector { message, .. } => message.clone(),
+                    };
+                    trace.push(step(Outcome::Error(message)));
+                    return Some(Err((rule, err)));
+                }
+            }
+        }
+        None
+    }
+
+    fn error_verdict(&self, rule: &CompiledRule, err: EvalError) -> Verdicts {
+        match err {
+            EvalError::Type(message) => Verdicts::new(
+                Verdict::Deny,
+                ReasonCode::EvalError,
+                format!("rule on line {}: {message}", rule.line),
+            )
+            .at(rule.line),
+            EvalError::Selector { index, message } => {
+                let spec = &self.policy.selectors[index];
+                Verdicts::new(
+                    spec.on_error,
+                    ReasonCode::SelectorUnavailable,
+                    format!("selector `{}` is unavailable: {message}", spec.name),
+                )
+                .at(rule.line)
+            }
+        }
+    }
+
+    /// A permit must also pass rate limits, budgets and egress; only then is state changed.
+    fn admit(
+        &self,
+        agent: &CompiledAgent,
+        car: &CanonicalRequest,
+        facts: &CallFacts<'_>,
+        permit: Verdicts,
+        events: &mut Vec<Event>,
+    ) -> Verdicts {
+        let now = facts.now_ms;
+        let session = car.session.as_deref().unwrap_or("");
+        let mut rate_keys = Vec::new();
+        for (i, r) in agent.rate_limits.iter().enumerate() {
+            if !r.pattern.matches(&car.tool) {
+                continue;
+            }
+            let key = if r.per_session {
+                format!("{}|{i}|{session}", agent.id)
+            } else {
+                format!("{}|{i}", agent.id)
+            };
+            if let Err(retry_after_ms) = self.state.rate_check(&key, r.limit, r.period_ms, now) {
+                events.push(Event::RateExceeded {
+                    limit: r.text.clone(),
+                    retry_after_ms,
+                });
+                let mut v = Verdicts::new(
+                    Verdict::Deny,
+                    ReasonCode::RateExceeded,
+                    format!("`{}` is used up; retry in {} ms", r.text, retry_after_ms),
+                );
+                v.retry_after_ms = Some(retry_after_ms);
+                return v;
+            }
+            rate_keys.push((key, r.limit, r.period_ms));
+        }
+        let cost = match self.cost(agent, car, facts) {
+            Ok(c) => c,
+            Err(message) => return Verdicts::new(Verdict::Deny, ReasonCode::EvalError, message),
+        };
+        let mut spends = Vec::new();
+        if cost > Decimal::ZERO {
+            for b in &agent.budgets {
+                let key = budget_key(&agent.id, b.window, now, session);
+                let spent = self.state.budget_spent(&key);
+                let after = spent + cost;
+                let window = b.window.word().to_string();
+                if after > b.max {
+                    events.push(Event::BudgetExceeded {
+                        window: window.clone(),
+                        spent,
+                        max: b.max,
+                    });
+                    return Verdicts::new(
+                        b.on_exceed,
+                        ReasonCode::BudgetExceeded,
+                        format!(
+                            "the {window} budget of ${} has ${spent} spent; this call costs ${cost}",
+                            b.max
+                        ),
+                    );
+                }
+                if let Some(warn) = b.warn_at {
+                    let line = warn * b.max;
+                    if spent < line && after >= line {
+                        events.push(Event::BudgetWarning {
+                            window,
+                            spent: after,
+                            max: b.max,
+                        });
+                    }
+                }
+                spends.push(key);
+            }
+        }
+        if let Err(host) = agent.egress.check_args(&car.args) {
+            return Verdicts::new(
+                Verdict::Deny,
+                ReasonCode::EgressDenied,
+                format!("egress to `{host}` is not allowed for agent `{}`", agent.id),
+            );
+        }
+        for (key, limit, period) in &rate_keys {
+            self.state.rate_consume(key, *limit, *period, now);
+        }
+        for key in &spends {
+            self.state.budget_add(key, cost);
+        }
+        self.state.history_push(&agent.id, &car.tool, now);
+        if let Some(s) = car.session.as_deref() {
+            self.state.session_record(s, cost);
+        }
+        permit
+    }
+
+    /// What the call costs: the first matching `cost` rule, else nothing.
+    fn cost(
+        &self,
+        agent: &CompiledAgent,
+        car: &CanonicalRequest,
+        facts: &CallFacts<'_>,
+    ) -> Result<Decimal, String> {
+        let Some((pattern, expr)) = agent.costs.iter().find(|(p, _)| p.matches(&car.tool)) else {
+            return Ok(Decimal::ZERO);
+        };
+        match eval(expr, facts) {
+            Ok(Some(V::Num(n))) if n >= Decimal::ZERO => Ok(n),
+            Ok(Some(V::Num(n))) => Err(format!("cost of `{}` is negative ({n})", pattern.as_str())),
+            // Spend that cannot be known cannot be accounted for: refuse rather than guess.
+            Ok(None) => Err(format!(
+                "cost of `{}` is unknown: the field it reads is missing",
+                pattern.as_str()
+            )),
+            Ok(Some(_)) => Err(format!("cost of `{}` is not a number", pattern.as_str())),
+            Err(EvalError::Type(m)) => Err(format!("cost of `{}`: {m}", pattern.as_str())),
+            Err(EvalError::Selector { message, .. }) => {
+                Err(format!("cost of `{}`: {message}", pattern.as_str()))
+            }
+        }
+    }
+}
+
+fn budget_key(agent: &str, window: BudgetWindow, now_ms: i64, session: &str) -> String {
+    match window {
+        BudgetWindow::Session => format!("{agent}|session|{session}"),
+        w => format!("{agent}|{}|{}", w.word(), window_start_ms(w, now_ms)),
+    }
+}
+
+/// Whether a rule fires: its clauses, then its condition.
+fn fires(rule: &CompiledRule, facts: &CallFacts<'_>) -> Result<Outcome, EvalError> {
+    let args = &facts.car.args;
+    if let Some(method) = &rule.method {
+        let ok = args
+            .get("method")
+            .and_then(Json::as_str)
+            .is_some_and(|m| m.eq_ignore_ascii_case(method));
+        if !ok {
+            return Ok(Outcome::ClauseNotMet("method"));
+        }
+    }
+    if let Some(host) = &rule.host {
+        let value = args
+            .get("host")
+            .and_then(Json::as_str)
+            .map(str::to_ascii_lowercase)
+            .or_else(|| {
+                args.get("url")
+                    .and_then(Json::as_str)
+                    .and_then(crate::eval::url_host)
+            });
+        if !value.is_some_and(|h| host.matches(&h)) {
+            return Ok(Outcome::ClauseNotMet("host"));
+        }
+    }
+    if let Some(path) = &rule.path
+        && !args
+            .get("path")
+            .and_then(Json::as_str)
+            .is_some_and(|p| path.matches(p))
+    {
+        return Ok(Outcome::ClauseNotMet("path"));
+    }
+    let Some(condition) = &rule.condition else {
+        return Ok(Outcome::Matched);
+    };
+    Ok(match truth(condition, facts)? {
+        Tri::True => Outcome::Matched,
+        Tri::False => Outcome::ConditionFalse,
+        Tri::Unknown => Outcome::ConditionUnknown,
+    })
+}
+
+/// A selector's answer for one call, or why there is none.
+type SelectorAnswer = Result<Option<Json>, String>;
+
+/// The facts of one call, fetched lazily: a decision that never reads the clock's calendar or
+/// the session pays nothing for them.
+struct CallFacts<'a> {
+    engine: &'a Engine,
+    agent: &'a CompiledAgent,
+    car: &'a CanonicalRequest,
+    now_ms: i64,
+    time: OnceCell<TimeFacts>,
+    session: OnceCell<SessionStats>,
+    answers: RefCell<Vec<Option<SelectorAnswer>>>,
+    used: RefCell<Vec<(String, Json)>>,
+}
+
+impl<'a> CallFacts<'a> {
+    fn new(engine: &'a Engine, agent: &'a CompiledAgent, car: &'a CanonicalRequest) -> Self {
+        CallFacts {
+            engine,
+            agent,
+            car,
+            now_ms: engine.clock.now_ms(),
+            time: OnceCell::new(),
+            session: OnceCell::new(),
+            answers: RefCell::new(Vec::new()),
+            used: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn time(&self) -> &TimeFacts {
+        self.time.get_or_init(|| time_facts(self.now_ms))
+    }
+
+    fn session_stats(&self) -> SessionStats {
+        *self.session.get_or_init(|| {
+            self.car
+                .session
+                .as_deref()
+                .map_or_else(SessionStats::default, |s| self.engine.state.session(s))
+        })
+    }
+
+    fn fetch_selector(&self, index: usize) -> Result<Option<Json>, String> {
+        let spec = &self.engine.policy.selectors[index];
+        let key = match eval(&spec.key, self) {
+            Ok(Some(V::Str(s))) => s.into_owned(),
+            Ok(Some(V::Num(n))) => n.to_string(),
+            Ok(Some(V::Bool(b))) => b.to_string(),
+            Ok(None) => return Ok(None),
+            Ok(Some(_)) => return Err("its key is not a string or number".into()),
+            Err(EvalError::Type(m)) | Err(EvalError::Selector { message: m, .. }) => return Err(m),
+        };
+        let answer = self.engine.selectors.get(
+            index,
+            &spec.source,
+            &key,
+            spec.cache_ms,
+            self.now_ms,
+            &self.engine.config.stack_dir,
+        )?;
+        if let Some(a) = &answer {
+            self.used.borrow_mut().push((spec.name.clone(), a.clone()));
+        }
+        Ok(answer)
+    }
+}
+
+impl Facts for CallFacts<'_> {
+    fn args(&self) -> &Json {
+        &self.car.args
+    }
+
+    fn principal(&self) -> &Json {
+        &self.car.principal
+    }
+
+    fn agent_id(&self) -> &str {
+        &self.agent.id
+    }
+
+    fn tool_id(&self) -> &str {
+        &self.car.tool
+    }
+
+    fn session_id(&self) -> Option<&str> {
+        self.car.session.as_deref()
+    }
+
+    fn session_calls(&self) -> u64 {
+        self.session_stats().calls
+    }
+
+    fn session_cost(&self) -> Decimal {
+        self.session_stats().cost
+    }
+
+    fn time_hour(&self) -> u8 {
+        self.time().hour
+    }
+
+    fn time_weekday(&self) -> &str {
+        self.time().weekday
+    }
+
+    fn time_date(&self) -> String {
+        self.time().date.clone()
+    }
+
+    fn count(&self, pattern: &fpl::pattern::ToolPattern, window_ms: u64) -> u64 {
+        let since = self
+            .now_ms
+            .saturating_sub(i64::try_from(window_ms).unwrap_or(i64::MAX));
+        self.engine
+            .state
+            .history_count(&self.agent.id, pattern, since)
+    }
+
+    fn spent(&self, window: BudgetWindow) -> Decimal {
+        let key = budget_key(
+            &self.agent.id,
+            window,
+            self.now_ms,
+            self.car.session.as_deref().unwrap_or(""),
+        );
+        self.engine.state.budget_spent(&key)
+    }
+
+    fn selector(&self, index: usize) -> Result<Option<Json>, String> {
+        if let Some(Some(answer)) = self.answers.borrow().get(index) {
+            return answer.clone();
+        }
+        let answer = self.fetch_selector(index);
+        let mut answers = self.answers.borrow_mut();
+        if answers.len() <= index {
+            answers.resize(index + 1, None);
+        }
+        answers[index] = Some(answer.clone());
+        answer
+    }
+}

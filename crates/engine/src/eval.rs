@@ -1,0 +1,389 @@
+//! Total, fail-closed evaluation of compiled expressions (SPEC §3.6).
+//!
+//! Values come straight from the request's JSON (borrowed, not copied). A missing field (or
+//! JSON `null`) is *unknown*, and logic is three-valued; a value of the wrong type is an error
+//! that ends the decision with `EVAL_ERROR`.
+
+use std::borrow::Cow;
+
+use fpl::ast::{BinOp, BudgetWindow};
+use rust_decimal::Decimal;
+use serde_json::Value as Json;
+
+use crate::compile::{CExpr, Const};
+
+/// Three-valued truth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tri {
+    True,
+    False,
+    Unknown,
+}
+
+impl Tri {
+    pub fn negate(self) -> Tri {
+        match self {
+            Tri::True => Tri::False,
+            Tri::False => Tri::True,
+            Tri::Unknown => Tri::Unknown,
+        }
+    }
+}
+
+/// Why evaluation stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvalError {
+    /// A value of the wrong type: the message names the field and the operator.
+    Type(String),
+    /// A selector's source could not answer.
+    Selector { index: usize, message: String },
+}
+
+/// What an expression may read besides the arguments.
+pub trait Facts {
+    fn args(&self) -> &Json;
+    fn principal(&self) -> &Json;
+    fn agent_id(&self) -> &str;
+    fn tool_id(&self) -> &str;
+    fn session_id(&self) -> Option<&str>;
+    fn session_calls(&self) -> u64;
+    fn session_cost(&self) -> Decimal;
+    fn time_hour(&self) -> u8;
+    fn time_weekday(&self) -> &str;
+    fn time_date(&self) -> String;
+    fn count(&self, pattern: &fpl::pattern::ToolPattern, window_ms: u64) -> u64;
+    fn spent(&self, window: BudgetWindow) -> Decimal;
+    /// The selector's answer for this call (its key evaluated, the source asked or its cache
+    /// read): `Ok(None)` when the key is missing or the source has no entry for it.
+    fn selector(&self, index: usize) -> Result<Option<Json>, String>;
+}
+
+/// A run-time value.
+#[derive(Debug, Clone)]
+pub enum V<'a> {
+    Num(Decimal),
+    Str(Cow<'a, str>),
+    Bool(bool),
+    Dur(u64),
+    List(Vec<V<'a>>),
+    Object,
+}
+
+impl V<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            V::Num(_) => "a number",
+            V::Str(_) => "a string",
+            V::Bool(_) => "a boolean",
+            V::Dur(_) => "a duration",
+            V::List(_) => "a list",
+            V::Object => "an object",
+        }
+    }
+
+    fn into_owned(self) -> V<'static> {
+        match self {
+            V::Num(n) => V::Num(n),
+            V::Str(s) => V::Str(Cow::Owned(s.into_owned())),
+            V::Bool(b) => V::Bool(b),
+            V::Dur(d) => V::Dur(d),
+            V::List(items) => V::List(items.into_iter().map(V::into_owned).collect()),
+            V::Object => V::Object,
+        }
+    }
+}
+
+type R<'a> = Result<Option<V<'a>>, EvalError>;
+
+/// A JSON number as an exact decimal. Integers convert exactly; other numbers through their
+/// shortest decimal form (JSON numbers are IEEE doubles, as RFC 8785 says).
+pub fn number(n: &serde_json::Number) -> Option<Decimal> {
+    if let Some(i) = n.as_i64() {
+        return Some(Decimal::from(i));
+    }
+    if let Some(u) = n.as_u64() {
+        return Some(Decimal::from(u));
+    }
+    let f = n.as_f64()?;
+    Decimal::from_str_exact(&f.to_string())
+        .or_else(|_| Decimal::try_from(f))
+        .ok()
+}
+
+fn from_json(v: &Json) -> Option<V<'_>> {
+    match v {
+        Json::Null => None,
+        Json::Bool(b) => Some(V::Bool(*b)),
+        Json::Number(n) => Some(number(n).map_or(V::Object, V::Num)),
+        Json::String(s) => Some(V::Str(Cow::Borrowed(s))),
+        Json::Array(items) => Some(V::List(items.iter().filter_map(from_json).collect())),
+        Json::Object(_) => Some(V::Object),
+    }
+}
+
+fn lookup<'j>(root: &'j Json, path: &[String]) -> Option<&'j Json> {
+    path.iter()
+        .try_fold(root, |v, seg| v.as_object()?.get(seg.as_str()))
+}
+
+/// How an operand is named in an error message.
+fn name(e: &CExpr) -> String {
+    match e {
+        CExpr::Arg(p) => p.join("."),
+        CExpr::Principal(p) => format!("principal.{}", p.join(".")),
+        CExpr::Selector(_, p) => format!("selector field {}", p.join(".")),
+        CExpr::Lit(c) => format!("{c:?}"),
+        _ => "the value".into(),
+    }
+}
+
+fn type_error<T>(msg: String) -> Result<T, EvalError> {
+    Err(EvalError::Type(msg))
+}
+
+/// Evaluates `e` as a condition.
+pub fn truth(e: &CExpr, f: &dyn Facts) -> Result<Tri, EvalError> {
+    match e {
+        CExpr::And(a, b) => {
+            let l = truth(a, f)?;
+            if l == Tri::False {
+                return Ok(Tri::False);
+            }
+            Ok(match (l, truth(b, f)?) {
+                (_, Tri::False) => Tri::False,
+                (Tri::True, Tri::True) => Tri::True,
+                _ => Tri::Unknown,
+            })
+        }
+        CExpr::Or(a, b) => {
+            let l = truth(a, f)?;
+            if l == Tri::True {
+                return Ok(Tri::True);
+            }
+            Ok(match (l, truth(b, f)?) {
+                (_, Tri::True) => Tri::True,
+                (Tri::False, Tri::False) => Tri::False,
+                _ => Tri::Unknown,
+            })
+        }
+        CExpr::Not(inner) => Ok(truth(inner, f)?.negate()),
+        CExpr::Binary(op, a, b) => compare(*op, a, b, f),
+        CExpr::Matches(a, re) => match eval(a, f)? {
+            None => Ok(Tri::Unknown),
+            Some(V::Str(s)) => Ok(tri(re.is_match(&s))),
+            Some(other) => type_error(format!(
+                "`{}` is {}; `matches` needs a string",
+                name(a),
+                other.kind()
+            )),
+        },
+        other => match eval(other, f)? {
+            None => Ok(Tri::Unknown),
+            Some(V::Bool(b)) => Ok(tri(b)),
+            Some(v) => type_error(format!(
+                "`{}` is {}; a condition needs true or false",
+                name(other),
+                v.kind()
+            )),
+        },
+    }
+}
+
+fn tri(b: bool) -> Tri {
+    if b { Tri::True } else { Tri::False }
+}
+
+fn compare(op: BinOp, a: &CExpr, b: &CExpr, f: &dyn Facts) -> Result<Tri, EvalError> {
+    let l = eval(a, f)?;
+    let r = eval(b, f)?;
+    let (Some(l), Some(r)) = (l, r) else {
+        return Ok(Tri::Unknown);
+    };
+    let mismatch = |l: &V, r: &V| -> EvalError {
+        EvalError::Type(format!(
+            "`{}` is {} and `{}` is {}; `{}` needs values of one type",
+            name(a),
+            l.kind(),
+            name(b),
+            r.kind(),
+            op.symbol()
+        ))
+    };
+    let result = match op {
+        BinOp::Eq | BinOp::Ne => {
+            let eq = equal(&l, &r).ok_or_else(|| mismatch(&l, &r))?;
+            if op == BinOp::Eq { eq } else { !eq }
+        }
+        BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
+            let ord = match (&l, &r) {
+                (V::Num(x), V::Num(y)) => x.cmp(y),
+                (V::Dur(x), V::Dur(y)) => x.cmp(y),
+                _ => return Err(mismatch(&l, &r)),
+            };
+            match op {
+                BinOp::Lt => ord.is_lt(),
+                BinOp::Le => ord.is_le(),
+                BinOp::Gt => ord.is_gt(),
+                _ => ord.is_ge(),
+            }
+        }
+        BinOp::In | BinOp::NotIn => {
+            let V::List(items) = &r else {
+                return type_error(format!(
+                    "`{}` is {}; `{}` needs a list",
+                    name(b),
+                    r.kind(),
+                    op.symbol()
+                ));
+            };
+            let mut found = false;
+            for item in items {
+                if equal(&l, item).ok_or_else(|| mismatch(&l, item))? {
+                    found = true;
+                    break;
+                }
+            }
+            if op == BinOp::In { found } else { !found }
+        }
+        BinOp::Contains => match (&l, &r) {
+            (V::Str(s), V::Str(t)) => s.contains(t.as_ref()),
+            (V::List(items), _) => {
+                let mut found = false;
+                for item in items {
+                    if equal(item, &r).ok_or_else(|| mismatch(item, &r))? {
+                        found = true;
+                        break;
+                    }
+                }
+                found
+            }
+            _ => return Err(mismatch(&l, &r)),
+        },
+        BinOp::StartsWith | BinOp::EndsWith => match (&l, &r) {
+            (V::Str(s), V::Str(t)) if op == BinOp::StartsWith => s.starts_with(t.as_ref()),
+            (V::Str(s), V::Str(t)) => s.ends_with(t.as_ref()),
+            _ => return Err(mismatch(&l, &r)),
+        },
+        BinOp::And | BinOp::Or | BinOp::Matches => {
+            return type_error(format!("`{}` cannot appear here", op.symbol()));
+        }
+    };
+    Ok(tri(result))
+}
+
+/// `==` over values of one type; `None` when the types differ (a type error).
+fn equal(l: &V, r: &V) -> Option<bool> {
+    match (l, r) {
+        (V::Num(x), V::Num(y)) => Some(x == y),
+        (V::Str(x), V::Str(y)) => Some(x == y),
+        (V::Bool(x), V::Bool(y)) => Some(x == y),
+        (V::Dur(x), V::Dur(y)) => Some(x == y),
+        _ => None,
+    }
+}
+
+/// Evaluates `e` to a value; `Ok(None)` means missing.
+pub fn eval<'a>(e: &CExpr, f: &'a dyn Facts) -> R<'a> {
+    Ok(match e {
+        CExpr::Lit(c) => match c {
+            Const::Num(n) => Some(V::Num(*n)),
+            Const::Str(s) => Some(V::Str(Cow::Owned(s.clone()))),
+            Const::Bool(b) => Some(V::Bool(*b)),
+            Const::Duration(d) => Some(V::Dur(*d)),
+            Const::Null => None,
+        },
+        CExpr::Arg(path) => lookup(f.args(), path).and_then(from_json),
+        CExpr::Principal(path) => lookup(f.principal(), path).and_then(from_json),
+        CExpr::AgentId => Some(V::Str(Cow::Borrowed(f.agent_id()))),
+        CExpr::ToolId => Some(V::Str(Cow::Borrowed(f.tool_id()))),
+        CExpr::SessionId => f.session_id().map(|s| V::Str(Cow::Borrowed(s))),
+        CExpr::SessionCalls => Some(V::Num(Decimal::from(f.session_calls()))),
+        CExpr::SessionCost => Some(V::Num(f.session_cost())),
+        CExpr::TimeHour => Some(V::Num(Decimal::from(f.time_hour()))),
+        CExpr::TimeWeekday => Some(V::Str(Cow::Borrowed(f.time_weekday()))),
+        CExpr::TimeDate => Some(V::Str(Cow::Owned(f.time_date()))),
+        CExpr::Selector(index, path) => selector(*index, path, f)?,
+        CExpr::List(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for i in items {
+                // A missing element is left out: it can never be equal to anything.
+                if let Some(v) = eval(i, f)? {
+                    out.push(v);
+                }
+            }
+            Some(V::List(out))
+        }
+        CExpr::Not(_) | CExpr::And(..) | CExpr::Or(..) | CExpr::Binary(..) | CExpr::Matches(..) => {
+            match truth(e, f)? {
+                Tri::True => Some(V::Bool(true)),
+                Tri::False => Some(V::Bool(false)),
+                Tri::Unknown => None,
+            }
+        }
+        CExpr::Len(a) => match eval(a, f)? {
+            None => None,
+            Some(V::Str(s)) => Some(V::Num(Decimal::from(s.chars().count()))),
+            Some(V::List(items)) => Some(V::Num(Decimal::from(items.len()))),
+            Some(v) => {
+                return type_error(format!(
+                    "`{}` is {}; `len` needs a string or a list",
+                    name(a),
+                    v.kind()
+                ));
+            }
+        },
+        CExpr::Lower(a) | CExpr::Upper(a) | CExpr::Domain(a) | CExpr::Host(a) => {
+            match eval(a, f)? {
+                None => None,
+                Some(V::Str(s)) => string_fn(e, &s),
+                Some(v) => {
+                    return type_error(format!(
+                        "`{}` is {}; the function needs a string",
+                        name(a),
+                        v.kind()
+                    ));
+                }
+            }
+        }
+        CExpr::Count(pattern, window) => Some(V::Num(Decimal::from(f.count(pattern, *window)))),
+        CExpr::Spent(window) => Some(V::Num(f.spent(*window))),
+    })
+}
+
+fn string_fn(e: &CExpr, s: &str) -> Option<V<'static>> {
+    let out = match e {
+        CExpr::Lower(_) => s.to_lowercase(),
+        CExpr::Upper(_) => s.to_uppercase(),
+        CExpr::Domain(_) => match s.rsplit_once('@') {
+            Some((_, domain)) if !s.contains("://") => domain.to_ascii_lowercase(),
+            _ => url_host(s)?,
+        },
+        _ => url_host(s)?,
+    };
+    Some(V::Str(Cow::Owned(out)))
+}
+
+/// The host of `scheme://[user@]host[:port]/…`, lowercase; `None` when there is none.
+pub fn url_host(s: &str) -> Option<String> {
+    let rest = s.split_once("://").map_or(s, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        host_port.split(':').next()?
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}
+
+fn selector<'a>(index: usize, path: &[String], f: &'a dyn Facts) -> R<'a> {
+    let answer = f
+        .selector(index)
+        .map_err(|message| EvalError::Selector { index, message })?;
+    Ok(answer
+        .as_ref()
+        .and_then(|v| lookup(v, path))
+        .and_then(from_json)
+        .map(V::into_owned))
+}

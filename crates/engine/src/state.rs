@@ -1,0 +1,676 @@
+//! Decision state (SPEC §3.7, §5 steps 1, 4, 5): rate limits, budgets, the history ring, kill
+//! switches and session counters.
+//!
+//! Everything sits behind [`StateStore`] so a durable backend (SQLite, PostgreSQL) can replace
+//! [`MemoryState`] without touching callers: every method takes plain data and returns plain
+//! data. The GCRA arithmetic is in [`GcraState`], so every backend admits exactly the same calls.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use fpl::pattern::ToolPattern;
+use rust_decimal::Decimal;
+
+/// At most this many permitted calls are kept per agent in the history ring (the most recent).
+pub const HISTORY_CAPACITY: usize = 10_000;
+
+/// The state a decision reads and writes. Implementations must be safe to share between
+/// threads; each method is atomic on its own.
+pub trait StateStore: Send + Sync + std::fmt::Debug {
+    /// GCRA rate limit with burst `limit` per `period_ms`, keyed by `key` (built by the caller,
+    /// e.g. `"agent/rule-index"` or `"agent/rule-index/session"`). Check only: `Ok(())` if a call
+    /// at `now_ms` would be admitted, `Err(retry_after_ms)` if not. Does not consume.
+    fn rate_check(&self, key: &str, limit: u64, period_ms: u64, now_ms: i64) -> Result<(), u64>;
+    /// Consumes one admission (called only when the final decision is permit).
+    fn rate_consume(&self, key: &str, limit: u64, period_ms: u64, now_ms: i64);
+    /// Money spent so far in a budget window (`key` identifies agent + window + window start,
+    /// or the session). Unknown keys have spent nothing.
+    fn budget_spent(&self, key: &str) -> Decimal;
+    /// Adds spend (a reservation at decision time; `report` reconciles later, possibly with a
+    /// negative amount) and returns the new total.
+    fn budget_add(&self, key: &str, amount: Decimal) -> Decimal;
+    /// Records a permitted call in the agent's history ring (bounded: at most
+    /// [`HISTORY_CAPACITY`] most recent entries per agent).
+    fn history_push(&self, agent: &str, tool: &str, now_ms: i64);
+    /// Permitted calls of `agent` whose tool matches `pattern`, at or after `since_ms`.
+    fn history_count(&self, agent: &str, pattern: &ToolPattern, since_ms: i64) -> u64;
+    /// Kill switches: global (`agent = None`) or per agent.
+    fn set_killed(&self, agent: Option<&str>, killed: bool);
+    /// True when the global switch or the agent's switch is on.
+    fn is_killed(&self, agent: &str) -> bool;
+    /// Session counters: calls and cost so far (a session never seen gives zeros).
+    fn session(&self, session: &str) -> SessionStats;
+    /// Counts one more call of the session, costing `cost`.
+    fn session_record(&self, session: &str, cost: Decimal);
+}
+
+/// Counters of one session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    pub calls: u64,
+    pub cost: Decimal,
+}
+
+/// The GCRA state of one rate-limit key: the theoretical arrival time (TAT).
+///
+/// Time is kept in exact units of `ms × limit`, in which the emission interval
+/// `T = period_ms / limit` ms is the integer `period_ms`, so no rounding ever happens. `limit`
+/// is stored beside the TAT so a key whose limit changes (policy reload) is rescaled rather
+/// than misread. A durable backend can store the two numbers as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcraState {
+    /// Theoretical arrival time in units of `ms × limit`.
+    pub tat: i128,
+    /// The limit `tat` is scaled by.
+    pub limit: u64,
+}
+
+/// `ceil(a / b)` for `b > 0`.
+fn div_ceil_i128(a: i128, b: i128) -> i128 {
+    let q = a.div_euclid(b);
+    if a.rem_euclid(b) == 0 { q } else { q + 1 }
+}
+
+impl GcraState {
+    /// The TAT in units of the given `limit` (rounded up, i.e. never more lenient).
+    fn tat_in(self, limit: u64) -> i128 {
+        if self.limit == limit || self.limit == 0 {
+            self.tat
+        } else {
+            div_ceil_i128(
+                self.tat.saturating_mul(i128::from(limit)),
+                i128::from(self.limit),
+            )
+        }
+    }
+
+    /// Would a call at `now_ms` be admitted? `Err(retry_after_ms)` if not: the smallest wait
+    /// after which it would be. With burst `limit`, at most `limit` calls are admitted at once,
+    /// and one more every `period_ms / limit` ms after that.
+    ///
+    /// `limit == 0` admits nothing (`Err(period_ms)`); `period_ms == 0` admits everything.
+    pub fn check(
+        state: Option<GcraState>,
+        limit: u64,
+        period_ms: u64,
+        now_ms: i64,
+    ) -> Result<(), u64> {
+        if period_ms == 0 {
+            return Ok(());
+        }
+        if limit == 0 {
+            return Err(period_ms);
+        }
+        let n = i128::from(limit);
+        let t = i128::from(period_ms);
+        let now = i128::from(now_ms).saturating_mul(n);
+        let tat = state.map_or(now, |s| s.tat_in(limit)).max(now);
+        // Admit iff max(TAT, now) + T - now <= N × T.
+        let excess = tat
+            .saturating_add(t)
+            .saturating_sub(now)
+            .saturating_sub(n.saturating_mul(t));
+        if excess <= 0 {
+            Ok(())
+        } else {
+            Err(u64::try_from(div_ceil_i128(excess, n)).unwrap_or(u64::MAX))
+        }
+    }
+
+    /// The state after admitting one call at `now_ms`.
+    pub fn consume(state: Option<GcraState>, limit: u64, period_ms: u64, now_ms: i64) -> GcraState {
+        let n = i128::from(limit);
+        let now = i128::from(now_ms).saturating_mul(n);
+        let tat = state.map_or(now, |s| s.tat_in(limit)).max(now);
+        GcraState {
+            tat: tat.saturating_add(i128::from(period_ms)),
+            limit,
+        }
+    }
+
+    /// True when the state no longer matters at `now_ms`: its TAT is not after now, so it
+    /// admits exactly like a key never seen.
+    pub fn is_idle(self, now_ms: i64) -> bool {
+        self.tat <= i128::from(now_ms).saturating_mul(i128::from(self.limit))
+    }
+}
+
+/// Rate-limit cells, with amortised pruning of idle ones.
+#[derive(Debug, Default)]
+struct RateCells {
+    cells: HashMap<String, GcraState>,
+    /// Prune idle cells when the map grows past this.
+    prune_at: usize,
+}
+
+const RATE_PRUNE_MIN: usize = 1_024;
+
+/// One agent's history ring: (time, tool), oldest first.
+type Ring = VecDeque<(i64, Box<str>)>;
+
+/// In-memory state: lost on restart. Each concern has its own lock.
+#[derive(Debug, Default)]
+pub struct MemoryState {
+    rates: Mutex<RateCells>,
+    budgets: Mutex<HashMap<String, Decimal>>,
+    history: Mutex<HashMap<String, Ring>>,
+    killed_all: AtomicBool,
+    killed: Mutex<HashSet<String>>,
+    sessions: Mutex<HashMap<String, SessionStats>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `a + b`, saturating at the ends of `Decimal`.
+fn add_saturating(a: Decimal, b: Decimal) -> Decimal {
+    a.checked_add(b).unwrap_or(if b.is_sign_negative() {
+        Decimal::MIN
+    } else {
+        Decimal::MAX
+    })
+}
+
+impl MemoryState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl StateStore for MemoryState {
+    fn rate_check(&self, key: &str, limit: u64, period_ms: u64, now_ms: i64) -> Result<(), u64> {
+        let rates = lock(&self.rates);
+        GcraState::check(rates.cells.get(key).copied(), limit, period_ms, now_ms)
+    }
+
+    fn rate_consume(&self, key: &str, limit: u64, period_ms: u64, now_ms: i64) {
+        let mut rates = lock(&self.rates);
+        let next = GcraState::consume(rates.cells.get(key).copied(), limit, period_ms, now_ms);
+        match rates.cells.get_mut(key) {
+            Some(cell) => *cell = next,
+            None => {
+                rates.cells.insert(key.to_owned(), next);
+            }
+        }
+        if rates.cells.len() > rates.prune_at.max(RATE_PRUNE_MIN) {
+            rates.cells.retain(|_, cell| !cell.is_idle(now_ms));
+            rates.prune_at = rates.cells.len().saturating_mul(2);
+        }
+    }
+
+    fn budget_spent(&self, key: &str) -> Decimal {
+        lock(&self.budgets).get(key).copied().unwrap_or_default()
+    }
+
+    fn budget_add(&self, key: &str, amount: Decimal) -> Decimal {
+        let mut budgets = lock(&self.budgets);
+        match budgets.get_mut(key) {
+            Some(spent) => {
+                *spent = add_saturating(*spent, amount);
+                *spent
+            }
+            None => {
+                budgets.insert(key.to_owned(), amount);
+                amount
+            }
+        }
+    }
+
+    fn history_push(&self, agent: &str, tool: &str, now_ms: i64) {
+        let mut history = lock(&self.history);
+        if !history.contains_key(agent) {
+            history.insert(agent.to_owned(), VecDeque::new());
+        }
+        let Some(ring) = history.get_mut(agent) else {
+            return;
+        };
+        let entry = (now_ms, Box::<str>::from(tool));
+        // Keep time order even if the clock stepped back (normally this is a push_back).
+        if ring.back().is_none_or(|(last, _)| *last <= now_ms) {
+            ring.push_back(entry);
+        } else {
+            let at = ring.partition_point(|(t, _)| *t <= now_ms);
+            ring.insert(at, entry);
+        }
+        while ring.len() > HISTORY_CAPACITY {
+            ring.pop_front();
+        }
+    }
+
+    fn history_count(&self, agent: &str, pattern: &ToolPattern, since_ms: i64) -> u64 {
+        let history = lock(&self.history);
+        let Some(ring) = history.get(agent) else {
+            return 0;
+        };
+        let n = ring
+            .iter()
+            .rev()
+            .take_while(|(t, _)| *t >= since_ms)
+            .filter(|(_, tool)| pattern.matches(tool))
+            .count();
+        u64::try_from(n).unwrap_or(u64::MAX)
+    }
+
+    fn set_killed(&self, agent: Option<&str>, killed: bool) {
+        match agent {
+            None => self.killed_all.store(killed, Ordering::SeqCst),
+            Some(agent) => {
+                let mut set = lock(&self.killed);
+                if killed {
+                    set.insert(agent.to_owned());
+                } else {
+                    set.remove(agent);
+                }
+            }
+        }
+    }
+
+    fn is_killed(&self, agent: &str) -> bool {
+        self.killed_all.load(Ordering::SeqCst) || lock(&self.killed).contains(agent)
+    }
+
+    fn session(&self, session: &str) -> SessionStats {
+        lock(&self.sessions)
+            .get(session)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn session_record(&self, session: &str, cost: Decimal) {
+        let mut sessions = lock(&self.sessions);
+        if !sessions.contains_key(session) {
+            sessions.insert(session.to_owned(), SessionStats::default());
+        }
+        let Some(stats) = sessions.get_mut(session) else {
+            return;
+        };
+        stats.calls = stats.calls.saturating_add(1);
+        stats.cost = add_saturating(stats.cost, cost);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    const MINUTE: u64 = 60_000;
+
+    fn dec(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn pat(s: &str) -> ToolPattern {
+        ToolPattern::parse(s).unwrap()
+    }
+
+    /// Check, and consume when admitted: what the engine does for a permit.
+    fn call(s: &dyn StateStore, key: &str, limit: u64, period: u64, now: i64) -> Result<(), u64> {
+        s.rate_check(key, limit, period, now)?;
+        s.rate_consume(key, limit, period, now);
+        Ok(())
+    }
+
+    #[test]
+    fn corpus_three_per_minute() {
+        let s = MemoryState::new();
+        let t0 = 1_767_258_000_000; // 2026-01-01T09:00:00Z
+        for _ in 0..3 {
+            assert_eq!(call(&s, "limited/0", 3, MINUTE, t0), Ok(()));
+        }
+        assert_eq!(call(&s, "limited/0", 3, MINUTE, t0), Err(20_000));
+        // A refused call consumed nothing: still exactly 20 s to wait.
+        assert_eq!(s.rate_check("limited/0", 3, MINUTE, t0), Err(20_000));
+        assert_eq!(call(&s, "limited/0", 3, MINUTE, t0 + 61_000), Ok(()));
+    }
+
+    #[test]
+    fn steady_rate_after_the_burst() {
+        // 2 per second: a burst of 2, then one every 500 ms.
+        let s = MemoryState::new();
+        assert_eq!(call(&s, "k", 2, 1_000, 0), Ok(()));
+        assert_eq!(call(&s, "k", 2, 1_000, 0), Ok(()));
+        assert_eq!(call(&s, "k", 2, 1_000, 0), Err(500));
+        for i in 1..=20 {
+            let at = i * 500;
+            assert_eq!(
+                call(&s, "k", 2, 1_000, at - 1),
+                Err(1),
+                "just before slot {i}"
+            );
+            assert_eq!(call(&s, "k", 2, 1_000, at), Ok(()), "slot {i}");
+            assert_eq!(
+                call(&s, "k", 2, 1_000, at),
+                Err(500),
+                "second call in slot {i}"
+            );
+        }
+        // After a long pause the full burst is back, but not more.
+        let later = 1_000_000;
+        assert_eq!(call(&s, "k", 2, 1_000, later), Ok(()));
+        assert_eq!(call(&s, "k", 2, 1_000, later), Ok(()));
+        assert_eq!(call(&s, "k", 2, 1_000, later), Err(500));
+    }
+
+    #[test]
+    fn retry_after_is_exact_with_a_fractional_interval() {
+        // 3 per second: T = 333⅓ ms.
+        let s = MemoryState::new();
+        for _ in 0..3 {
+            assert_eq!(call(&s, "k", 3, 1_000, 0), Ok(()));
+        }
+        assert_eq!(s.rate_check("k", 3, 1_000, 0), Err(334));
+        assert_eq!(s.rate_check("k", 3, 1_000, 333), Err(1));
+        assert_eq!(s.rate_check("k", 3, 1_000, 334), Ok(()));
+        // Three slots later no rounding has accumulated: the 3rd refill is at exactly 1000 ms.
+        assert_eq!(call(&s, "k", 3, 1_000, 334), Ok(()));
+        assert_eq!(s.rate_check("k", 3, 1_000, 666), Err(1));
+        assert_eq!(call(&s, "k", 3, 1_000, 667), Ok(()));
+        assert_eq!(s.rate_check("k", 3, 1_000, 999), Err(1));
+        assert_eq!(call(&s, "k", 3, 1_000, 1_000), Ok(()));
+        assert_eq!(s.rate_check("k", 3, 1_000, 1_000), Err(334));
+    }
+
+    #[test]
+    fn keys_are_independent() {
+        let s = MemoryState::new();
+        assert_eq!(call(&s, "a/0/s1", 1, MINUTE, 0), Ok(()));
+        assert_eq!(call(&s, "a/0/s1", 1, MINUTE, 0), Err(60_000));
+        assert_eq!(call(&s, "a/0/s2", 1, MINUTE, 0), Ok(()));
+        assert_eq!(call(&s, "a/1", 1, MINUTE, 0), Ok(()));
+        assert_eq!(call(&s, "b/0/s1", 1, MINUTE, 0), Ok(()));
+        assert_eq!(s.rate_check("a/0/s1", 1, MINUTE, 30_000), Err(30_000));
+    }
+
+    #[test]
+    fn check_does_not_consume() {
+        let s = MemoryState::new();
+        for _ in 0..100 {
+            assert_eq!(s.rate_check("k", 3, MINUTE, 0), Ok(()));
+        }
+        for _ in 0..3 {
+            assert_eq!(call(&s, "k", 3, MINUTE, 0), Ok(()));
+        }
+        assert_eq!(s.rate_check("k", 3, MINUTE, 0), Err(20_000));
+    }
+
+    #[test]
+    fn degenerate_limits() {
+        let s = MemoryState::new();
+        assert_eq!(s.rate_check("zero", 0, MINUTE, 0), Err(MINUTE));
+        for _ in 0..10 {
+            assert_eq!(call(&s, "unbounded", 5, 0, 0), Ok(()));
+        }
+        // Extreme values saturate instead of overflowing.
+        assert_eq!(call(&s, "huge", u64::MAX, u64::MAX, i64::MAX), Ok(()));
+        assert_eq!(call(&s, "huge", u64::MAX, u64::MAX, i64::MAX), Ok(()));
+        assert_eq!(call(&s, "one", 1, u64::MAX, i64::MIN), Ok(()));
+        assert_eq!(s.rate_check("one", 1, u64::MAX, i64::MIN), Err(u64::MAX));
+    }
+
+    #[test]
+    fn a_changed_limit_rescales_the_state() {
+        let s = MemoryState::new();
+        for _ in 0..3 {
+            assert_eq!(call(&s, "k", 3, MINUTE, 0), Ok(()));
+        }
+        // The TAT is 60 s ahead. As 6 per minute (T = 10 s) that leaves room for 0 at once…
+        assert_eq!(s.rate_check("k", 6, MINUTE, 0), Err(10_000));
+        // …and as 1 per minute the same TAT means one minute to wait.
+        assert_eq!(s.rate_check("k", 1, MINUTE, 0), Err(60_000));
+        assert_eq!(call(&s, "k", 6, MINUTE, 10_000), Ok(()));
+    }
+
+    #[test]
+    fn idle_rate_cells_are_pruned() {
+        let s = MemoryState::new();
+        for i in 0..5_000 {
+            s.rate_consume(&format!("k{i}"), 1, 1_000, i);
+        }
+        // Every cell older than a second has gone idle and was pruned along the way.
+        let len = lock(&s.rates).cells.len();
+        assert!(len <= 2 * RATE_PRUNE_MIN + 1_000, "{len}");
+        // Pruning did not forget live cells.
+        assert_eq!(s.rate_check("k4999", 1, 1_000, 4_999), Err(1_000));
+    }
+
+    #[test]
+    fn budgets_accumulate_per_key() {
+        let s = MemoryState::new();
+        assert_eq!(s.budget_spent("bot/daily/0"), Decimal::ZERO);
+        assert_eq!(s.budget_add("bot/daily/0", dec("19.99")), dec("19.99"));
+        assert_eq!(s.budget_add("bot/daily/0", dec("0.01")), dec("20.00"));
+        assert_eq!(s.budget_add("bot/daily/0", dec("30000")), dec("30020.00"));
+        assert_eq!(s.budget_spent("bot/daily/0"), dec("30020"));
+        // A reconciliation that reports less than reserved.
+        assert_eq!(s.budget_add("bot/daily/0", dec("-20")), dec("30000"));
+        // Other windows and agents are separate.
+        assert_eq!(s.budget_spent("bot/daily/86400000"), Decimal::ZERO);
+        assert_eq!(s.budget_add("other/daily/0", dec("1")), dec("1"));
+        assert_eq!(s.budget_spent("bot/daily/0"), dec("30000"));
+        // Saturates instead of overflowing.
+        s.budget_add("big", Decimal::MAX);
+        assert_eq!(s.budget_add("big", Decimal::ONE), Decimal::MAX);
+    }
+
+    #[test]
+    fn history_counts_within_the_window() {
+        let s = MemoryState::new();
+        for (t, tool) in [
+            (1_000, "stripe/refund"),
+            (2_000, "stripe/charge"),
+            (3_000, "stripe/refund"),
+            (4_000, "db/query"),
+            (5_000, "stripe/refund"),
+        ] {
+            s.history_push("bot", tool, t);
+        }
+        s.history_push("other", "stripe/refund", 5_000);
+        let refunds = pat("stripe/refund");
+        assert_eq!(s.history_count("bot", &refunds, 0), 3);
+        assert_eq!(s.history_count("bot", &refunds, 3_000), 2); // `since` is inclusive
+        assert_eq!(s.history_count("bot", &refunds, 3_001), 1);
+        assert_eq!(s.history_count("bot", &refunds, 5_001), 0);
+        assert_eq!(s.history_count("bot", &pat("stripe/*"), 2_000), 3);
+        assert_eq!(s.history_count("bot", &pat("*"), 0), 5);
+        assert_eq!(s.history_count("other", &pat("*"), 0), 1);
+        assert_eq!(s.history_count("nobody", &pat("*"), 0), 0);
+        // A clock that stepped back still gives a time-ordered ring.
+        s.history_push("bot", "stripe/refund", 2_500);
+        assert_eq!(s.history_count("bot", &refunds, 2_500), 3);
+        assert_eq!(s.history_count("bot", &refunds, 3_000), 2);
+        let times: Vec<i64> = lock(&s.history)["bot"].iter().map(|(t, _)| *t).collect();
+        assert_eq!(times, [1_000, 2_000, 2_500, 3_000, 4_000, 5_000]);
+    }
+
+    #[test]
+    fn history_is_bounded_per_agent() {
+        let s = MemoryState::new();
+        let extra = 50;
+        for i in 0..(HISTORY_CAPACITY as i64 + extra) {
+            s.history_push("bot", if i % 2 == 0 { "even" } else { "odd" }, i);
+        }
+        s.history_push("quiet", "even", 0);
+        assert_eq!(lock(&s.history)["bot"].len(), HISTORY_CAPACITY);
+        assert_eq!(
+            s.history_count("bot", &pat("*"), i64::MIN),
+            HISTORY_CAPACITY as u64
+        );
+        // The oldest `extra` entries were dropped: counting from before them sees none of them.
+        assert_eq!(
+            s.history_count("bot", &pat("*"), 0),
+            HISTORY_CAPACITY as u64
+        );
+        assert_eq!(
+            s.history_count("bot", &pat("even"), 0),
+            HISTORY_CAPACITY as u64 / 2
+        );
+        assert_eq!(
+            lock(&s.history)["bot"].front().map(|(t, _)| *t),
+            Some(extra)
+        );
+        // Other agents keep their own ring.
+        assert_eq!(s.history_count("quiet", &pat("*"), i64::MIN), 1);
+    }
+
+    #[test]
+    fn kill_switches_global_and_per_agent() {
+        let s = MemoryState::new();
+        assert!(!s.is_killed("a"));
+        s.set_killed(Some("a"), true);
+        assert!(s.is_killed("a"));
+        assert!(!s.is_killed("b"));
+        s.set_killed(None, true);
+        assert!(s.is_killed("a") && s.is_killed("b"));
+        // Lifting one agent's switch does not lift the global one.
+        s.set_killed(Some("a"), false);
+        assert!(s.is_killed("a"));
+        s.set_killed(None, false);
+        assert!(!s.is_killed("a") && !s.is_killed("b"));
+        // And lifting the global switch keeps per-agent ones.
+        s.set_killed(Some("b"), true);
+        s.set_killed(None, true);
+        s.set_killed(None, false);
+        assert!(s.is_killed("b") && !s.is_killed("a"));
+    }
+
+    #[test]
+    fn session_counters() {
+        let s = MemoryState::new();
+        assert_eq!(s.session("s-1"), SessionStats::default());
+        s.session_record("s-1", dec("1.50"));
+        s.session_record("s-1", Decimal::ZERO);
+        s.session_record("s-1", dec("2.25"));
+        s.session_record("s-2", dec("9"));
+        assert_eq!(
+            s.session("s-1"),
+            SessionStats {
+                calls: 3,
+                cost: dec("3.75")
+            }
+        );
+        assert_eq!(
+            s.session("s-2"),
+            SessionStats {
+                calls: 1,
+                cost: dec("9")
+            }
+        );
+        assert_eq!(s.session("s-3"), SessionStats::default());
+    }
+
+    #[test]
+    fn shared_between_threads_admits_exactly_the_burst() {
+        let s: Arc<dyn StateStore> = Arc::new(MemoryState::new());
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let s = Arc::clone(&s);
+                std::thread::spawn(move || {
+                    for _ in 0..100 {
+                        s.rate_consume("k", 1_000, MINUTE, 0);
+                        s.budget_add("b", Decimal::ONE);
+                        s.session_record("s", Decimal::ONE);
+                        s.history_push("a", "t", 0);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        // 800 consumptions of a burst of 1000 leave room for exactly 200 more.
+        for _ in 0..200 {
+            assert_eq!(call(&*s, "k", 1_000, MINUTE, 0), Ok(()));
+        }
+        assert_eq!(s.rate_check("k", 1_000, MINUTE, 0), Err(60));
+        assert_eq!(s.budget_spent("b"), dec("800"));
+        assert_eq!(s.session("s").calls, 800);
+        assert_eq!(s.history_count("a", &pat("t"), 0), 800);
+    }
+
+    #[test]
+    fn poisoned_locks_are_recovered() {
+        let s = Arc::new(MemoryState::new());
+        s.budget_add("b", Decimal::ONE);
+        let s2 = Arc::clone(&s);
+        let _ = std::thread::spawn(move || {
+            let _guard = s2.budgets.lock().unwrap();
+            panic!("poison the lock");
+        })
+        .join();
+        assert!(s.budgets.is_poisoned());
+        assert_eq!(s.budget_add("b", Decimal::ONE), dec("2"));
+    }
+
+    mod gcra_prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone, Copy)]
+        enum Op {
+            /// Look only.
+            Check,
+            /// Check, and consume when admitted (a permit).
+            Call,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![Just(Op::Check), Just(Op::Call)]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// GCRA with burst N and interval T = P/N admits at most N + floor(w/T) calls in
+            /// any closed window of length w: for admitted calls i..=j,
+            /// (j - i + 1) × P <= N × P + (t_j - t_i) × N.
+            /// And it is exact: a refusal's retry_after is the first instant it would admit,
+            /// and after a full period of silence the whole burst is available again.
+            #[test]
+            fn gcra_respects_the_window_bound(
+                limit in 1u64..8,
+                period in 1u64..5_000,
+                steps in proptest::collection::vec((0i64..3_000, op()), 1..200),
+            ) {
+                let s = MemoryState::new();
+                let mut now = 1_767_258_000_000i64;
+                let mut admitted: Vec<i64> = Vec::new();
+                for (delay, op) in steps {
+                    now += delay;
+                    let checked = s.rate_check("k", limit, period, now);
+                    if let Err(retry) = checked {
+                            prop_assert!(retry >= 1);
+                            prop_assert!(retry <= period);
+                            let retry = retry as i64;
+                            prop_assert_eq!(s.rate_check("k", limit, period, now + retry), Ok(()));
+                            prop_assert!(s.rate_check("k", limit, period, now + retry - 1).is_err());
+                        // After a full period of silence the GCRA must admit.
+                        if let Some(&last) = admitted.last() {
+                            prop_assert!(now - last < period as i64,
+                                "refused {} ms after the last admission", now - last);
+                        }
+                    }
+                    if let (Op::Call, Ok(())) = (op, checked) {
+                        s.rate_consume("k", limit, period, now);
+                        admitted.push(now);
+                    }
+                }
+                let (n, p) = (limit as i128, period as i128);
+                for i in 0..admitted.len() {
+                    for j in i..admitted.len() {
+                        let count = (j - i + 1) as i128;
+                        let w = (admitted[j] - admitted[i]) as i128;
+                        prop_assert!(count * p <= n * p + w * n,
+                            "{} calls admitted within {} ms (limit {} per {} ms)", count, w, limit, period);
+                    }
+                }
+                // Nothing is admitted twice "at once" beyond the burst.
+                for w in admitted.windows(limit as usize + 1) {
+                    prop_assert!(w[limit as usize] > w[0]);
+                }
+            }
+        }
+    }
+}
