@@ -295,10 +295,12 @@ impl Engine {
                 format!("rule on line {}: {message}", rule.line),
             )
             .at(rule.line),
-            EvalError::Selector { index, message } => {
+                        EvalError::Selector { index, message } => {
                 let spec = &self.policy.selectors[index];
+                // `on_error = "defer"` must not open a way around a `deny!`.
+                let effect = if rule.mandatory { Verdict::Deny } else { spec.on_error };
                 Verdicts::new(
-                    spec.on_error,
+                    effect,
                     ReasonCode::SelectorUnavailable,
                     format!("selector `{}` is unavailable: {message}", spec.name),
                 )
