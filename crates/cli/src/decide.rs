@@ -72,12 +72,25 @@ fn engine(policy: CompiledPolicy, dir: PathBuf, clock: Arc<dyn engine::clock::Cl
     )
 }
 
+#[derive(Debug, clap::Args)]
 pub struct DecideArgs {
+    /// The policy: a stack directory or a policy file.
+    #[arg(long)]
     pub policy: PathBuf,
+    /// The agent making the call.
+    #[arg(long)]
     pub agent: String,
+    /// The tool id, e.g. `stripe/refund`.
+    #[arg(long)]
     pub tool: String,
+    /// The call's arguments as a JSON object.
+    #[arg(long, default_value = "{}")]
     pub args: String,
+    /// The verified principal as a JSON object.
+    #[arg(long)]
     pub principal: Option<String>,
+    /// The session the call belongs to (rate limits and budgets per session).
+    #[arg(long)]
     pub session: Option<String>,
 }
 

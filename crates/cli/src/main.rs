@@ -63,23 +63,7 @@ enum Command {
         paths: Vec<PathBuf>,
     },
     /// Decide one call from the command line (no daemon) and print the decision as JSON.
-    Decide {
-        /// The policy: a stack directory or a policy file.
-        #[arg(long)]
-        policy: PathBuf,
-        #[arg(long)]
-        agent: String,
-        #[arg(long)]
-        tool: String,
-        /// The call's arguments as a JSON object.
-        #[arg(long, default_value = "{}")]
-        args: String,
-        /// The verified principal as a JSON object.
-        #[arg(long)]
-        principal: Option<String>,
-        #[arg(long)]
-        session: Option<String>,
-    },
+    Decide(decide::DecideArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -110,21 +94,7 @@ fn main() -> ExitCode {
             to,
         } => fmt::run(&path, check, write, to),
         Command::Test { paths } => decide::run_test(&paths),
-        Command::Decide {
-            policy,
-            agent,
-            tool,
-            args,
-            principal,
-            session,
-        } => decide::run_decide(decide::DecideArgs {
-            policy,
-            agent,
-            tool,
-            args,
-            principal,
-            session,
-        }),
+        Command::Decide(args) => decide::run_decide(args),
     }
 }
 
