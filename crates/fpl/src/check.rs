@@ -136,7 +136,7 @@ const IDENTITY: Schema = Schema {
 const SELECTOR: Schema = Schema {
     what: "selector",
     keys: &[
-        ("source", Kind::Url(&["file", "http", "https"])),
+        ("source", Kind::Url(&["file", "http"])),
         ("key", Kind::Expr),
         ("cache", Kind::Duration),
         ("timeout", Kind::Duration),
