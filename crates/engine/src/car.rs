@@ -10,13 +10,12 @@
 //! `args_digest`.
 
 use std::fmt::{self, Write as _};
-use std::io;
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
 /// What an adapter sends (deserializable from the daemon's JSON and the CLI).
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
@@ -159,7 +158,7 @@ pub fn canonicalize(req: ActionRequest, limits: &Limits) -> Result<CanonicalRequ
         }
     }
 
-    let tool = canonical_tool(&tool, limits)?;
+    let tool = canonical_tool(tool, limits)?;
 
     let args = match args {
         Value::Null => Value::Object(Map::new()),
@@ -171,12 +170,17 @@ pub fn canonicalize(req: ActionRequest, limits: &Limits) -> Result<CanonicalRequ
             )));
         }
     };
-    Walk::new("args", limits.max_depth).check(&args)?;
+    // The canonical text is written first; on the way it notes NUL characters and excess
+    // depth, which are still refused first, as before the principal and the size limit.
+    let written = CanonicalArgs::write(&args, limits);
+    if !written.clean || written.text.is_err() {
+        check_clean("args", &args, limits.max_depth)?;
+    }
 
     let principal = match principal {
         None | Some(Value::Null) => Value::Null,
         Some(p @ Value::Object(_)) => {
-            Walk::new("principal", limits.max_depth).check(&p)?;
+            check_clean("principal", &p, limits.max_depth)?;
             p
         }
         Some(other) => {
@@ -187,11 +191,10 @@ pub fn canonicalize(req: ActionRequest, limits: &Limits) -> Result<CanonicalRequ
         }
     };
 
-    let canonical_args = jcs_capped(&args, limits.max_args_bytes)?;
-    let args_digest = format!(
-        "sha256:{}",
-        hex::encode(Sha256::digest(canonical_args.as_bytes()))
-    );
+    let canonical_args = written.finish(limits)?;
+    let mut args_digest = String::with_capacity(DIGEST_PREFIX.len() + 64);
+    args_digest.push_str(DIGEST_PREFIX);
+    push_hex(&mut args_digest, &Sha256::digest(canonical_args.as_bytes()));
 
     Ok(CanonicalRequest {
         agent,
@@ -242,9 +245,32 @@ fn no_nul(field: &str, value: &str) -> Result<(), Malformed> {
     }
 }
 
-fn canonical_tool(raw: &str, limits: &Limits) -> Result<String, Malformed> {
-    no_nul("tool", raw)?;
-    let tool: String = raw.nfkc().collect();
+/// The prefix of `args_digest`.
+const DIGEST_PREFIX: &str = "sha256:";
+
+/// Appends the lowercase hex of a SHA-256 digest (32 bytes).
+pub(crate) fn push_hex(out: &mut String, digest: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 64];
+    for (pair, &b) in buf.chunks_exact_mut(2).zip(digest) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0x0f)];
+    }
+    let n = 2 * digest.len().min(32);
+    // Always ASCII.
+    if let Ok(hex) = std::str::from_utf8(&buf[..n]) {
+        out.push_str(hex);
+    }
+}
+
+fn canonical_tool(raw: String, limits: &Limits) -> Result<String, Malformed> {
+    no_nul("tool", &raw)?;
+    // A string the quick check finds normalised (every ASCII string is) is its own NFKC form.
+    let tool: String = if raw.is_ascii() || is_nfkc_quick(raw.chars()) == IsNormalized::Yes {
+        raw
+    } else {
+        raw.nfkc().collect()
+    };
     if tool.is_empty() {
         return Err(Malformed::new("tool is empty"));
     }
@@ -254,6 +280,10 @@ fn canonical_tool(raw: &str, limits: &Limits) -> Result<String, Malformed> {
             tool.len(),
             limits.max_tool_len
         )));
+    }
+    // Printable ASCII other than the space: nothing below can object.
+    if tool.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+        return Ok(tool);
     }
     let bad = tool.chars().find_map(|c| {
         if c.is_control() {
@@ -319,6 +349,32 @@ fn kind(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+/// Refuses NUL characters and excess depth in `v` (named `root` in the message). The fast walk
+/// decides; only a refused value is walked again, remembering the path, for the message.
+fn check_clean(root: &'static str, v: &Value, max_depth: usize) -> Result<(), Malformed> {
+    if is_clean(v, 0, max_depth) {
+        return Ok(());
+    }
+    Walk::new(root, max_depth).check(v)
+}
+
+/// True when [`Walk::check`] finds nothing wrong with `v` at `depth`.
+fn is_clean(v: &Value, depth: usize, max_depth: usize) -> bool {
+    match v {
+        Value::String(s) => !s.contains('\0'),
+        Value::Array(items) => {
+            depth < max_depth && items.iter().all(|i| is_clean(i, depth + 1, max_depth))
+        }
+        Value::Object(map) => {
+            depth < max_depth
+                && map
+                    .iter()
+                    .all(|(k, i)| !k.contains('\0') && is_clean(i, depth + 1, max_depth))
+        }
+        _ => true,
     }
 }
 
@@ -422,46 +478,296 @@ fn is_plain_key(k: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// A `Write` that refuses to grow past `max` bytes, so oversize args are caught without
-/// building the whole oversize text.
-struct Capped {
-    buf: Vec<u8>,
-    max: usize,
-    over: bool,
+/// Why [`write_jcs`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JcsError {
+    /// The text grew past the limit it was given.
+    Over,
+    /// A number is NaN or infinite (a `serde_json::Value` never holds one).
+    NotFinite,
 }
 
-impl io::Write for Capped {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        if self.buf.len().saturating_add(bytes.len()) > self.max {
-            self.over = true;
-            return Err(io::Error::other("args size limit"));
-        }
-        self.buf.extend_from_slice(bytes);
-        Ok(bytes.len())
+/// Where JCS text goes: a `String`, or straight into a hash.
+pub(crate) trait JcsSink {
+    fn put(&mut self, s: &str);
+    /// One ASCII character.
+    fn put_char(&mut self, c: char) {
+        let mut buf = [0u8; 4];
+        self.put(c.encode_utf8(&mut buf));
+    }
+    /// Bytes put so far, for the size limit.
+    fn written(&self) -> usize;
+}
+
+impl JcsSink for String {
+    fn put(&mut self, s: &str) {
+        self.push_str(s);
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    fn put_char(&mut self, c: char) {
+        self.push(c);
+    }
+
+    fn written(&self) -> usize {
+        self.len()
+    }
+}
+
+/// Appends the RFC 8785 (JCS) text of `v` to `out`; `Err(Over)` once more than `max` bytes
+/// have been written.
+///
+/// The output is byte for byte that of `serde_json_canonicalizer` (the tests compare the two):
+/// every number is formatted as an IEEE double the way ECMAScript does (`ryu-js`, which that
+/// crate uses), strings are escaped as `serde_json` escapes them (`\"`, `\\`, `\b`, `\f`,
+/// `\n`, `\r`, `\t`, other control characters as `\u00xx`, everything else as is), and object
+/// members are sorted by the UTF-16 code units of their keys. It writes straight into `out`,
+/// where that crate buffers every member of every object separately and parses each key back.
+pub(crate) fn write_jcs<S: JcsSink>(v: &Value, out: &mut S, max: usize) -> Result<(), JcsError> {
+    let mut w = Jcs {
+        out,
+        max,
+        max_depth: usize::MAX,
+        clean: true,
+    };
+    w.value(v, 0)
+}
+
+/// A JCS writer that also notes, on the way, what [`Walk`] would refuse.
+struct Jcs<'o, S> {
+    out: &'o mut S,
+    max: usize,
+    max_depth: usize,
+    /// False once a string or key holding NUL, or a container nested deeper than `max_depth`,
+    /// has been written.
+    clean: bool,
+}
+
+/// For each byte: 0 if it is written as is, else the letter of its escape (`u` for `\u00xx`).
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = b'u';
+        b += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+impl<S: JcsSink> Jcs<'_, S> {
+    fn value(&mut self, v: &Value, depth: usize) -> Result<(), JcsError> {
+        match v {
+            Value::Null => self.out.put("null"),
+            Value::Bool(true) => self.out.put("true"),
+            Value::Bool(false) => self.out.put("false"),
+            Value::Number(n) => {
+                // A `serde_json::Number` is an `i64`, a `u64` or a finite `f64`; JCS formats
+                // each as a double, as serde_json_canonicalizer does (`value as f64`). An
+                // integer of magnitude up to 2^53 is exactly a double whose shortest form is
+                // its own digits, so it is written as an integer.
+                if let Some(i) = n.as_i64()
+                    && i.unsigned_abs() <= 1 << 53
+                {
+                    self.integer(i);
+                    return self.check_size();
+                }
+                let f = n.as_f64().ok_or(JcsError::NotFinite)?;
+                if !f.is_finite() {
+                    return Err(JcsError::NotFinite);
+                }
+                self.out.put(ryu_js::Buffer::new().format_finite(f));
+            }
+            Value::String(s) => self.string(s),
+            Value::Array(items) => {
+                if self.too_deep(depth) {
+                    return Ok(());
+                }
+                self.out.put_char('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.out.put_char(',');
+                    }
+                    self.value(item, depth + 1)?;
+                }
+                self.out.put_char(']');
+            }
+            Value::Object(map) => {
+                if self.too_deep(depth) {
+                    return Ok(());
+                }
+                self.out.put_char('{');
+                if in_utf16_order(map) {
+                    for (i, (k, item)) in map.iter().enumerate() {
+                        self.member(i, k, item, depth)?;
+                    }
+                } else {
+                    let mut members: Vec<(&String, &Value)> = map.iter().collect();
+                    members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+                    for (i, (k, item)) in members.into_iter().enumerate() {
+                        self.member(i, k, item, depth)?;
+                    }
+                }
+                self.out.put_char('}');
+            }
+        }
+        self.check_size()
+    }
+
+    fn check_size(&self) -> Result<(), JcsError> {
+        if self.out.written() > self.max {
+            return Err(JcsError::Over);
+        }
         Ok(())
     }
+
+    fn integer(&mut self, i: i64) {
+        let mut digits = [0u8; 21];
+        let mut at = digits.len();
+        let mut n = i.unsigned_abs();
+        loop {
+            at -= 1;
+            // `n % 10` is a single digit.
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        if i < 0 {
+            at -= 1;
+            digits[at] = b'-';
+        }
+        // Always ASCII.
+        if let Ok(text) = std::str::from_utf8(&digits[at..]) {
+            self.out.put(text);
+        }
+    }
+
+    /// Entering a container at `depth` makes it level `depth + 1` (as in [`Walk::enter`]). Past
+    /// `max_depth` the value is refused, so its text does not matter: nothing deeper is
+    /// written (or recursed into).
+    fn too_deep(&mut self, depth: usize) -> bool {
+        if depth >= self.max_depth {
+            self.clean = false;
+            return true;
+        }
+        false
+    }
+
+    fn member(&mut self, i: usize, key: &str, v: &Value, depth: usize) -> Result<(), JcsError> {
+        if i > 0 {
+            self.out.put_char(',');
+        }
+        self.string(key);
+        self.out.put_char(':');
+        self.value(v, depth + 1)
+    }
+
+    /// A string as JSON text, escaped as `serde_json` escapes it.
+    fn string(&mut self, s: &str) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.out.put_char('"');
+        let bytes = s.as_bytes();
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let escape = ESCAPE[usize::from(b)];
+            if escape == 0 {
+                continue;
+            }
+            // `i` is at an ASCII byte, so both slices end on character boundaries.
+            self.out.put(&s[start..i]);
+            let mut buf = [b'\\', escape, b'0', b'0', 0, 0];
+            let text = if escape == b'u' {
+                if b == 0 {
+                    self.clean = false;
+                }
+                buf[4] = HEX[usize::from(b >> 4)];
+                buf[5] = HEX[usize::from(b & 0x0f)];
+                &buf[..]
+            } else {
+                &buf[..2]
+            };
+            // Always ASCII.
+            if let Ok(text) = std::str::from_utf8(text) {
+                self.out.put(text);
+            }
+            start = i + 1;
+        }
+        self.out.put(&s[start..]);
+        self.out.put_char('"');
+    }
 }
 
-fn jcs_capped(args: &Value, max: usize) -> Result<String, Malformed> {
-    let mut out = Capped {
-        buf: Vec::new(),
-        max,
-        over: false,
-    };
-    if let Err(e) = serde_json_canonicalizer::to_writer(args, &mut out) {
-        return Err(if out.over {
-            Malformed(format!(
-                "args exceed the size limit: their canonical form is over {max} bytes"
-            ))
-        } else {
-            Malformed(format!("args cannot be canonicalised: {e}"))
-        });
+/// The canonical (JCS) text of `args` as written, before it is accepted.
+struct CanonicalArgs {
+    text: Result<String, JcsError>,
+    /// False when `args` hold what [`check_clean`] refuses (writing may stop at the size limit
+    /// before seeing everything, so an error in `text` needs that check too).
+    clean: bool,
+}
+
+impl CanonicalArgs {
+    fn write(args: &Value, limits: &Limits) -> Self {
+        let mut out = String::with_capacity(256);
+        let mut w = Jcs {
+            out: &mut out,
+            max: limits.max_args_bytes,
+            max_depth: limits.max_depth,
+            clean: true,
+        };
+        let written = w.value(args, 0);
+        let clean = w.clean;
+        CanonicalArgs {
+            text: written.map(|()| out),
+            clean,
+        }
     }
-    String::from_utf8(out.buf)
-        .map_err(|_| Malformed::new("args cannot be canonicalised: the JCS text is not UTF-8"))
+
+    fn finish(self, limits: &Limits) -> Result<String, Malformed> {
+        match self.text {
+            Ok(text) => Ok(text),
+            Err(JcsError::Over) => Err(Malformed(format!(
+                "args exceed the size limit: their canonical form is over {} bytes",
+                limits.max_args_bytes
+            ))),
+            Err(JcsError::NotFinite) => Err(Malformed::new(
+                "args cannot be canonicalised: NaN and +/-Infinity are not permitted in JSON",
+            )),
+        }
+    }
+}
+
+/// True when the map iterates in the order of the UTF-16 code units of its keys: the keys
+/// ascend bytewise (UTF-8 order, which is code point order) and none holds a character at or
+/// above U+E000, the only ones whose UTF-16 order differs from their code point order (a
+/// supplementary character's surrogates sort below U+E000–U+FFFF). UTF-8 lead bytes of such
+/// characters are 0xEE and above.
+fn in_utf16_order(map: &Map<String, Value>) -> bool {
+    let mut prev: Option<&[u8]> = None;
+    for k in map.keys() {
+        let k = k.as_bytes();
+        if k.iter().any(|&b| b >= 0xEE) || prev.is_some_and(|p| !ascends(p, k)) {
+            return false;
+        }
+        prev = Some(k);
+    }
+    true
+}
+
+/// `a < b` bytewise; keys mostly differ in their first byte, so this beats a `memcmp` call.
+fn ascends(a: &[u8], b: &[u8]) -> bool {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x < y;
+        }
+    }
+    a.len() < b.len()
 }
 
 /// A JSON value parsed with duplicate object keys refused.
@@ -675,6 +981,59 @@ mod tests {
     fn strings_are_escaped_per_rfc_8785() {
         let c = ok(req("t", json!({"s": "a\"\\\n\u{1}\u{7f}€"})));
         assert_eq!(c.canonical_args, "{\"s\":\"a\\\"\\\\\\n\\u0001\u{7f}€\"}");
+    }
+
+    #[test]
+    fn jcs_writer_agrees_on_hard_cases() {
+        for v in [
+            json!({"\u{e000}": 1, "\u{10000}": 2, "a": 3, "\u{ffff}": 4, "\u{1f600}": 5}),
+            json!({"\u{d7ff}": 1, "\u{e000}": 2}),
+            json!({"s": "\u{0}\u{1f}\u{7f}\"\\/\u{8}\u{c}\n\r\t\u{2028}", "e": ""}),
+            json!([
+                1e21,
+                1e-7,
+                0.1,
+                -0.0,
+                9007199254740993u64,
+                -9007199254740993i64,
+                u64::MAX,
+                i64::MIN,
+                5e-324,
+                1.7976931348623157e308,
+                123456789.5,
+                1e20,
+                0.000001
+            ]),
+            json!([
+                0,
+                -1,
+                7,
+                9007199254740992i64,
+                -9007199254740992i64,
+                9007199254740991u64,
+                9007199254740994u64,
+                1_000_000_000_000_000_000i64,
+                100,
+                -420
+            ]),
+            json!({"b": {"d": [], "c": {}}, "a": [null, true, false, "x"]}),
+            json!("top-level string"),
+            json!(42),
+            json!(null),
+        ] {
+            let mut ours = String::new();
+            write_jcs(&v, &mut ours, usize::MAX).unwrap();
+            assert_eq!(
+                ours,
+                serde_json_canonicalizer::to_string(&v).unwrap(),
+                "{v}"
+            );
+        }
+        let mut out = String::new();
+        assert_eq!(
+            write_jcs(&json!({"s": "x".repeat(20)}), &mut out, 20),
+            Err(JcsError::Over)
+        );
     }
 
     #[test]
@@ -961,6 +1320,43 @@ mod tests {
         fn args() -> impl Strategy<Value = Value> {
             prop::collection::btree_map("[a-zA-Z_]{1,6}", json_value(), 0..6)
                 .prop_map(|m| Value::Object(m.into_iter().collect()))
+        }
+
+        /// Values with keys and strings that exercise UTF-16 ordering and escaping, and
+        /// numbers of every kind.
+        fn wild_value() -> impl Strategy<Value = Value> {
+            let text = "[a-c\u{0}-\u{1f}\"\\\\/\u{7f}\u{e9}\u{d7ff}\u{e000}\u{fffd}\u{ffff}\u{10000}\u{1f600}]{0,4}";
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                (-(1i64 << 54)..(1i64 << 54)).prop_map(Value::from),
+                (-1000i64..1000).prop_map(Value::from),
+                any::<f64>().prop_filter_map("finite", |f| {
+                    serde_json::Number::from_f64(f).map(Value::Number)
+                }),
+                (-1e25f64..1e25).prop_map(Value::from),
+                text.prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 48, 8, move |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::btree_map(text, inner, 0..8)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2_000))]
+            #[test]
+            fn jcs_writer_matches_serde_json_canonicalizer(v in wild_value()) {
+                let mut ours = String::new();
+                write_jcs(&v, &mut ours, usize::MAX).unwrap();
+                let theirs = serde_json_canonicalizer::to_string(&v).unwrap();
+                prop_assert_eq!(ours, theirs);
+            }
         }
 
         proptest! {

@@ -1,6 +1,7 @@
 //! The decision pipeline (SPEC §5 steps 1–7): kill switch, agent, canonical request, session,
 //! history, selectors, rules, then rate limits, budgets and egress on a permit.
 
+use std::borrow::Cow;
 use std::cell::{OnceCell, RefCell};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use crate::clock::{Clock, TimeFacts, time_facts, window_start_ms};
 use crate::compile::{CompiledAgent, CompiledPolicy, CompiledRule, Verdict};
 use crate::decision::{CredentialBinding, Decision, Event, Outcome, ReasonCode, TraceStep};
 use crate::eval::{EvalError, Facts, Tri, V, eval, truth};
-use crate::redact::{RedactionKey, redact};
+use crate::redact::{RedactionKey, redact_into};
 use crate::selector::SelectorCache;
 use crate::state::{SessionStats, StateStore};
 
@@ -88,32 +89,29 @@ impl Engine {
 
     /// Decides one call. Every path ends in a decision: errors deny (fail closed).
     pub fn decide(&self, request: ActionRequest) -> Decision {
-        let agent_name = request.agent.clone();
-        let canonical = canonicalize(request, &self.config.limits);
-        let agent = self.policy.agents.get(&agent_name);
-        let (digest, recorded) = match (&canonical, agent) {
-            (Ok(car), Some(agent)) => (car.args_digest.clone(), self.recorded(agent, car)),
-            (Ok(car), None) => (car.args_digest.clone(), (Json::Null, Vec::new())),
-            (Err(_), _) => (String::new(), (Json::Null, Vec::new())),
-        };
-        let early = if self.state.is_killed(&agent_name) {
+        let agent = self.policy.agents.get(&request.agent);
+        let early = if self.state.is_killed(&request.agent) {
             Some(Verdicts::new(
                 Verdict::Deny,
                 ReasonCode::KillSwitch,
-                format!("agent `{agent_name}` is stopped by a kill switch"),
+                format!("agent `{}` is stopped by a kill switch", request.agent),
             ))
         } else if agent.is_none() {
             Some(Verdicts::new(
                 Verdict::Deny,
                 ReasonCode::UnknownAgent,
-                format!("no agent `{agent_name}` in the policy"),
+                format!("no agent `{}` in the policy", request.agent),
             ))
         } else {
+            None
+        };
+        let canonical = canonicalize(request, &self.config.limits);
+        let early = early.or_else(|| {
             canonical
                 .as_ref()
                 .err()
                 .map(|e| Verdicts::new(Verdict::Deny, ReasonCode::MalformedRequest, e.to_string()))
-        };
+        });
         let mut trace = Vec::new();
         let mut events = Vec::new();
         let mut credential = None;
@@ -136,14 +134,20 @@ impl Engine {
                 "the request could not be read",
             ),
         };
+        // The request is no longer read: its arguments are redacted in place (never copied).
+        let (digest, (recorded_args, redacted)) = match (canonical, agent) {
+            (Ok(car), Some(agent)) => (car.args_digest, self.recorded(agent, &car.tool, car.args)),
+            (Ok(car), None) => (car.args_digest, (Json::Null, Vec::new())),
+            (Err(_), _) => (String::new(), (Json::Null, Vec::new())),
+        };
         Decision {
             effect: verdicts.effect,
             reason_code: verdicts.code,
             reason: verdicts.reason,
             rule_line: verdicts.rule,
-            rule_ref: verdicts.rule.map(|l| format!("{}:{l}", self.policy.file)),
-            recorded_args: recorded.0,
-            redacted: recorded.1,
+            rule_ref: verdicts.rule.map(|l| rule_ref(&self.policy.file, l)),
+            recorded_args,
+            redacted,
             args_digest: digest,
             retry_after_ms: verdicts.retry_after_ms,
             events,
@@ -155,17 +159,11 @@ impl Engine {
     }
 
     /// The arguments with every matching redaction applied: the only form ever recorded.
-    fn recorded(&self, agent: &CompiledAgent, car: &CanonicalRequest) -> (Json, Vec<String>) {
-        let mut args = car.args.clone();
+    fn recorded(&self, agent: &CompiledAgent, tool: &str, mut args: Json) -> (Json, Vec<String>) {
         let mut redacted: Vec<String> = Vec::new();
-        for (pattern, paths) in &agent.redactions {
-            if pattern.matches(&car.tool) {
-                let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
-                for p in redact(&mut args, &paths, &self.config.redaction_key) {
-                    if !redacted.contains(&p) {
-                        redacted.push(p);
-                    }
-                }
+        for ((_, paths), matcher) in agent.redactions.iter().zip(&agent.redaction_matchers) {
+            if matcher.matches(tool) {
+                redact_into(&mut args, paths, &self.config.redaction_key, &mut redacted);
             }
         }
         (args, redacted)
@@ -217,11 +215,7 @@ impl Engine {
                     Verdict::Deny => ReasonCode::RuleDeny,
                     Verdict::Defer => ReasonCode::RuleDefer,
                 };
-                let reason = rule
-                    .reason
-                    .clone()
-                    .unwrap_or_else(|| format!("`{}`", rule.text));
-                Verdicts::new(rule.verdict, code, reason).at(rule.line)
+                Verdicts::new(rule.verdict, code, rule.explanation.clone()).at(rule.line)
             }
             Some(Err((rule, err))) => self.error_verdict(rule, err),
             None => {
@@ -259,7 +253,7 @@ impl Engine {
     ) -> Option<Result<&'r CompiledRule, (&'r CompiledRule, EvalError)>> {
         for i in candidates {
             let rule = &rules[i];
-            if !rule.pattern.matches(tool) {
+            if !rule.matcher.matches(tool) {
                 continue;
             }
             let outcome = fires(rule, facts);
@@ -295,10 +289,14 @@ impl Engine {
                 format!("rule on line {}: {message}", rule.line),
             )
             .at(rule.line),
-                        EvalError::Selector { index, message } => {
+            EvalError::Selector { index, message } => {
                 let spec = &self.policy.selectors[index];
                 // `on_error = "defer"` must not open a way around a `deny!`.
-                let effect = if rule.mandatory { Verdict::Deny } else { spec.on_error };
+                let effect = if rule.mandatory {
+                    Verdict::Deny
+                } else {
+                    spec.on_error
+                };
                 Verdicts::new(
                     effect,
                     ReasonCode::SelectorUnavailable,
@@ -321,14 +319,18 @@ impl Engine {
         let now = facts.now_ms;
         let session = car.session.as_deref().unwrap_or("");
         let mut rate_keys = Vec::new();
-        for (i, r) in agent.rate_limits.iter().enumerate() {
-            if !r.pattern.matches(&car.tool) {
+        for r in &agent.rate_limits {
+            if !r.matcher.matches(&car.tool) {
                 continue;
             }
             let key = if r.per_session {
-                format!("{}|{i}|{session}", agent.id)
+                let mut key = String::with_capacity(r.key.len() + 1 + session.len());
+                key.push_str(&r.key);
+                key.push('|');
+                key.push_str(session);
+                Cow::Owned(key)
             } else {
-                format!("{}|{i}", agent.id)
+                Cow::Borrowed(r.key.as_str())
             };
             if let Err(retry_after_ms) = self.state.rate_check(&key, r.limit, r.period_ms, now) {
                 events.push(Event::RateExceeded {
@@ -429,6 +431,29 @@ impl Engine {
             }
         }
     }
+}
+
+/// `FILE:LINE`.
+fn rule_ref(file: &str, line: usize) -> String {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = line;
+    loop {
+        at -= 1;
+        // `n % 10` is a single digit.
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut out = String::with_capacity(file.len() + 1 + digits.len() - at);
+    out.push_str(file);
+    out.push(':');
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
+    out
 }
 
 fn budget_key(agent: &str, window: BudgetWindow, now_ms: i64, session: &str) -> String {

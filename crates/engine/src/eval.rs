@@ -142,7 +142,7 @@ fn type_error<T>(msg: String) -> Result<T, EvalError> {
 }
 
 /// Evaluates `e` as a condition.
-pub fn truth(e: &CExpr, f: &dyn Facts) -> Result<Tri, EvalError> {
+pub fn truth<'a>(e: &'a CExpr, f: &'a dyn Facts) -> Result<Tri, EvalError> {
     match e {
         CExpr::And(a, b) => {
             let l = truth(a, f)?;
@@ -193,7 +193,12 @@ fn tri(b: bool) -> Tri {
     if b { Tri::True } else { Tri::False }
 }
 
-fn compare(op: BinOp, a: &CExpr, b: &CExpr, f: &dyn Facts) -> Result<Tri, EvalError> {
+fn compare<'a>(op: BinOp, a: &'a CExpr, b: &'a CExpr, f: &'a dyn Facts) -> Result<Tri, EvalError> {
+    if let (BinOp::In | BinOp::NotIn, CExpr::List(items)) = (op, b)
+        && items.iter().all(|i| matches!(i, CExpr::Lit(_)))
+    {
+        return in_literals(op, a, b, items, f);
+    }
     let l = eval(a, f)?;
     let r = eval(b, f)?;
     let (Some(l), Some(r)) = (l, r) else {
@@ -271,6 +276,46 @@ fn compare(op: BinOp, a: &CExpr, b: &CExpr, f: &dyn Facts) -> Result<Tri, EvalEr
     Ok(tri(result))
 }
 
+/// `in` / `not in` a list written as literals: the same answer as building the list and
+/// comparing, without building it. Literals never fail to evaluate, so comparing as they are
+/// evaluated changes nothing.
+fn in_literals<'a>(
+    op: BinOp,
+    a: &'a CExpr,
+    b: &'a CExpr,
+    items: &'a [CExpr],
+    f: &'a dyn Facts,
+) -> Result<Tri, EvalError> {
+    let Some(l) = eval(a, f)? else {
+        return Ok(Tri::Unknown);
+    };
+    let mut found = false;
+    for item in items {
+        // A missing element (`null`) is left out: it can never be equal to anything.
+        let Some(item) = eval(item, f)? else {
+            continue;
+        };
+        match equal(&l, &item) {
+            Some(true) => {
+                found = true;
+                break;
+            }
+            Some(false) => {}
+            None => {
+                return Err(EvalError::Type(format!(
+                    "`{}` is {} and `{}` is {}; `{}` needs values of one type",
+                    name(a),
+                    l.kind(),
+                    name(b),
+                    item.kind(),
+                    op.symbol()
+                )));
+            }
+        }
+    }
+    Ok(tri(if op == BinOp::In { found } else { !found }))
+}
+
 /// `==` over values of one type; `None` when the types differ (a type error).
 fn equal(l: &V, r: &V) -> Option<bool> {
     match (l, r) {
@@ -283,11 +328,11 @@ fn equal(l: &V, r: &V) -> Option<bool> {
 }
 
 /// Evaluates `e` to a value; `Ok(None)` means missing.
-pub fn eval<'a>(e: &CExpr, f: &'a dyn Facts) -> R<'a> {
+pub fn eval<'a>(e: &'a CExpr, f: &'a dyn Facts) -> R<'a> {
     Ok(match e {
         CExpr::Lit(c) => match c {
             Const::Num(n) => Some(V::Num(*n)),
-            Const::Str(s) => Some(V::Str(Cow::Owned(s.clone()))),
+            Const::Str(s) => Some(V::Str(Cow::Borrowed(s))),
             Const::Bool(b) => Some(V::Bool(*b)),
             Const::Duration(d) => Some(V::Dur(*d)),
             Const::Null => None,

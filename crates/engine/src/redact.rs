@@ -13,6 +13,8 @@ use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
+use crate::car::{JcsSink, push_hex, write_jcs};
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// The prefix of every redaction token.
@@ -20,20 +22,26 @@ pub const TOKEN_PREFIX: &str = "hmac-sha256:";
 
 /// A per-stack secret key for HMAC-SHA256.
 #[derive(Clone)]
-pub struct RedactionKey([u8; 32]);
+pub struct RedactionKey {
+    /// The HMAC keyed once: its inner and outer hash states after the padded key blocks, so a
+    /// token costs the hashing of the value only.
+    keyed: HmacSha256,
+}
 
 impl RedactionKey {
     /// The key with these bytes.
     pub fn from_bytes(b: [u8; 32]) -> Self {
-        RedactionKey(b)
-    }
-
-    fn mac(&self) -> HmacSha256 {
         // HMAC zero-pads a key shorter than the hash's block size (RFC 2104 §2), so this
         // 64-byte block is the same key as the 32 bytes, and needs no fallible length check.
         let mut block = [0u8; 64];
-        block[..32].copy_from_slice(&self.0);
-        <HmacSha256 as KeyInit>::new(&block.into())
+        block[..32].copy_from_slice(&b);
+        RedactionKey {
+            keyed: <HmacSha256 as KeyInit>::new(&block.into()),
+        }
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        self.keyed.clone()
     }
 }
 
@@ -46,11 +54,30 @@ impl fmt::Debug for RedactionKey {
 /// The string an auditor computes to test equality against a known value:
 /// `hmac-sha256:` followed by 64 lowercase hex digits of HMAC-SHA256(key, JCS(value)).
 pub fn redaction_of(value: &Value, key: &RedactionKey) -> String {
-    // A `Value` always has a JCS form (its numbers are finite); the fallback is never taken.
-    let text = serde_json_canonicalizer::to_vec(value).unwrap_or_else(|_| value.to_string().into());
+    // The JCS text goes straight into the MAC.
     let mut mac = key.mac();
-    mac.update(&text);
-    format!("{TOKEN_PREFIX}{}", hex::encode(mac.finalize().into_bytes()))
+    if write_jcs(value, &mut MacSink(&mut mac), usize::MAX).is_err() {
+        // A `Value` always has a JCS form (its numbers are finite); never taken.
+        mac = key.mac();
+        mac.update(value.to_string().as_bytes());
+    }
+    let mut token = String::with_capacity(TOKEN_PREFIX.len() + 64);
+    token.push_str(TOKEN_PREFIX);
+    push_hex(&mut token, &mac.finalize().into_bytes());
+    token
+}
+
+/// Feeds JCS text to a MAC.
+struct MacSink<'m>(&'m mut HmacSha256);
+
+impl JcsSink for MacSink<'_> {
+    fn put(&mut self, s: &str) {
+        self.0.update(s.as_bytes());
+    }
+
+    fn written(&self) -> usize {
+        0
+    }
 }
 
 /// Replaces each path's value in `args` with `{"redacted": "hmac-sha256:<64 hex>"}`, the HMAC
@@ -66,53 +93,100 @@ pub fn redaction_of(value: &Value, key: &RedactionKey) -> String {
 /// reproduce), and `card.holder` — gone with it — is not reported. A path listed twice is
 /// reported once.
 pub fn redact(args: &mut Value, paths: &[&str], key: &RedactionKey) -> Vec<String> {
-    let mut found: Vec<(&str, Vec<&str>, String)> = Vec::new();
-    for &path in paths {
-        let segs: Vec<&str> = path.split('.').collect();
-        if found.iter().any(|(_, s, _)| *s == segs) {
-            continue;
-        }
-        if let Some(value) = lookup(args, &segs) {
-            let token = redaction_of(value, key);
-            found.push((path, segs, token));
-        }
-    }
-    let covered: Vec<bool> = found
-        .iter()
-        .map(|(_, segs, _)| {
-            found
-                .iter()
-                .any(|(_, other, _)| other.len() < segs.len() && segs.starts_with(other))
-        })
-        .collect();
-
     let mut redacted = Vec::new();
-    for ((path, segs, token), covered) in found.into_iter().zip(covered) {
-        if covered {
-            continue;
-        }
-        if let Some(slot) = lookup_mut(args, &segs) {
-            let mut replacement = Map::new();
-            replacement.insert("redacted".to_owned(), Value::String(token));
-            *slot = Value::Object(replacement);
-            redacted.push(path.to_owned());
-        }
-    }
+    redact_into(args, paths, key, &mut redacted);
     redacted
 }
 
-fn lookup<'v>(mut v: &'v Value, segs: &[&str]) -> Option<&'v Value> {
-    for seg in segs {
-        v = v.as_object()?.get(*seg)?;
+/// [`redact`], adding each path redacted to `redacted` unless it is there already.
+pub(crate) fn redact_into<P: AsRef<str>>(
+    args: &mut Value,
+    paths: &[P],
+    key: &RedactionKey,
+    redacted: &mut Vec<String>,
+) {
+    // (path, token). Paths are compared as text: two paths have equal segment lists exactly
+    // when they are equal strings, and one's segments begin with the other's exactly when it
+    // starts with the other followed by a `.`.
+    // A few paths (the usual case) are kept on the stack.
+    let mut small: [(&str, String); 4] = Default::default();
+    let mut large: Vec<(&str, String)>;
+    let slots: &mut [(&str, String)] = if paths.len() <= small.len() {
+        &mut small
+    } else {
+        large = vec![Default::default(); paths.len()];
+        &mut large
+    };
+    let mut n = 0;
+    for path in paths {
+        let path = path.as_ref();
+        if slots[..n].iter().any(|(p, _)| *p == path) {
+            continue;
+        }
+        if let Some(value) = lookup(args, path) {
+            slots[n] = (path, redaction_of(value, key));
+            n += 1;
+        }
+    }
+    let found = &mut slots[..n];
+    for i in 0..found.len() {
+        let path = found[i].0;
+        if is_covered(path, found) {
+            continue;
+        }
+        if let Some(slot) = lookup_mut(args, path) {
+            let token = std::mem::take(&mut found[i].1);
+            let mut replacement = Map::new();
+            replacement.insert("redacted".to_owned(), Value::String(token));
+            *slot = Value::Object(replacement);
+            if !redacted.iter().any(|p| p == path) {
+                redacted.push(path.to_owned());
+            }
+        }
+    }
+}
+
+/// Whether a shorter path among `found` holds `path` (so it goes with that one).
+fn is_covered(path: &str, found: &[(&str, String)]) -> bool {
+    found.iter().any(|(other, _)| {
+        path.len() > other.len() && path.starts_with(other) && path.as_bytes()[other.len()] == b'.'
+    })
+}
+
+/// The value at a dotted path of object keys.
+fn lookup<'v>(mut v: &'v Value, path: &str) -> Option<&'v Value> {
+    for seg in Segments(Some(path)) {
+        v = v.as_object()?.get(seg)?;
     }
     Some(v)
 }
 
-fn lookup_mut<'v>(mut v: &'v mut Value, segs: &[&str]) -> Option<&'v mut Value> {
-    for seg in segs {
-        v = v.as_object_mut()?.get_mut(*seg)?;
+fn lookup_mut<'v>(mut v: &'v mut Value, path: &str) -> Option<&'v mut Value> {
+    for seg in Segments(Some(path)) {
+        v = v.as_object_mut()?.get_mut(seg)?;
     }
     Some(v)
+}
+
+/// The segments of a dotted path, as `path.split('.')` gives them, without its searcher.
+struct Segments<'p>(Option<&'p str>);
+
+impl<'p> Iterator for Segments<'p> {
+    type Item = &'p str;
+
+    fn next(&mut self) -> Option<&'p str> {
+        let rest = self.0?;
+        match rest.bytes().position(|b| b == b'.') {
+            Some(i) => {
+                self.0 = Some(&rest[i + 1..]);
+                Some(&rest[..i])
+            }
+            None => {
+                self.0 = None;
+                Some(rest)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -375,8 +449,7 @@ mod tests {
                 }
                 // Each redacted slot holds the auditor-reproducible token of a secret-bearing value.
                 for p in &paths {
-                    let segs: Vec<&str> = p.split('.').collect();
-                    let slot = lookup(&args, &segs).unwrap();
+                    let slot = lookup(&args, p).unwrap();
                     let t = token_of(slot);
                     prop_assert!(t.starts_with(TOKEN_PREFIX));
                     prop_assert_eq!(t.len(), TOKEN_PREFIX.len() + 64);

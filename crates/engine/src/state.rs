@@ -6,7 +6,7 @@
 //! data. The GCRA arithmetic is in [`GcraState`], so every backend admits exactly the same calls.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use fpl::pattern::ToolPattern;
@@ -157,6 +157,8 @@ pub struct MemoryState {
     history: Mutex<HashMap<String, Ring>>,
     killed_all: AtomicBool,
     killed: Mutex<HashSet<String>>,
+    /// How many agents `killed` holds, so the common case (none) takes no lock.
+    killed_count: AtomicUsize,
     sessions: Mutex<HashMap<String, SessionStats>>,
 }
 
@@ -187,10 +189,10 @@ impl StateStore for MemoryState {
 
     fn rate_consume(&self, key: &str, limit: u64, period_ms: u64, now_ms: i64) {
         let mut rates = lock(&self.rates);
-        let next = GcraState::consume(rates.cells.get(key).copied(), limit, period_ms, now_ms);
         match rates.cells.get_mut(key) {
-            Some(cell) => *cell = next,
+            Some(cell) => *cell = GcraState::consume(Some(*cell), limit, period_ms, now_ms),
             None => {
+                let next = GcraState::consume(None, limit, period_ms, now_ms);
                 rates.cells.insert(key.to_owned(), next);
             }
         }
@@ -220,11 +222,9 @@ impl StateStore for MemoryState {
 
     fn history_push(&self, agent: &str, tool: &str, now_ms: i64) {
         let mut history = lock(&self.history);
-        if !history.contains_key(agent) {
-            history.insert(agent.to_owned(), VecDeque::new());
-        }
-        let Some(ring) = history.get_mut(agent) else {
-            return;
+        let ring = match history.get_mut(agent) {
+            Some(ring) => ring,
+            None => history.entry(agent.to_owned()).or_default(),
         };
         let entry = (now_ms, Box::<str>::from(tool));
         // Keep time order even if the clock stepped back (normally this is a push_back).
@@ -263,12 +263,15 @@ impl StateStore for MemoryState {
                 } else {
                     set.remove(agent);
                 }
+                // Under the lock, so the count always matches the set once the lock is free.
+                self.killed_count.store(set.len(), Ordering::SeqCst);
             }
         }
     }
 
     fn is_killed(&self, agent: &str) -> bool {
-        self.killed_all.load(Ordering::SeqCst) || lock(&self.killed).contains(agent)
+        self.killed_all.load(Ordering::SeqCst)
+            || (self.killed_count.load(Ordering::SeqCst) > 0 && lock(&self.killed).contains(agent))
     }
 
     fn session(&self, session: &str) -> SessionStats {
@@ -280,14 +283,18 @@ impl StateStore for MemoryState {
 
     fn session_record(&self, session: &str, cost: Decimal) {
         let mut sessions = lock(&self.sessions);
-        if !sessions.contains_key(session) {
-            sessions.insert(session.to_owned(), SessionStats::default());
-        }
-        let Some(stats) = sessions.get_mut(session) else {
-            return;
+        let record = |stats: &mut SessionStats| {
+            stats.calls = stats.calls.saturating_add(1);
+            stats.cost = add_saturating(stats.cost, cost);
         };
-        stats.calls = stats.calls.saturating_add(1);
-        stats.cost = add_saturating(stats.cost, cost);
+        match sessions.get_mut(session) {
+            Some(stats) => record(stats),
+            None => {
+                let mut stats = SessionStats::default();
+                record(&mut stats);
+                sessions.insert(session.to_owned(), stats);
+            }
+        }
     }
 }
 
