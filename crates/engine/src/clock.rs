@@ -119,7 +119,12 @@ fn weekday_abbrev(day: Weekday) -> &'static str {
 
 /// UTC hour, weekday and date of the instant `ms` (clamped to years -9999..=9999).
 pub fn time_facts(ms: i64) -> TimeFacts {
-    let dt = TimeZone::UTC.to_datetime(timestamp(ms));
+    time_facts_in(ms, &TimeZone::UTC)
+}
+
+/// The calendar facts of an instant in a time zone (`runtime { timezone }`).
+pub fn time_facts_in(ms: i64, tz: &TimeZone) -> TimeFacts {
+    let dt = tz.to_datetime(timestamp(ms));
     TimeFacts {
         hour: u8::try_from(dt.hour()).unwrap_or(0),
         weekday: weekday_abbrev(dt.weekday()),

@@ -49,6 +49,8 @@ pub struct CompiledPolicy {
     /// The file name rule refs point into (`governance.fms`).
     pub file: String,
     pub audit_mode: bool,
+    /// `runtime { timezone }` for `time.*` (UTC when absent). Budget windows stay UTC.
+    pub timezone: jiff::tz::TimeZone,
     pub selectors: Vec<SelectorSpec>,
 }
 
@@ -76,6 +78,8 @@ pub struct CompiledAgent {
     pub redaction_matchers: Vec<ToolMatcher>,
     pub costs: Vec<(ToolPattern, CExpr)>,
     pub budgets: Vec<BudgetSpec>,
+    /// Windows that `spent(…)` reads but no budget declares: spend is still tracked for them.
+    pub spent_windows: Vec<BudgetWindow>,
     pub egress: EgressPolicy,
     pub credentials: Vec<CredentialSpec>,
 }
@@ -431,6 +435,25 @@ pub enum CExpr {
     Spent(BudgetWindow),
 }
 
+/// The budget windows an expression reads with `spent(…)`.
+fn spent_in(e: &CExpr, out: &mut Vec<BudgetWindow>) {
+    match e {
+        CExpr::Spent(w) if !out.contains(w) => out.push(*w),
+        CExpr::List(items) => items.iter().for_each(|i| spent_in(i, out)),
+        CExpr::Not(a)
+        | CExpr::Matches(a, _)
+        | CExpr::Len(a)
+        | CExpr::Lower(a)
+        | CExpr::Upper(a) => spent_in(a, out),
+        CExpr::Domain(a) | CExpr::Host(a) => spent_in(a, out),
+        CExpr::And(a, b) | CExpr::Or(a, b) | CExpr::Binary(_, a, b) => {
+            spent_in(a, out);
+            spent_in(b, out);
+        }
+        _ => {}
+    }
+}
+
 /// A literal value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Const {
@@ -492,7 +515,18 @@ pub fn compile(
         .as_ref()
         .and_then(|r| r.get("mode"))
         .is_some_and(|e| matches!(&e.value.value, Value::Lit(Literal::Str(m)) if m == "audit"));
+    let timezone = match policy
+        .runtime
+        .as_ref()
+        .and_then(|r| r.get("timezone"))
+        .map(|e| &e.value.value)
+    {
+        Some(Value::Lit(Literal::Str(name))) => jiff::tz::TimeZone::get(name)
+            .map_err(|e| CompileError::Invalid(format!("unknown timezone `{name}`: {e}")))?,
+        _ => jiff::tz::TimeZone::UTC,
+    };
     Ok(CompiledPolicy {
+        timezone,
         agents,
         version: format!(
             "sha256:{}",
@@ -590,7 +624,18 @@ impl Compiler {
             .iter()
             .map(credential)
             .collect::<Result<Vec<_>, _>>()?;
+        let mut spent_windows = Vec::new();
+        for r in mandatory.iter().chain(&rules) {
+            if let Some(c) = &r.condition {
+                spent_in(c, &mut spent_windows);
+            }
+        }
+        for (_, c) in &costs {
+            spent_in(c, &mut spent_windows);
+        }
+        spent_windows.retain(|w| !budgets.iter().any(|b| b.window == *w));
         Ok(CompiledAgent {
+            spent_windows,
             id: a.id.value.clone(),
             default: a
                 .default

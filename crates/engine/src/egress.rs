@@ -163,6 +163,24 @@ impl EgressPolicy {
     }
 }
 
+/// The host a URL-ish value reaches, read the way browsers and WHATWG parsers read it;
+/// `None` when it names no host or cannot be read unambiguously. Shared by the `host` clause,
+/// `host()` and `domain()`, so no rule can see a different host than egress checks.
+pub fn url_host(raw: &str) -> Option<String> {
+    match parse_url(raw) {
+        Dest::Host(h) => Some(h),
+        Dest::Relative | Dest::Unparseable => None,
+    }
+}
+
+/// The host of a `host` value (`api.example.com`, `api.example.com:443`), normalised.
+pub fn host_value(raw: &str) -> Option<String> {
+    match parse_host_value(raw) {
+        Dest::Host(h) => Some(h),
+        Dest::Relative | Dest::Unparseable => None,
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KeyKind {
     /// `url`, `uri`, `endpoint`, `base_url`: a URL, or a bare `host[:port][/path]`.

@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use serde_json::Value as Json;
 
 use crate::car::{ActionRequest, CanonicalRequest, Limits, canonicalize};
-use crate::clock::{Clock, TimeFacts, time_facts, window_start_ms};
+use crate::clock::{Clock, TimeFacts, time_facts_in, window_start_ms};
 use crate::compile::{CompiledAgent, CompiledPolicy, CompiledRule, Verdict};
 use crate::decision::{CredentialBinding, Decision, Event, Outcome, ReasonCode, TraceStep};
 use crate::eval::{EvalError, Facts, Tri, V, eval, truth};
@@ -352,6 +352,8 @@ impl Engine {
             Err(message) => return Verdicts::new(Verdict::Deny, ReasonCode::EvalError, message),
         };
         let mut spends = Vec::new();
+        // Warnings belong to spend that happens: they join the events only on a final permit.
+        let mut warnings = Vec::new();
         if cost > Decimal::ZERO {
             for b in &agent.budgets {
                 let key = budget_key(&agent.id, b.window, now, session);
@@ -364,11 +366,12 @@ impl Engine {
                         spent,
                         max: b.max,
                     });
+                    // The reason names no amount: the cost may come from a redacted argument.
                     return Verdicts::new(
                         b.on_exceed,
                         ReasonCode::BudgetExceeded,
                         format!(
-                            "the {window} budget of ${} has ${spent} spent; this call costs ${cost}",
+                            "this call would take the {window} budget of ${} past its limit",
                             b.max
                         ),
                     );
@@ -376,7 +379,7 @@ impl Engine {
                 if let Some(warn) = b.warn_at {
                     let line = warn * b.max;
                     if spent < line && after >= line {
-                        events.push(Event::BudgetWarning {
+                        warnings.push(Event::BudgetWarning {
                             window,
                             spent: after,
                             max: b.max,
@@ -385,14 +388,25 @@ impl Engine {
                 }
                 spends.push(key);
             }
+            spends.extend(
+                agent
+                    .spent_windows
+                    .iter()
+                    .map(|w| budget_key(&agent.id, *w, now, session)),
+            );
         }
-        if let Err(host) = agent.egress.check_args(&car.args) {
+        if agent.egress.check_args(&car.args).is_err() {
+            // The reason names no host: the destination may be a redacted argument.
             return Verdicts::new(
                 Verdict::Deny,
                 ReasonCode::EgressDenied,
-                format!("egress to `{host}` is not allowed for agent `{}`", agent.id),
+                format!(
+                    "a destination in the arguments is outside the egress policy of agent `{}`",
+                    agent.id
+                ),
             );
         }
+        events.append(&mut warnings);
         for (key, limit, period) in &rate_keys {
             self.state.rate_consume(key, *limit, *period, now);
         }
@@ -418,7 +432,7 @@ impl Engine {
         };
         match eval(expr, facts) {
             Ok(Some(V::Num(n))) if n >= Decimal::ZERO => Ok(n),
-            Ok(Some(V::Num(n))) => Err(format!("cost of `{}` is negative ({n})", pattern.as_str())),
+            Ok(Some(V::Num(_))) => Err(format!("cost of `{}` is negative", pattern.as_str())),
             // Spend that cannot be known cannot be accounted for: refuse rather than guess.
             Ok(None) => Err(format!(
                 "cost of `{}` is unknown: the field it reads is missing",
@@ -476,15 +490,13 @@ fn fires(rule: &CompiledRule, facts: &CallFacts<'_>) -> Result<Outcome, EvalErro
         }
     }
     if let Some(host) = &rule.host {
-        let value = args
-            .get("host")
-            .and_then(Json::as_str)
-            .map(str::to_ascii_lowercase)
-            .or_else(|| {
-                args.get("url")
-                    .and_then(Json::as_str)
-                    .and_then(crate::eval::url_host)
-            });
+        let value = match args.get("host") {
+            Some(h) => h.as_str().and_then(crate::egress::host_value),
+            None => args
+                .get("url")
+                .and_then(Json::as_str)
+                .and_then(crate::egress::url_host),
+        };
         if !value.is_some_and(|h| host.matches(&h)) {
             return Ok(Outcome::ClauseNotMet("host"));
         }
@@ -538,7 +550,8 @@ impl<'a> CallFacts<'a> {
     }
 
     fn time(&self) -> &TimeFacts {
-        self.time.get_or_init(|| time_facts(self.now_ms))
+        self.time
+            .get_or_init(|| time_facts_in(self.now_ms, &self.engine.policy.timezone))
     }
 
     fn session_stats(&self) -> SessionStats {

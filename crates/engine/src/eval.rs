@@ -65,7 +65,8 @@ pub enum V<'a> {
     Str(Cow<'a, str>),
     Bool(bool),
     Dur(u64),
-    List(Vec<V<'a>>),
+    /// Elements that are missing (JSON `null`) stay as `None`: they make membership unknown.
+    List(Vec<Option<V<'a>>>),
     Object,
 }
 
@@ -87,7 +88,7 @@ impl V<'_> {
             V::Str(s) => V::Str(Cow::Owned(s.into_owned())),
             V::Bool(b) => V::Bool(b),
             V::Dur(d) => V::Dur(d),
-            V::List(items) => V::List(items.into_iter().map(V::into_owned).collect()),
+            V::List(items) => V::List(items.into_iter().map(|i| i.map(V::into_owned)).collect()),
             V::Object => V::Object,
         }
     }
@@ -116,7 +117,7 @@ fn from_json(v: &Json) -> Option<V<'_>> {
         Json::Bool(b) => Some(V::Bool(*b)),
         Json::Number(n) => Some(number(n).map_or(V::Object, V::Num)),
         Json::String(s) => Some(V::Str(Cow::Borrowed(s))),
-        Json::Array(items) => Some(V::List(items.iter().filter_map(from_json).collect())),
+        Json::Array(items) => Some(V::List(items.iter().map(from_json).collect())),
         Json::Object(_) => Some(V::Object),
     }
 }
@@ -241,27 +242,16 @@ fn compare<'a>(op: BinOp, a: &'a CExpr, b: &'a CExpr, f: &'a dyn Facts) -> Resul
                     op.symbol()
                 ));
             };
-            let mut found = false;
-            for item in items {
-                if equal(&l, item).ok_or_else(|| mismatch(&l, item))? {
-                    found = true;
-                    break;
-                }
-            }
-            if op == BinOp::In { found } else { !found }
+            let found = member(&l, items, |item| mismatch(&l, item))?;
+            return Ok(if op == BinOp::In {
+                found
+            } else {
+                found.negate()
+            });
         }
         BinOp::Contains => match (&l, &r) {
             (V::Str(s), V::Str(t)) => s.contains(t.as_ref()),
-            (V::List(items), _) => {
-                let mut found = false;
-                for item in items {
-                    if equal(item, &r).ok_or_else(|| mismatch(item, &r))? {
-                        found = true;
-                        break;
-                    }
-                }
-                found
-            }
+            (V::List(items), _) => return member(&r, items, |item| mismatch(item, &r)),
             _ => return Err(mismatch(&l, &r)),
         },
         BinOp::StartsWith | BinOp::EndsWith => match (&l, &r) {
@@ -289,15 +279,16 @@ fn in_literals<'a>(
     let Some(l) = eval(a, f)? else {
         return Ok(Tri::Unknown);
     };
-    let mut found = false;
+    let mut found = Tri::False;
     for item in items {
-        // A missing element (`null`) is left out: it can never be equal to anything.
+        // A missing element (`null`) might have been the value: not finding it is unknown.
         let Some(item) = eval(item, f)? else {
+            found = Tri::Unknown;
             continue;
         };
         match equal(&l, &item) {
             Some(true) => {
-                found = true;
+                found = Tri::True;
                 break;
             }
             Some(false) => {}
@@ -313,7 +304,32 @@ fn in_literals<'a>(
             }
         }
     }
-    Ok(tri(if op == BinOp::In { found } else { !found }))
+    Ok(if op == BinOp::In {
+        found
+    } else {
+        found.negate()
+    })
+}
+
+/// Is `value` in `items`? True if an element equals it; else unknown if an element is missing
+/// (it might have been equal); else false. Elements of another type are a type error.
+fn member<'v>(
+    value: &V,
+    items: &'v [Option<V<'v>>],
+    mismatch: impl Fn(&V) -> EvalError,
+) -> Result<Tri, EvalError> {
+    let mut found = Tri::False;
+    for item in items {
+        match item {
+            None => found = Tri::Unknown,
+            Some(item) => {
+                if equal(value, item).ok_or_else(|| mismatch(item))? {
+                    return Ok(Tri::True);
+                }
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// `==` over values of one type; `None` when the types differ (a type error).
@@ -351,10 +367,7 @@ pub fn eval<'a>(e: &'a CExpr, f: &'a dyn Facts) -> R<'a> {
         CExpr::List(items) => {
             let mut out = Vec::with_capacity(items.len());
             for i in items {
-                // A missing element is left out: it can never be equal to anything.
-                if let Some(v) = eval(i, f)? {
-                    out.push(v);
-                }
+                out.push(eval(i, f)?);
             }
             Some(V::List(out))
         }
@@ -401,25 +414,11 @@ fn string_fn(e: &CExpr, s: &str) -> Option<V<'static>> {
         CExpr::Upper(_) => s.to_uppercase(),
         CExpr::Domain(_) => match s.rsplit_once('@') {
             Some((_, domain)) if !s.contains("://") => domain.to_ascii_lowercase(),
-            _ => url_host(s)?,
+            _ => crate::egress::url_host(s)?,
         },
-        _ => url_host(s)?,
+        _ => crate::egress::url_host(s)?,
     };
     Some(V::Str(Cow::Owned(out)))
-}
-
-/// The host of `scheme://[user@]host[:port]/…`, lowercase; `None` when there is none.
-pub fn url_host(s: &str) -> Option<String> {
-    let rest = s.split_once("://").map_or(s, |(_, r)| r);
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if let Some(v6) = host_port.strip_prefix('[') {
-        v6.split(']').next()?
-    } else {
-        host_port.split(':').next()?
-    };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    (!host.is_empty()).then_some(host)
 }
 
 fn selector<'a>(index: usize, path: &[String], f: &'a dyn Facts) -> R<'a> {

@@ -62,7 +62,9 @@ fn the_corpus_research_cases() {
         json!({"url": "https://evil.example.com/"}),
     );
     expect(&d, Deny, R::EgressDenied);
-    assert!(d.reason.contains("evil.example.com"), "{}", d.reason);
+    // The reason names the rule broken, never the destination: it may be a redacted argument.
+    assert!(d.reason.contains("egress policy"), "{}", d.reason);
+    assert!(!d.reason.contains("evil.example.com"), "{}", d.reason);
     let d = research("browser/upload", json!({"file": "x.pdf"}));
     expect_rule(&d, Defer, R::RuleDefer, 10);
     let d = research("browser/download", json!({"size_mb": 500}));
