@@ -229,27 +229,9 @@ fn split_segment(rest: &[u8]) -> (&[u8], Option<&[u8]>) {
     }
 }
 
-/// In-segment glob: `*` matches any run of bytes (single-star backtracking, as in
-/// `fpl::pattern`).
+/// In-segment glob: `*` matches any run of bytes.
 fn glob_segment(pat: &[u8], subj: &[u8]) -> bool {
-    let (mut p, mut s) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while s < subj.len() {
-        if p < pat.len() && pat[p] == b'*' {
-            star = Some((p, s));
-            p += 1;
-        } else if p < pat.len() && pat[p] == subj[s] {
-            p += 1;
-            s += 1;
-        } else if let Some((sp, ss)) = star {
-            p = sp + 1;
-            s = ss + 1;
-            star = Some((sp, ss + 1));
-        } else {
-            return false;
-        }
-    }
-    pat[p..].iter().all(|&c| c == b'*')
+    fpl::pattern::glob_match(pat, subj, false)
 }
 
 /// A `*` glob over a whole string (host and path clauses).
@@ -258,29 +240,8 @@ pub struct Glob(String);
 
 impl Glob {
     pub fn matches(&self, text: &str) -> bool {
-        glob(self.0.as_bytes(), text.as_bytes())
+        fpl::pattern::glob_match(self.0.as_bytes(), text.as_bytes(), true)
     }
-}
-
-fn glob(pat: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pat.len() && pat[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if p < pat.len() && pat[p].eq_ignore_ascii_case(&text[t]) {
-            p += 1;
-            t += 1;
-        } else if let Some((sp, st)) = star {
-            p = sp + 1;
-            t = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    pat[p..].iter().all(|&c| c == b'*')
 }
 
 /// Rules indexed by tool: which rules could match a tool id, in written order, without

@@ -203,17 +203,33 @@ fn matches_segments(pat: &[Segment], mut subj: std::str::Split<'_, char>) -> boo
     }
 }
 
-/// In-segment glob match over bytes (`*` is ASCII, so it never splits a UTF-8 character), with
-/// single-star backtracking (linear in practice).
+/// In-segment glob match over bytes (`*` is ASCII, so it never splits a UTF-8 character).
+/// With `subject_is_pattern`, a `*` in the subject can only be absorbed by a `*` in the pattern.
 fn glob_covers(pat: &[u8], subj: &[u8], subject_is_pattern: bool) -> bool {
+    glob_core(pat, subj, |p, s| {
+        p == s && !(subject_is_pattern && s == b'*')
+    })
+}
+
+/// A whole-text `*` glob, optionally ignoring ASCII case: the one glob matcher shared by tool
+/// patterns and the engine's `host`/`path` clauses.
+pub fn glob_match(pat: &[u8], text: &[u8], fold_case: bool) -> bool {
+    if fold_case {
+        glob_core(pat, text, |p, t| p.eq_ignore_ascii_case(&t))
+    } else {
+        glob_core(pat, text, |p, t| p == t)
+    }
+}
+
+/// Single-star backtracking: linear in practice, no recursion.
+fn glob_core(pat: &[u8], subj: &[u8], same: impl Fn(u8, u8) -> bool) -> bool {
     let (mut p, mut s) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while s < subj.len() {
-        let subj_is_star = subject_is_pattern && subj[s] == b'*';
         if p < pat.len() && pat[p] == b'*' {
             star = Some((p, s));
             p += 1;
-        } else if p < pat.len() && pat[p] == subj[s] && !subj_is_star {
+        } else if p < pat.len() && same(pat[p], subj[s]) {
             p += 1;
             s += 1;
         } else if let Some((sp, ss)) = star {
