@@ -60,6 +60,8 @@ pub struct SelectorSpec {
     pub source: String,
     pub key: CExpr,
     pub cache_ms: u64,
+    /// How long an HTTP source may take (`timeout`, default 2 s).
+    pub timeout: std::time::Duration,
     pub on_error: Verdict,
 }
 
@@ -669,6 +671,12 @@ impl Compiler {
             Some(Value::Lit(Literal::Duration(d))) => d.millis().unwrap_or(u64::MAX),
             _ => 0,
         };
+        let timeout = match entry(&s.entries, "timeout") {
+            Some(Value::Lit(Literal::Duration(d))) => {
+                std::time::Duration::from_millis(d.millis().unwrap_or(u64::MAX).max(1))
+            }
+            _ => crate::selector::HTTP_TIMEOUT,
+        };
         let on_error = match entry(&s.entries, "on_error") {
             Some(Value::Lit(Literal::Str(e))) if e == "defer" => Verdict::Defer,
             _ => Verdict::Deny,
@@ -678,6 +686,7 @@ impl Compiler {
             source,
             key,
             cache_ms,
+            timeout,
             on_error,
         })
     }

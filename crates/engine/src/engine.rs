@@ -575,9 +575,8 @@ impl<'a> CallFacts<'a> {
         };
         let answer = self.engine.selectors.get(
             index,
-            &spec.source,
+            spec,
             &key,
-            spec.cache_ms,
             self.now_ms,
             &self.engine.config.stack_dir,
         )?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 
-/// How long an HTTP source may take before the selector counts as unavailable.
+/// How long an HTTP source may take, unless the selector sets `timeout`.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 /// The largest answer a source may send.
 pub const MAX_ANSWER_BYTES: usize = 1 << 20;
@@ -28,12 +28,12 @@ impl SelectorCache {
     pub fn get(
         &self,
         index: usize,
-        source: &str,
+        spec: &crate::compile::SelectorSpec,
         key: &str,
-        ttl_ms: u64,
         now_ms: i64,
         base: &Path,
     ) -> Result<Option<Json>, String> {
+        let ttl_ms = spec.cache_ms;
         let cache_key = (index, key.to_string());
         if ttl_ms > 0 {
             let entries = self
@@ -46,7 +46,7 @@ impl SelectorCache {
                 return Ok(answer.clone());
             }
         }
-        let answer = fetch(source, key, base)?;
+        let answer = fetch(&spec.source, key, base, spec.timeout)?;
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -57,7 +57,12 @@ impl SelectorCache {
 
 /// Asks the source about `key`: a JSON object keyed by key (file), or `GET source?key=…`
 /// answering one JSON object (HTTP). `Ok(None)` when the source knows nothing of the key.
-pub fn fetch(source: &str, key: &str, base: &Path) -> Result<Option<Json>, String> {
+pub fn fetch(
+    source: &str,
+    key: &str,
+    base: &Path,
+    timeout: Duration,
+) -> Result<Option<Json>, String> {
     if let Some(path) = source.strip_prefix("file://") {
         let path = resolve(base, path);
         let text = std::fs::read_to_string(&path)
@@ -73,7 +78,7 @@ pub fn fetch(source: &str, key: &str, base: &Path) -> Result<Option<Json>, Strin
         return Ok(map.get(key).cloned());
     }
     if let Some(rest) = source.strip_prefix("http://") {
-        return http_get(rest, key);
+        return http_get(rest, key, timeout);
     }
     Err(format!("unsupported selector source `{source}`"))
 }
@@ -87,7 +92,7 @@ fn resolve(base: &Path, path: &str) -> PathBuf {
     }
 }
 
-fn http_get(rest: &str, key: &str) -> Result<Option<Json>, String> {
+fn http_get(rest: &str, key: &str, timeout: Duration) -> Result<Option<Json>, String> {
     let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
     let sep = if path.contains('?') { '&' } else { '?' };
     let target = format!("/{path}{sep}key={}", percent_encode(key));
@@ -100,13 +105,13 @@ fn http_get(rest: &str, key: &str) -> Result<Option<Json>, String> {
         .map_err(|e| format!("cannot resolve {authority}: {e}"))?
         .next()
         .ok_or_else(|| format!("cannot resolve {authority}"))?;
-    let mut stream = TcpStream::connect_timeout(&sock, HTTP_TIMEOUT)
+    let mut stream = TcpStream::connect_timeout(&sock, timeout)
         .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
     stream
-        .set_read_timeout(Some(HTTP_TIMEOUT))
+        .set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     stream
-        .set_write_timeout(Some(HTTP_TIMEOUT))
+        .set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     let request = format!(
         "GET {target} HTTP/1.0\r\nHost: {authority}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"

@@ -506,3 +506,27 @@ fn an_http_source_nobody_answers_is_unavailable() {
     let d = refund(&h, "alice@acme.com", 10);
     expect(&d, Defer, R::SelectorUnavailable);
 }
+
+/// A source that accepts the connection and never answers is unavailable after the selector's
+/// own `timeout`, not after the default.
+#[test]
+fn a_silent_http_source_times_out_at_the_selectors_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let holder = std::thread::spawn(move || {
+        // Hold one connection open, silently, then stop.
+        let conn = listener.accept();
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(conn);
+    });
+    let src = format!(
+        "selector \"slow\" {{\n  source   = \"http://127.0.0.1:{port}/lookup\"\n  key      = user\n  timeout  = 200ms\n  on_error = \"defer\"\n}}\n\nagent \"bot\" {{\n  default deny\n  rules {{\n    permit read if slow.allowed == true\n  }}\n}}\n"
+    );
+    let h = common::harness(&src);
+    let started = Instant::now();
+    let d = h.decide("bot", "read", json!({"user": "alice"}));
+    let took = started.elapsed();
+    expect(&d, Defer, R::SelectorUnavailable);
+    assert!(took < Duration::from_millis(1200), "took {took:?}");
+    holder.join().unwrap();
+}
