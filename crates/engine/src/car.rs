@@ -627,26 +627,11 @@ impl<S: JcsSink> Jcs<'_, S> {
     }
 
     fn integer(&mut self, i: i64) {
-        let mut digits = [0u8; 21];
-        let mut at = digits.len();
-        let mut n = i.unsigned_abs();
-        loop {
-            at -= 1;
-            // `n % 10` is a single digit.
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
         if i < 0 {
-            at -= 1;
-            digits[at] = b'-';
+            self.out.put("-");
         }
-        // Always ASCII.
-        if let Ok(text) = std::str::from_utf8(&digits[at..]) {
-            self.out.put(text);
-        }
+        let mut buf = [0u8; 20];
+        self.out.put(decimal(i.unsigned_abs(), &mut buf));
     }
 
     /// Entering a container at `depth` makes it level `depth + 1` (as in [`Walk::enter`]). Past
@@ -845,6 +830,23 @@ impl<'de> Visitor<'de> for StrictVisitor {
         }
         Ok(Value::Object(out))
     }
+}
+
+/// The decimal digits of `n`, written into `buf` without allocating (the hot path formats
+/// numbers and line numbers this way).
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        // `n % 10` is a single digit.
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
 }
 
 #[cfg(test)]

@@ -449,24 +449,12 @@ impl Engine {
 
 /// `FILE:LINE`.
 fn rule_ref(file: &str, line: usize) -> String {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut n = line;
-    loop {
-        at -= 1;
-        // `n % 10` is a single digit.
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let mut out = String::with_capacity(file.len() + 1 + digits.len() - at);
+    let mut buf = [0u8; 20];
+    let digits = crate::car::decimal(line as u64, &mut buf);
+    let mut out = String::with_capacity(file.len() + 1 + digits.len());
     out.push_str(file);
     out.push(':');
-    for &d in &digits[at..] {
-        out.push(char::from(d));
-    }
+    out.push_str(digits);
     out
 }
 
