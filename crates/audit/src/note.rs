@@ -87,7 +87,8 @@ impl VerifierKey {
     }
 
     pub fn from_text(text: &str) -> Result<VerifierKey, NoteError> {
-        let mut parts = text.trim().split('+');
+        // The base64 key may itself contain `+`.
+        let mut parts = text.trim().splitn(3, '+');
         let (Some(name), Some(id), Some(key), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
@@ -300,7 +301,7 @@ impl LocalKey {
             .trim()
             .strip_prefix("PRIVATE+KEY+")
             .ok_or_else(|| NoteError::BadKey("a signer key starts with PRIVATE+KEY+".into()))?;
-        let mut parts = rest.split('+');
+        let mut parts = rest.splitn(3, '+');
         let (Some(name), Some(_id), Some(seed), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {

@@ -103,6 +103,9 @@ pub struct Verifier {
     /// A record whose link to its predecessor is broken, waiting for the next record to tell
     /// which of the two was altered.
     pending: Option<u64>,
+    /// A checkpoint that did not match, held for one record: if that record does not link to
+    /// its predecessor, the link names the changed record more precisely.
+    mismatch: Option<Failure>,
     records: u64,
     first: Option<u64>,
     checked_checkpoints: u64,
@@ -151,6 +154,7 @@ impl Verifier {
             tree,
             checkpoints,
             pending: None,
+            mismatch: None,
             records: 0,
             first: None,
             checked_checkpoints: 0,
@@ -224,7 +228,11 @@ impl Verifier {
                 )
             });
         }
-        if !linked {
+        if linked {
+            if let Some(f) = self.mismatch.take() {
+                return Err(f);
+            }
+        } else {
             if seq == 1 {
                 return Err(Failure::record(
                     1,
@@ -238,35 +246,37 @@ impl Verifier {
         self.records += 1;
         self.first.get_or_insert(seq);
         self.next_seq += 1;
-        self.check_checkpoint()
+        self.check_checkpoint();
+        Ok(())
     }
 
-    fn check_checkpoint(&mut self) -> Result<(), Failure> {
+    /// Compares the tree with every checkpoint of its size; a mismatch is held in `mismatch`.
+    fn check_checkpoint(&mut self) {
         let size = self.tree.size();
         while let Some(cp) = self.checkpoints.front() {
             if cp.size > size {
                 break;
             }
-            if self.pending.is_some() {
-                // The link failure is the more precise finding; it is reported with the next record.
+            if self.pending.is_some() || self.mismatch.is_some() {
+                // A link failure is the more precise finding; it is reported with the next record.
                 break;
             }
             let root = self.tree.root();
             if cp.root != root {
                 let from = self.last_checkpoint.map_or(1, |s| s + 1);
-                return Err(Failure::checkpoint(
+                self.mismatch = Some(Failure::checkpoint(
                     cp.size,
                     format!(
                         "the records do not match the signed tree head: records {from}..={} were rewritten after it was signed",
                         cp.size
                     ),
                 ));
+                break;
             }
             self.last_checkpoint = Some(cp.size);
             self.checked_checkpoints += 1;
             self.checkpoints.pop_front();
         }
-        Ok(())
     }
 
     /// Ends verification: reports a broken last link and checkpoints beyond the last record.
@@ -280,7 +290,13 @@ impl Verifier {
                 ),
             ));
         }
-        self.check_checkpoint()?;
+        if let Some(f) = self.mismatch.take() {
+            return Err(f);
+        }
+        self.check_checkpoint();
+        if let Some(f) = self.mismatch.take() {
+            return Err(f);
+        }
         if let Some(cp) = self.checkpoints.front() {
             let have = self.tree.size();
             return Err(Failure::record(
