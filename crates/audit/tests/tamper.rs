@@ -66,7 +66,7 @@ fn record(i: u64, rng: &mut Rng) -> Dpr {
         }))
         .unwrap(),
     );
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         d.session = Some(format!("s{}", i % 7));
     }
     d.latency_us = Some(rng.below(90));
@@ -86,7 +86,7 @@ fn build(key: &LocalKey, rng: &mut Rng) -> Log {
             hash: s.hash,
             body: s.body,
         });
-        if i % EVERY == 0 {
+        if i.is_multiple_of(EVERY) {
             log.notes.push(
                 chain
                     .checkpoint(1_795_251_600_000 + i as i64)
@@ -315,7 +315,7 @@ fn apply(attack: Attack, log: &mut Log, rng: &mut Rng, other: &LocalKey) -> (u64
             log.notes.clear();
             for r in &log.rows {
                 tree.push(audit::merkle::leaf_hash(&r.hash));
-                if tree.size() % EVERY == 0 {
+                if tree.size().is_multiple_of(EVERY) {
                     let cp = audit::note::Checkpoint {
                         origin: audit::note::Checkpoint::origin_of(CHAIN),
                         size: tree.size(),
