@@ -10,7 +10,7 @@
 //! record's transaction or an earlier one, so the state behind every acknowledged decision is
 //! on disk. Changes that no record followed (a budget `report`) reach the disk within the
 //! writer's idle flush interval (10 ms). Rate cells that went idle may be dropped: an idle
-//! cell admits exactly like a missing one.
+//! cell admits exactly like a missing one; pruning one deletes its row too.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -216,6 +216,7 @@ impl StateStore for DurableState {
     }
 
     fn rate_consume(&self, key: &str, limit: u64, period_ms: u64, now_ms: i64) {
+        let mut pruned = Vec::new();
         {
             let mut rates = lock(&self.rates);
             let cell = rates.cells.get(key).copied();
@@ -227,11 +228,20 @@ impl StateStore for DurableState {
                 }
             }
             if rates.cells.len() > rates.prune_at.max(RATE_PRUNE_MIN) {
-                rates.cells.retain(|_, c| !c.is_idle(now_ms));
+                // Pruned cells are marked too, so their rows are deleted.
+                rates.cells.retain(|k, c| {
+                    let idle = c.is_idle(now_ms);
+                    if idle {
+                        pruned.push(k.clone());
+                    }
+                    !idle
+                });
                 rates.prune_at = rates.cells.len().saturating_mul(2);
             }
         }
-        mark(&mut self.dirty().rates, key);
+        let mut dirty = self.dirty();
+        mark(&mut dirty.rates, key);
+        dirty.rates.extend(pruned);
     }
 
     fn budget_spent(&self, key: &str) -> Decimal {

@@ -122,8 +122,6 @@ pub struct NewApproval {
     pub args_digest: String,
     pub rule_ref: Option<String>,
     pub reason: Option<String>,
-    /// How long it may stay pending; [`DEFAULT_APPROVAL_TTL_MS`] by default.
-    pub ttl_ms: u64,
 }
 
 /// An approval as stored.

@@ -204,3 +204,37 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         std::thread::park();
     }
 }
+
+#[test]
+fn a_failed_write_fails_its_tickets_and_the_chain_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, vk) = common::open(dir.path(), |_| {});
+    store
+        .append(common::decision("ok-1", 0, "bot", "permit"))
+        .wait()
+        .unwrap();
+    // A real SQLite error in the writer's transaction: a trigger refusing one record.
+    let side = rusqlite::Connection::open(dir.path().join("data/faramesh.db")).unwrap();
+    side.execute_batch(
+        "CREATE TRIGGER refuse BEFORE INSERT ON dpr WHEN NEW.id = 'poison'
+         BEGIN SELECT RAISE(ABORT, 'disk says no'); END;",
+    )
+    .unwrap();
+    let err = store
+        .append(common::decision("poison", 0, "bot", "deny"))
+        .wait()
+        .unwrap_err();
+    assert!(err.to_string().contains("disk says no"), "{err}");
+    let health = store.health();
+    assert!(!health.healthy && health.failures == 1, "{health:?}");
+    assert!(store.row_by_id("poison").unwrap().is_none());
+
+    // The next batch continues from the last committed record: no gap, still verifiable.
+    let a = store
+        .append(common::decision("ok-2", 0, "bot", "permit"))
+        .wait()
+        .unwrap();
+    assert_eq!(a.seq, 2);
+    assert!(store.health().healthy);
+    assert_eq!(common::verify(&store, &vk).records, 2);
+}

@@ -72,12 +72,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_secs(10))?;
@@ -238,7 +232,7 @@ impl SqliteStore {
         let chain = Chain::resume(&config.chain, read::hashes(&conn, &config.chain, u64::MAX)?);
         let last_checkpoint = read::last_checkpoint(&conn, &config.chain)?;
         let state = Arc::new(DurableState::new());
-        persist::load(&conn, &state, now_ms())?;
+        persist::load(&conn, &state)?;
         let health = Arc::new(Mutex::new(Health {
             healthy: true,
             ..Health::default()

@@ -120,7 +120,7 @@ fn store_kills(tx: &Transaction<'_>, c: &Changes) -> Result<(), StoreError> {
 }
 
 /// Loads the stored state into memory (nothing marked dirty); trims history on the way.
-pub(crate) fn load(conn: &Connection, state: &DurableState, now_ms: i64) -> Result<(), StoreError> {
+pub(crate) fn load(conn: &Connection, state: &DurableState) -> Result<(), StoreError> {
     let mut rates = conn.prepare("SELECT name, tat, cell_limit FROM state_rates")?;
     let mut rows = rates.query([])?;
     while let Some(r) = rows.next()? {
@@ -129,10 +129,8 @@ pub(crate) fn load(conn: &Connection, state: &DurableState, now_ms: i64) -> Resu
             tat: tat.parse().map_err(|_| corrupt("GCRA time", &tat))?,
             limit: limit.parse().map_err(|_| corrupt("rate limit", &limit))?,
         };
-        // An idle cell admits like a missing one.
-        if !cell.is_idle(now_ms) {
-            state.load_rate(r.get(0)?, cell);
-        }
+        // Loaded even when idle by the wall clock: the engine may run on another clock.
+        state.load_rate(r.get(0)?, cell);
     }
     let mut budgets = conn.prepare("SELECT name, spent FROM state_budgets")?;
     let mut rows = budgets.query([])?;
