@@ -5,27 +5,24 @@
 /// of RFC 8785 §3.2.2.2 or `\u00xx`, everything else as is.
 pub(crate) fn push_str(out: &mut String, s: &str) {
     out.push('"');
+    let b = s.as_bytes();
     let mut clean = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let escape = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0..=0x1f => "",
-            _ => continue,
-        };
+    while let Some(i) = crate::swar::needs_escape(b, clean) {
         out.push_str(&s[clean..i]);
-        if escape.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        } else {
-            out.push_str(escape);
+        match b[i] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            c => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(c >> 4)]));
+                out.push(char::from(HEX[usize::from(c & 0xf)]));
+            }
         }
         clean = i + 1;
     }
@@ -88,6 +85,24 @@ impl<'o> Object<'o> {
         self.key(key);
         let mut buf = itoa_buf();
         self.out.push_str(decimal(value, &mut buf));
+        self
+    }
+
+    /// A hash as 64 hex digits (never escaped).
+    pub(crate) fn hash(&mut self, key: &'static str, h: &crate::record::Hash) -> &mut Self {
+        self.key(key);
+        self.out.push('"');
+        crate::record::push_hex(self.out, &h.0);
+        self.out.push('"');
+        self
+    }
+
+    /// A time in the one form of [`crate::time::format_ms`].
+    pub(crate) fn time(&mut self, key: &'static str, ms: i64) -> &mut Self {
+        self.key(key);
+        self.out.push('"');
+        crate::time::push_ms(self.out, ms);
+        self.out.push('"');
         self
     }
 

@@ -15,5 +15,6 @@ mod jcs;
 pub mod merkle;
 pub mod note;
 pub mod record;
+mod swar;
 pub mod time;
 pub mod verify;

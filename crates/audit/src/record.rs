@@ -32,6 +32,17 @@ impl Hash {
         s
     }
 
+    /// The 64 lowercase hex digits, without allocating.
+    pub fn hex_bytes(&self) -> [u8; 64] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = HEX[usize::from(b >> 4)];
+            out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+        }
+        out
+    }
+
     pub fn from_hex(s: &str) -> Option<Hash> {
         let b = s.as_bytes();
         if b.len() != 64 {
@@ -328,7 +339,7 @@ impl Dpr {
             o.object("approval", |o| {
                 o.str("approver", &a.approver)
                     .opt_str("comment", a.comment.as_deref())
-                    .str("time", &format_ms(a.time_ms));
+                    .time("time", a.time_ms);
             });
         }
         if let Some(a) = &self.args {
@@ -369,7 +380,7 @@ impl Dpr {
         }
         o.opt_str("mode", self.mode.as_deref())
             .str("policy_version", &self.policy_version)
-            .str("prev_hash", &self.prev_hash.to_hex());
+            .hash("prev_hash", &self.prev_hash);
         if let Some(p) = &self.principal {
             o.raw("principal", &p.0);
         }
@@ -381,7 +392,7 @@ impl Dpr {
         }
         o.u64("seq", self.seq)
             .opt_str("session", self.session.as_deref())
-            .str("time", &format_ms(self.time_ms))
+            .time("time", self.time_ms)
             .opt_str("tool", self.tool.as_deref());
         o.close();
         out

@@ -4,6 +4,13 @@
 /// Formats `ms` (milliseconds since 1970-01-01T00:00:00Z) as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 /// Years outside 0000–9999 are clamped to that range's ends: no daemon clock reaches them.
 pub fn format_ms(ms: i64) -> String {
+    let mut out = String::with_capacity(24);
+    push_ms(&mut out, ms);
+    out
+}
+
+/// Appends [`format_ms`]'s text to `out`.
+pub(crate) fn push_ms(out: &mut String, ms: i64) {
     const MIN: i64 = -62_167_219_200_000; // 0000-01-01T00:00:00.000Z
     const MAX: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
     let ms = ms.clamp(MIN, MAX);
@@ -16,22 +23,20 @@ pub fn format_ms(ms: i64) -> String {
         in_day / 1000 % 60,
         in_day % 1000,
     );
-    let mut out = String::with_capacity(24);
-    push_digits(&mut out, y, 4);
+    push_digits(out, y, 4);
     out.push('-');
-    push_digits(&mut out, m, 2);
+    push_digits(out, m, 2);
     out.push('-');
-    push_digits(&mut out, d, 2);
+    push_digits(out, d, 2);
     out.push('T');
-    push_digits(&mut out, h, 2);
+    push_digits(out, h, 2);
     out.push(':');
-    push_digits(&mut out, min, 2);
+    push_digits(out, min, 2);
     out.push(':');
-    push_digits(&mut out, s, 2);
+    push_digits(out, s, 2);
     out.push('.');
-    push_digits(&mut out, milli, 3);
+    push_digits(out, milli, 3);
     out.push('Z');
-    out
 }
 
 /// Parses the form [`format_ms`] writes, and only that form.

@@ -208,7 +208,7 @@ impl Verifier {
                 "its contents do not match its hash: the record was changed",
             ));
         }
-        let linked = links.prev_hash.and_then(Hash::from_hex) == Some(self.prev);
+        let linked = links.prev_hash.map(str::as_bytes) == Some(&self.prev.hex_bytes()[..]);
         if let Some(pending_seq) = self.pending.take() {
             // Record `pending_seq` did not link to its predecessor. If it does not link to its
             // successor either, it was rewritten itself; if its successor accepts it, the
@@ -394,7 +394,7 @@ impl<'b> Members<'b> {
     fn skip_string(&self, mut i: usize) -> Option<usize> {
         i += 1;
         loop {
-            let j = i + memchr::memchr2(b'"', b'\\', &self.b[i..])?;
+            let j = crate::swar::quote_or_backslash(self.b, i)?;
             if self.b[j] == b'"' {
                 return Some(j + 1);
             }
@@ -449,7 +449,7 @@ impl<'b> Iterator for Members<'b> {
             if *b.get(start)? != b'"' {
                 return None;
             }
-            let key_end = start + 1 + memchr::memchr2(b'"', b'\\', &b[start + 1..])?;
+            let key_end = crate::swar::quote_or_backslash(b, start + 1)?;
             if b[key_end] != b'"' || *b.get(key_end + 1)? != b':' {
                 return None;
             }
