@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod audit;
 mod check;
 mod decide;
 mod fmt;
+mod stack;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,6 +66,9 @@ enum Command {
     },
     /// Decide one call from the command line (no daemon) and print the decision as JSON.
     Decide(decide::DecideArgs),
+    /// Read and verify the audit log: verify, export, tail, show, proof.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -95,6 +100,7 @@ fn main() -> ExitCode {
         } => fmt::run(&path, check, write, to),
         Command::Test { paths } => decide::run_test(&paths),
         Command::Decide(args) => decide::run_decide(args),
+        Command::Audit(cmd) => audit::run(cmd),
     }
 }
 
