@@ -27,12 +27,12 @@ fn record(i: u64) -> Dpr {
         1_795_251_600_000 + i as i64 * 1000,
         "v1".into(),
     );
-    d.agent = Some(if i % 2 == 0 { "support-bot" } else { "ops-bot" }.into());
+    d.agent = Some(if i.is_multiple_of(2) { "support-bot" } else { "ops-bot" }.into());
     d.tool = Some("stripe/refund".into());
-    d.effect = Some(if i % 10 == 0 { "deny" } else { "permit" }.into());
+    d.effect = Some(if i.is_multiple_of(10) { "deny" } else { "permit" }.into());
     d.mode = Some("enforce".into());
     d.reason_code = Some(
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             "RULE_DENY"
         } else {
             "RULE_PERMIT"
