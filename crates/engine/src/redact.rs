@@ -7,13 +7,15 @@
 //! [`redaction_of`].
 
 use std::fmt;
+use std::sync::Arc;
 
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
-use crate::car::{JcsSink, push_hex, write_jcs};
+use crate::car::{CanonicalJson, JcsSink, Marks, Targets, push_hex, write_jcs};
+use crate::compile::Redaction;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -43,6 +45,14 @@ impl RedactionKey {
     fn mac(&self) -> HmacSha256 {
         self.keyed.clone()
     }
+
+    /// Appends `hmac-sha256:` and the hex HMAC of `jcs`, the JCS text of a value.
+    fn push_token(&self, jcs: &str, out: &mut String) {
+        let mut mac = self.mac();
+        mac.update(jcs.as_bytes());
+        out.push_str(TOKEN_PREFIX);
+        push_hex(out, &mac.finalize().into_bytes());
+    }
 }
 
 impl fmt::Debug for RedactionKey {
@@ -65,6 +75,110 @@ pub fn redaction_of(value: &Value, key: &RedactionKey) -> String {
     token.push_str(TOKEN_PREFIX);
     push_hex(&mut token, &mac.finalize().into_bytes());
     token
+}
+
+/// How the redactions that apply to a call are done.
+#[derive(Debug)]
+pub(crate) enum Plan<'a> {
+    /// By splicing tokens into the canonical text, at the values the writer marked.
+    Splice(Targets<'a>),
+    /// Statements whose paths meet (one holds, or is, another's path): applied to the tree
+    /// one after another, as [`recorded_from_tree`] documents.
+    Tree(Vec<&'a Redaction>),
+}
+
+/// The plan for the statements among `redactions` whose pattern matches `tool`.
+pub(crate) fn plan<'a>(redactions: &'a [Redaction], tool: &str) -> Plan<'a> {
+    let mut applying = redactions.iter().filter(|r| r.matcher.matches(tool));
+    let Some(first) = applying.next() else {
+        return Plan::Splice(Targets::None);
+    };
+    let Some(second) = applying.next() else {
+        if first.paths.len() > Targets::MAX {
+            return Plan::Tree(vec![first]);
+        }
+        return Plan::Splice(Targets::One(&first.paths));
+    };
+    let statements: Vec<&Redaction> = [first, second].into_iter().chain(applying).collect();
+    let paths: Vec<&Arc<str>> = statements.iter().flat_map(|r| &r.paths).collect();
+    if paths.len() > Targets::MAX || meet_across(&statements) {
+        return Plan::Tree(statements);
+    }
+    Plan::Splice(Targets::Many(paths))
+}
+
+/// Whether a path of one statement is, or holds, or lies in, a path of another.
+fn meet_across(statements: &[&Redaction]) -> bool {
+    statements.iter().enumerate().any(|(i, a)| {
+        statements[i + 1..].iter().any(|b| {
+            a.paths.iter().any(|p| {
+                b.paths
+                    .iter()
+                    .any(|q| p == q || within(p, q) || within(q, p))
+            })
+        })
+    })
+}
+
+/// `path` lies inside `outer` (`outer` followed by a `.`).
+fn within(path: &str, outer: &str) -> bool {
+    path.len() > outer.len() && path.starts_with(outer) && path.as_bytes()[outer.len()] == b'.'
+}
+
+/// What is recorded of canonical args `text` whose marked values are redacted: the text with
+/// each of them replaced by `{"redacted":"hmac-sha256:<hex>"}` (the HMAC over the value's own
+/// text, which is its JCS form), and the paths redacted, in target order. This is the JCS
+/// text of the tree [`redact`] leaves, without building that tree.
+pub(crate) fn recorded(
+    text: String,
+    marks: &Marks<'_>,
+    key: &RedactionKey,
+) -> (CanonicalJson, Vec<Arc<str>>) {
+    if marks.found.is_empty() {
+        return (CanonicalJson::from_jcs(text), Vec::new());
+    }
+    const OPEN: &str = "{\"redacted\":\"";
+    const TOKEN_LEN: usize = OPEN.len() + TOKEN_PREFIX.len() + 64 + 2;
+    let len = marks.found.iter().fold(text.len(), |n, (_, r)| {
+        n.saturating_add(TOKEN_LEN).saturating_sub(r.len())
+    });
+    let mut out = String::with_capacity(len);
+    let mut copied = 0;
+    let mut done = 0u64;
+    for (target, range) in &marks.found {
+        out.push_str(text.get(copied..range.start).unwrap_or_default());
+        out.push_str(OPEN);
+        key.push_token(text.get(range.clone()).unwrap_or_default(), &mut out);
+        out.push_str("\"}");
+        copied = range.end;
+        done |= 1 << target;
+    }
+    out.push_str(text.get(copied..).unwrap_or_default());
+    let mut redacted = Vec::with_capacity(marks.found.len());
+    while done != 0 {
+        let target = done.trailing_zeros() as usize;
+        done &= done - 1;
+        redacted.extend(marks.targets.get(target).cloned());
+    }
+    (CanonicalJson::from_jcs(out), redacted)
+}
+
+/// What is recorded of `args` under statements applied one after another, each to the
+/// arguments the previous ones left (so a statement can redact a token an earlier one put
+/// there): the JCS text of the redacted tree and the paths redacted, each once.
+pub(crate) fn recorded_from_tree(
+    mut args: Value,
+    statements: &[&Redaction],
+    key: &RedactionKey,
+) -> (CanonicalJson, Vec<Arc<str>>) {
+    let mut redacted: Vec<String> = Vec::new();
+    for r in statements {
+        redact_into(&mut args, &r.paths, key, &mut redacted);
+    }
+    (
+        CanonicalJson::from_value(&args),
+        redacted.into_iter().map(Arc::from).collect(),
+    )
 }
 
 /// Feeds JCS text to a MAC.
@@ -375,6 +489,165 @@ mod tests {
         let mut args = json!({"card": card});
         assert_eq!(redact(&mut args, &["card", "card"], &k), vec!["card"]);
         assert_eq!(args, json!({"card": {"redacted": redaction_of(&card, &k)}}));
+    }
+
+    mod splice {
+        use super::*;
+        use crate::car::{ActionRequest, Limits, canonicalize_marking};
+        use fpl::pattern::ToolPattern;
+        use proptest::prelude::*;
+
+        /// Keys that paths can name, and some they cannot (a dot, the empty key, non-ASCII).
+        fn segment() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => "[abc]".prop_map(String::from),
+                1 => Just(String::new()),
+                1 => Just("a.b".to_string()),
+                1 => Just("\u{e9}".to_string()),
+                1 => Just("\u{1f600}".to_string()),
+                1 => Just("\u{ff61}".to_string()),
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                (-1e6f64..1e6).prop_map(Value::from),
+                "[a-z\"\\\n\u{e9}]{0,5}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 40, 5, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map(segment(), inner, 0..5)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn args() -> impl Strategy<Value = Value> {
+            prop::collection::btree_map(segment(), value(), 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect()))
+        }
+
+        /// Paths of one to three segments over the same keys (so many exist), with repeats.
+        fn path() -> impl Strategy<Value = String> {
+            prop::collection::vec(segment(), 1..4).prop_map(|segs| segs.join("."))
+        }
+
+        fn statements() -> impl Strategy<Value = Vec<Vec<String>>> {
+            prop::collection::vec(prop::collection::vec(path(), 0..5), 1..4)
+        }
+
+        /// The old way, kept as the oracle: each statement's listed paths redacted in the
+        /// tree, one statement after another, then the JCS text of the tree.
+        fn oracle(
+            args: &Value,
+            statements: &[Vec<String>],
+            k: &RedactionKey,
+        ) -> (String, Vec<String>) {
+            let mut tree = args.clone();
+            let mut redacted = Vec::new();
+            for paths in statements {
+                redact_into(&mut tree, paths, k, &mut redacted);
+            }
+            (
+                serde_json_canonicalizer::to_string(&tree).unwrap(),
+                redacted,
+            )
+        }
+
+        /// The engine's way: a plan, marks while writing the canonical text, then a splice.
+        fn spliced(
+            args: &Value,
+            statements: &[Vec<String>],
+            k: &RedactionKey,
+        ) -> (String, Vec<String>, bool) {
+            let compiled: Vec<Redaction> = statements
+                .iter()
+                .map(|paths| Redaction::new(ToolPattern::parse("**").unwrap(), paths))
+                .collect();
+            let req = ActionRequest {
+                agent: "a".into(),
+                tool: "t".into(),
+                args: args.clone(),
+                ..ActionRequest::default()
+            };
+            let mut tree = None;
+            let (car, marks) = canonicalize_marking(req, &Limits::default(), |tool| {
+                match plan(&compiled, tool) {
+                    Plan::Splice(targets) => targets,
+                    Plan::Tree(statements) => {
+                        tree = Some(statements);
+                        Targets::None
+                    }
+                }
+            })
+            .unwrap();
+            // Each marked slice is the JCS text of the value at its path.
+            for (target, range) in &marks.found {
+                let path = marks.targets.get(*target).unwrap();
+                let value = lookup(&car.args, path).unwrap();
+                let jcs = serde_json_canonicalizer::to_string(value).unwrap();
+                assert_eq!(&car.canonical_args[range.clone()], jcs, "{path}");
+            }
+            let spliced = tree.is_none();
+            let (text, redacted) = match tree {
+                Some(statements) => recorded_from_tree(car.args, &statements, k),
+                None => recorded(car.canonical_args, &marks, k),
+            };
+            let redacted = redacted.iter().map(|p| p.to_string()).collect();
+            (text.into_string(), redacted, spliced)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3_000))]
+            #[test]
+            fn splicing_records_what_tree_redaction_recorded(
+                args in args(),
+                statements in statements(),
+                key_bytes in any::<[u8; 32]>(),
+            ) {
+                let k = RedactionKey::from_bytes(key_bytes);
+                let (want, want_paths) = oracle(&args, &statements, &k);
+                let (got, got_paths, _) = spliced(&args, &statements, &k);
+                prop_assert_eq!(got, want);
+                prop_assert_eq!(got_paths, want_paths);
+            }
+        }
+
+        #[test]
+        fn one_statement_or_disjoint_statements_splice_others_use_the_tree() {
+            let k = key(9);
+            let args = json!({"a": {"b": "x", "c": 1}, "b": [1, {"c": 2}], "c": "y"});
+            let cases: [(&[&[&str]], bool); 5] = [
+                (&[&["a.b", "c", "a", "a.b", "zz"]], true),
+                (&[&["a.b"], &["c"]], true),
+                (&[&["a.b"], &["a"]], false),
+                (&[&["c"], &["c"]], false),
+                (&[&["a"], &["a.redacted"]], false),
+            ];
+            for (statements, splices) in cases {
+                let statements: Vec<Vec<String>> = statements
+                    .iter()
+                    .map(|s| s.iter().map(|p| p.to_string()).collect())
+                    .collect();
+                let (got, got_paths, spliced) = spliced(&args, &statements, &k);
+                assert_eq!(spliced, splices, "{statements:?}");
+                assert_eq!(
+                    (got, got_paths),
+                    oracle(&args, &statements, &k),
+                    "{statements:?}"
+                );
+            }
+            // A later statement redacts the token an earlier one left: kept as it was.
+            let statements = vec![vec!["a".to_string()], vec!["a.redacted".to_string()]];
+            let (text, paths, _) = spliced(&args, &statements, &k);
+            assert_eq!(paths, ["a", "a.redacted"]);
+            let token = redaction_of(&json!(redaction_of(&args["a"], &k)), &k);
+            assert!(text.contains(&token), "{text}");
+        }
     }
 
     mod props {
