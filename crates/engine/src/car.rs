@@ -683,6 +683,15 @@ impl<S: JcsSink> Jcs<'_, S> {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         self.out.put_char('"');
         let bytes = s.as_bytes();
+        // Most strings need no escape: found without a branch per byte, written in one piece.
+        let plain = !bytes.iter().fold(false, |any, &b| {
+            any | (b < 0x20) | (b == b'"') | (b == b'\\')
+        });
+        if plain {
+            self.out.put(s);
+            self.out.put_char('"');
+            return;
+        }
         let mut start = 0;
         for (i, &b) in bytes.iter().enumerate() {
             let escape = ESCAPE[usize::from(b)];
@@ -793,11 +802,18 @@ impl<'a> Targets<'a> {
         while rest != 0 {
             let bit = rest & rest.wrapping_neg();
             rest ^= bit;
-            let path = self.get(bit.trailing_zeros() as usize).map_or("", |p| &**p);
-            match path.get(at..).and_then(|p| p.strip_prefix(key)) {
-                Some("") => whole |= bit,
-                Some(after) if after.starts_with('.') => inner |= bit,
-                _ => {}
+            let path = self
+                .get(bit.trailing_zeros() as usize)
+                .map_or(&b""[..], |p| p.as_bytes());
+            // The byte after the segment decides first: most keys fail there, without a memcmp.
+            let end = at + key.len();
+            let ends = match path.get(end) {
+                None if path.len() == end => &mut whole,
+                Some(b'.') => &mut inner,
+                _ => continue,
+            };
+            if path.get(at..end) == Some(key.as_bytes()) {
+                *ends |= bit;
             }
         }
         if (whole | inner) != 0 && key.contains('.') {

@@ -9,15 +9,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use hmac::digest::KeyInit;
-use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
-use sha2::Sha256;
+use sha2::digest::generic_array::GenericArray;
 
-use crate::car::{CanonicalJson, JcsSink, Marks, Targets, push_hex, write_jcs};
+use crate::car::{CanonicalJson, Marks, Targets, push_hex};
 use crate::compile::Redaction;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// The prefix of every redaction token.
 pub const TOKEN_PREFIX: &str = "hmac-sha256:";
@@ -25,34 +21,72 @@ pub const TOKEN_PREFIX: &str = "hmac-sha256:";
 /// A per-stack secret key for HMAC-SHA256.
 #[derive(Clone)]
 pub struct RedactionKey {
-    /// The HMAC keyed once: its inner and outer hash states after the padded key blocks, so a
-    /// token costs the hashing of the value only.
-    keyed: HmacSha256,
+    /// The SHA-256 states after the key's inner and outer padded blocks (RFC 2104), computed
+    /// once, so a token of a short value costs two compressions and nothing else (the tests
+    /// compare it with the `hmac` crate).
+    inner: [u32; 8],
+    outer: [u32; 8],
 }
+
+/// The initial SHA-256 state (FIPS 180-4 §5.3.3).
+const SHA256_H0: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
 
 impl RedactionKey {
     /// The key with these bytes.
     pub fn from_bytes(b: [u8; 32]) -> Self {
-        // HMAC zero-pads a key shorter than the hash's block size (RFC 2104 §2), so this
-        // 64-byte block is the same key as the 32 bytes, and needs no fallible length check.
-        let mut block = [0u8; 64];
-        block[..32].copy_from_slice(&b);
+        // HMAC zero-pads a key shorter than the hash's 64-byte block (RFC 2104 §2).
+        let keyed = |pad: u8| {
+            let mut block = [pad; 64];
+            for (x, k) in block.iter_mut().zip(b) {
+                *x ^= k;
+            }
+            let mut state = SHA256_H0;
+            sha2::compress256(&mut state, &[GenericArray::from(block)]);
+            state
+        };
         RedactionKey {
-            keyed: <HmacSha256 as KeyInit>::new(&block.into()),
+            inner: keyed(0x36),
+            outer: keyed(0x5c),
         }
     }
 
-    fn mac(&self) -> HmacSha256 {
-        self.keyed.clone()
+    /// HMAC-SHA256 of `msg` under this key.
+    fn hmac(&self, msg: &[u8]) -> [u8; 32] {
+        let inner = sha256_after_block(self.inner, msg);
+        sha256_after_block(self.outer, &inner)
     }
 
     /// Appends `hmac-sha256:` and the hex HMAC of `jcs`, the JCS text of a value.
     fn push_token(&self, jcs: &str, out: &mut String) {
-        let mut mac = self.mac();
-        mac.update(jcs.as_bytes());
         out.push_str(TOKEN_PREFIX);
-        push_hex(out, &mac.finalize().into_bytes());
+        push_hex(out, &self.hmac(jcs.as_bytes()));
     }
+}
+
+/// SHA-256 of a 64-byte block (whose state is `state`) followed by `msg`.
+fn sha256_after_block(mut state: [u32; 8], msg: &[u8]) -> [u8; 32] {
+    let mut blocks = msg.chunks_exact(64);
+    for block in &mut blocks {
+        sha2::compress256(&mut state, &[GenericArray::clone_from_slice(block)]);
+    }
+    // The padding (FIPS 180-4 §5.1.1): 0x80, zeros, the length in bits; one block or two.
+    let rest = blocks.remainder();
+    let mut tail = [0u8; 128];
+    tail[..rest.len()].copy_from_slice(rest);
+    tail[rest.len()] = 0x80;
+    let end = if rest.len() < 56 { 64 } else { 128 };
+    let bits = (64 + msg.len() as u64).wrapping_mul(8);
+    tail[end - 8..end].copy_from_slice(&bits.to_be_bytes());
+    for block in tail[..end].chunks_exact(64) {
+        sha2::compress256(&mut state, &[GenericArray::clone_from_slice(block)]);
+    }
+    let mut out = [0u8; 32];
+    for (bytes, word) in out.chunks_exact_mut(4).zip(state) {
+        bytes.copy_from_slice(&word.to_be_bytes());
+    }
+    out
 }
 
 impl fmt::Debug for RedactionKey {
@@ -64,16 +98,9 @@ impl fmt::Debug for RedactionKey {
 /// The string an auditor computes to test equality against a known value:
 /// `hmac-sha256:` followed by 64 lowercase hex digits of HMAC-SHA256(key, JCS(value)).
 pub fn redaction_of(value: &Value, key: &RedactionKey) -> String {
-    // The JCS text goes straight into the MAC.
-    let mut mac = key.mac();
-    if write_jcs(value, &mut MacSink(&mut mac), usize::MAX).is_err() {
-        // A `Value` always has a JCS form (its numbers are finite); never taken.
-        mac = key.mac();
-        mac.update(value.to_string().as_bytes());
-    }
+    let jcs = CanonicalJson::from_value(value);
     let mut token = String::with_capacity(TOKEN_PREFIX.len() + 64);
-    token.push_str(TOKEN_PREFIX);
-    push_hex(&mut token, &mac.finalize().into_bytes());
+    key.push_token(jcs.as_str(), &mut token);
     token
 }
 
@@ -179,19 +206,6 @@ pub(crate) fn recorded_from_tree(
         CanonicalJson::from_value(&args),
         redacted.into_iter().map(Arc::from).collect(),
     )
-}
-
-/// Feeds JCS text to a MAC.
-struct MacSink<'m>(&'m mut HmacSha256);
-
-impl JcsSink for MacSink<'_> {
-    fn put(&mut self, s: &str) {
-        self.0.update(s.as_bytes());
-    }
-
-    fn written(&self) -> usize {
-        0
-    }
 }
 
 /// Replaces each path's value in `args` with `{"redacted": "hmac-sha256:<64 hex>"}`, the HMAC
@@ -306,7 +320,10 @@ impl<'p> Iterator for Segments<'p> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hmac::{Hmac, Mac};
     use serde_json::json;
+
+    type HmacSha256 = Hmac<sha2::Sha256>;
 
     fn key(b: u8) -> RedactionKey {
         RedactionKey::from_bytes([b; 32])
@@ -341,25 +358,38 @@ mod tests {
     }
 
     #[test]
-    fn rfc_4231_vector_with_a_32_byte_key() {
-        // The zero-padded 64-byte key used by `RedactionKey::mac` is the same HMAC key as the
-        // 32 bytes: check against the library's slice constructor, and check the padding
-        // against RFC 4231 test case 1 (a 20-byte key of 0x0b, message "Hi There").
-        let k = RedactionKey::from_bytes([0x0b; 32]);
-        let mut a = k.mac();
-        a.update(b"Hi There");
-        let mut b = <HmacSha256 as Mac>::new_from_slice(&[0x0b; 32]).unwrap();
-        b.update(b"Hi There");
-        assert_eq!(a.finalize().into_bytes(), b.finalize().into_bytes());
-        // RFC 4231 test case 1 through the same padding: a 20-byte key padded to 64.
-        let mut block = [0u8; 64];
-        block[..20].copy_from_slice(&[0x0b; 20]);
-        let mut c = <HmacSha256 as KeyInit>::new(&block.into());
-        c.update(b"Hi There");
+    fn rfc_4231_vectors() {
+        // HMAC zero-pads keys, so 20 bytes of key and 12 zeros are the 20-byte key of the RFC.
+        let mut bytes = [0u8; 32];
+        bytes[..20].copy_from_slice(&[0x0b; 20]);
+        let k = RedactionKey::from_bytes(bytes);
         assert_eq!(
-            hex::encode(c.finalize().into_bytes()),
+            hex::encode(k.hmac(b"Hi There")),
             "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
         );
+        // Test case 2: key "Jefe".
+        let mut bytes = [0u8; 32];
+        bytes[..4].copy_from_slice(b"Jefe");
+        let k = RedactionKey::from_bytes(bytes);
+        assert_eq!(
+            hex::encode(k.hmac(b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+        /// Every message length around the one- and two-block paddings, and longer ones.
+        #[test]
+        fn hmac_matches_the_hmac_crate(
+            key_bytes in proptest::prelude::any::<[u8; 32]>(),
+            msg in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let mut reference = <HmacSha256 as Mac>::new_from_slice(&key_bytes).unwrap();
+            reference.update(&msg);
+            let k = RedactionKey::from_bytes(key_bytes);
+            proptest::prop_assert_eq!(k.hmac(&msg), <[u8; 32]>::from(reference.finalize().into_bytes()));
+        }
     }
 
     #[test]
