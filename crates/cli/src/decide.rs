@@ -332,7 +332,10 @@ fn judge(want: &Expect, d: &Decision) -> Result<(), String> {
         ));
     }
     if let Some(paths) = &want.redacted {
-        let missing: Vec<&String> = paths.iter().filter(|p| !d.redacted.contains(p)).collect();
+        let missing: Vec<&String> = paths
+            .iter()
+            .filter(|p| !d.redacted.iter().any(|r| **r == ***p))
+            .collect();
         if !missing.is_empty() {
             diffs.push(format!(
                 "redacted: expected {paths:?} redacted, {missing:?} are not (redacted: {:?})",

@@ -10,9 +10,10 @@
 //! `args_digest`.
 
 use std::fmt::{self, Write as _};
+use std::sync::Arc;
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
@@ -132,6 +133,16 @@ impl Malformed {
 /// `args` or `principal`, or in `agent`, `session`, `tool`, `call_id`, `adapter` or
 /// `defer_token`; nesting deeper than `max_depth`; canonical args longer than `max_args_bytes`.
 pub fn canonicalize(req: ActionRequest, limits: &Limits) -> Result<CanonicalRequest, Malformed> {
+    canonicalize_marking(req, limits, |_| Targets::None).map(|(car, _)| car)
+}
+
+/// [`canonicalize`], also finding where the values at some argument paths are in the canonical
+/// text: `targets` names them, given the tool id in NFKC (redactions depend on it).
+pub(crate) fn canonicalize_marking<'t>(
+    req: ActionRequest,
+    limits: &Limits,
+    targets: impl FnOnce(&str) -> Targets<'t>,
+) -> Result<(CanonicalRequest, Marks<'t>), Malformed> {
     let ActionRequest {
         agent,
         session,
@@ -159,6 +170,7 @@ pub fn canonicalize(req: ActionRequest, limits: &Limits) -> Result<CanonicalRequ
     }
 
     let tool = canonical_tool(tool, limits)?;
+    let mut marks = Marks::new(targets(&tool));
 
     let args = match args {
         Value::Null => Value::Object(Map::new()),
@@ -172,7 +184,7 @@ pub fn canonicalize(req: ActionRequest, limits: &Limits) -> Result<CanonicalRequ
     };
     // The canonical text is written first; on the way it notes NUL characters and excess
     // depth, which are still refused first, as before the principal and the size limit.
-    let written = CanonicalArgs::write(&args, limits);
+    let written = CanonicalArgs::write(&args, limits, &mut marks);
     if !written.clean || written.text.is_err() {
         check_clean("args", &args, limits.max_depth)?;
     }
@@ -196,7 +208,7 @@ pub fn canonicalize(req: ActionRequest, limits: &Limits) -> Result<CanonicalRequ
     args_digest.push_str(DIGEST_PREFIX);
     push_hex(&mut args_digest, &Sha256::digest(canonical_args.as_bytes()));
 
-    Ok(CanonicalRequest {
+    let car = CanonicalRequest {
         agent,
         session,
         tool,
@@ -207,7 +219,8 @@ pub fn canonicalize(req: ActionRequest, limits: &Limits) -> Result<CanonicalRequ
         call_id,
         adapter,
         defer_token,
-    })
+    };
+    Ok((car, marks))
 }
 
 /// Parses a request from JSON text (the daemon's real input) and canonicalises it; oversize
@@ -598,25 +611,45 @@ impl<S: JcsSink> Jcs<'_, S> {
                 self.out.put_char(']');
             }
             Value::Object(map) => {
-                if self.too_deep(depth) {
-                    return Ok(());
-                }
-                self.out.put_char('{');
-                if in_utf16_order(map) {
-                    for (i, (k, item)) in map.iter().enumerate() {
-                        self.member(i, k, item, depth)?;
-                    }
-                } else {
-                    let mut members: Vec<(&String, &Value)> = map.iter().collect();
-                    members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
-                    for (i, (k, item)) in members.into_iter().enumerate() {
-                        self.member(i, k, item, depth)?;
-                    }
-                }
-                self.out.put_char('}');
+                self.object(map, depth, |w, _, item| w.value(item, depth + 1))?;
             }
         }
         self.check_size()
+    }
+
+    /// `{`, the members in the order of the UTF-16 code units of their keys, `}`; `member`
+    /// writes each value.
+    fn object(
+        &mut self,
+        map: &Map<String, Value>,
+        depth: usize,
+        mut member: impl FnMut(&mut Self, &str, &Value) -> Result<(), JcsError>,
+    ) -> Result<(), JcsError> {
+        if self.too_deep(depth) {
+            return Ok(());
+        }
+        self.out.put_char('{');
+        let mut write = |w: &mut Self, i: usize, k: &str, item: &Value| {
+            if i > 0 {
+                w.out.put_char(',');
+            }
+            w.string(k);
+            w.out.put_char(':');
+            member(w, k, item)
+        };
+        if in_utf16_order(map) {
+            for (i, (k, item)) in map.iter().enumerate() {
+                write(self, i, k, item)?;
+            }
+        } else {
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            for (i, (k, item)) in members.into_iter().enumerate() {
+                write(self, i, k, item)?;
+            }
+        }
+        self.out.put_char('}');
+        Ok(())
     }
 
     fn check_size(&self) -> Result<(), JcsError> {
@@ -645,20 +678,20 @@ impl<S: JcsSink> Jcs<'_, S> {
         false
     }
 
-    fn member(&mut self, i: usize, key: &str, v: &Value, depth: usize) -> Result<(), JcsError> {
-        if i > 0 {
-            self.out.put_char(',');
-        }
-        self.string(key);
-        self.out.put_char(':');
-        self.value(v, depth + 1)
-    }
-
     /// A string as JSON text, escaped as `serde_json` escapes it.
     fn string(&mut self, s: &str) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         self.out.put_char('"');
         let bytes = s.as_bytes();
+        // Most strings need no escape: found without a branch per byte, written in one piece.
+        let plain = !bytes.iter().fold(false, |any, &b| {
+            any | (b < 0x20) | (b == b'"') | (b == b'\\')
+        });
+        if plain {
+            self.out.put(s);
+            self.out.put_char('"');
+            return;
+        }
         let mut start = 0;
         for (i, &b) in bytes.iter().enumerate() {
             let escape = ESCAPE[usize::from(b)];
@@ -689,6 +722,188 @@ impl<S: JcsSink> Jcs<'_, S> {
     }
 }
 
+impl Jcs<'_, String> {
+    /// An object on the way to the targets in `mask`, whose paths match the keys so far in
+    /// their first `at` bytes (dots included). The value at a target is marked and not looked
+    /// into: a target inside it goes with it. Arrays and scalars end the way.
+    fn object_marked(
+        &mut self,
+        map: &Map<String, Value>,
+        depth: usize,
+        mask: u64,
+        at: usize,
+        marks: &mut Marks<'_>,
+    ) -> Result<(), JcsError> {
+        self.object(map, depth, |w, key, item| {
+            let (whole, inner) = marks.targets.step(mask, at, key);
+            if whole != 0 {
+                let start = w.out.len();
+                w.value(item, depth + 1)?;
+                // Targets are distinct paths, so `whole` is one of them.
+                let target = whole.trailing_zeros() as usize;
+                marks.found.push((target, start..w.out.len()));
+                Ok(())
+            } else if let (Value::Object(inside), true) = (item, inner != 0) {
+                w.object_marked(inside, depth + 1, inner, at + key.len() + 1, marks)
+            } else {
+                w.value(item, depth + 1)
+            }
+        })?;
+        self.check_size()
+    }
+}
+
+/// Distinct dotted argument paths (at most [`Targets::MAX`]) whose values the canonical writer
+/// marks: the redaction paths that apply to a call.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Targets<'a> {
+    #[default]
+    None,
+    /// The paths of one `redact` statement.
+    One(&'a [Arc<str>]),
+    /// The paths of several.
+    Many(Vec<&'a Arc<str>>),
+}
+
+impl<'a> Targets<'a> {
+    /// One bit per target in a `u64`.
+    pub(crate) const MAX: usize = 64;
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Targets::None => 0,
+            Targets::One(paths) => paths.len(),
+            Targets::Many(paths) => paths.len(),
+        }
+    }
+
+    pub(crate) fn get(&self, i: usize) -> Option<&'a Arc<str>> {
+        match self {
+            Targets::None => None,
+            Targets::One(paths) => paths.get(i),
+            Targets::Many(paths) => paths.get(i).copied(),
+        }
+    }
+
+    /// Every target's bit.
+    fn all(&self) -> u64 {
+        match self.len() {
+            n if n >= Self::MAX => u64::MAX,
+            n => (1u64 << n) - 1,
+        }
+    }
+
+    /// Of the targets in `mask`, those whose segment after byte `at` is `key`: the ones that
+    /// end there and the ones that go on into the value. Paths split at every `.` (as
+    /// `lookup` does), so a key holding a `.` is never one segment.
+    fn step(&self, mask: u64, at: usize, key: &str) -> (u64, u64) {
+        let (mut whole, mut inner) = (0, 0);
+        let mut rest = mask;
+        while rest != 0 {
+            let bit = rest & rest.wrapping_neg();
+            rest ^= bit;
+            let path = self
+                .get(bit.trailing_zeros() as usize)
+                .map_or(&b""[..], |p| p.as_bytes());
+            // The byte after the segment decides first: most keys fail there, without a memcmp.
+            let end = at + key.len();
+            let ends = match path.get(end) {
+                None if path.len() == end => &mut whole,
+                Some(b'.') => &mut inner,
+                _ => continue,
+            };
+            if path.get(at..end) == Some(key.as_bytes()) {
+                *ends |= bit;
+            }
+        }
+        if (whole | inner) != 0 && key.contains('.') {
+            return (0, 0);
+        }
+        (whole, inner)
+    }
+}
+
+/// Where the values at the targets are in the canonical args text.
+#[derive(Debug, Default)]
+pub(crate) struct Marks<'a> {
+    pub(crate) targets: Targets<'a>,
+    /// (target, byte range), in text order; the ranges never overlap.
+    pub(crate) found: Vec<(usize, std::ops::Range<usize>)>,
+}
+
+impl<'a> Marks<'a> {
+    fn new(targets: Targets<'a>) -> Self {
+        Marks {
+            targets,
+            found: Vec::new(),
+        }
+    }
+}
+
+/// The RFC 8785 (JCS) text of a JSON value, such as a decision's recorded arguments. Being
+/// canonical, it can be hashed, compared or spliced into a larger JCS document as it is.
+///
+/// It serialises as the JSON value it is (through `serde_json`'s `RawValue`, so with
+/// `serde_json` only), not as a string.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct CanonicalJson(String);
+
+impl CanonicalJson {
+    /// The JCS text of `v`.
+    pub fn from_value(v: &Value) -> CanonicalJson {
+        let mut text = String::new();
+        if write_jcs(v, &mut text, usize::MAX).is_err() {
+            // Never taken: a `Value` holds only finite numbers and no size limit applies.
+            text = String::from("null");
+        }
+        CanonicalJson(text)
+    }
+
+    /// `null`.
+    pub fn null() -> CanonicalJson {
+        CanonicalJson(String::from("null"))
+    }
+
+    /// Text the engine's JCS writer produced (or spliced from such text).
+    pub(crate) fn from_jcs(text: String) -> CanonicalJson {
+        CanonicalJson(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// The value the text stands for (parsed: for tests and tools, not the decision path).
+    pub fn to_value(&self) -> Value {
+        // Always valid JSON: it was written by the JCS writer.
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+}
+
+impl fmt::Debug for CanonicalJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CanonicalJson({})", self.0)
+    }
+}
+
+impl fmt::Display for CanonicalJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for CanonicalJson {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let raw: &serde_json::value::RawValue =
+            serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
+    }
+}
+
 /// The canonical (JCS) text of `args` as written, before it is accepted.
 struct CanonicalArgs {
     text: Result<String, JcsError>,
@@ -698,7 +913,7 @@ struct CanonicalArgs {
 }
 
 impl CanonicalArgs {
-    fn write(args: &Value, limits: &Limits) -> Self {
+    fn write(args: &Value, limits: &Limits, marks: &mut Marks<'_>) -> Self {
         let mut out = String::with_capacity(256);
         let mut w = Jcs {
             out: &mut out,
@@ -706,7 +921,12 @@ impl CanonicalArgs {
             max_depth: limits.max_depth,
             clean: true,
         };
-        let written = w.value(args, 0);
+        let written = match args {
+            Value::Object(map) if marks.targets.len() > 0 => {
+                w.object_marked(map, 0, marks.targets.all(), 0, marks)
+            }
+            _ => w.value(args, 0),
+        };
         let clean = w.clean;
         CanonicalArgs {
             text: written.map(|()| out),

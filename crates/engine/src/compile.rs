@@ -2,6 +2,7 @@
 //! argument paths resolved, so the hot path never re-interprets policy text.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use fpl::ast::{
     Agent, BinOp, BudgetWindow, Effect, Entry, Expr, ExprKind, Literal, Policy, Rule, Value,
@@ -43,9 +44,9 @@ impl Verdict {
 
 #[derive(Debug)]
 pub struct CompiledPolicy {
-    pub agents: HashMap<String, CompiledAgent>,
+    pub agents: HashMap<String, CompiledAgent, PolicyKeys>,
     /// SHA-256 of the policy's canonical JSON form.
-    pub version: String,
+    pub version: Arc<str>,
     /// The file name rule refs point into (`governance.fms`).
     pub file: String,
     pub audit_mode: bool,
@@ -75,9 +76,7 @@ pub struct CompiledAgent {
     pub rules: Vec<CompiledRule>,
     pub index: RuleIndex,
     pub rate_limits: Vec<RateSpec>,
-    pub redactions: Vec<(ToolPattern, Vec<String>)>,
-    /// The patterns of `redactions`, prepared for matching (one per redaction, in order).
-    pub redaction_matchers: Vec<ToolMatcher>,
+    pub redactions: Vec<Redaction>,
     pub costs: Vec<(ToolPattern, CExpr)>,
     pub budgets: Vec<BudgetSpec>,
     /// Windows that `spent(…)` reads but no budget declares: spend is still tracked for them.
@@ -101,10 +100,42 @@ pub struct CompiledRule {
     /// 1-based line in the policy file (0 when the policy did not come from FPL text).
     pub line: usize,
     /// The rule as written in canonical FPL, for traces and explanations.
-    pub text: String,
+    pub text: Arc<str>,
     /// What a decision by this rule gives as its reason: `reason`, or else the rule's text in
     /// backticks. Built once here rather than on every decision.
-    pub explanation: String,
+    pub explanation: Arc<str>,
+    /// `FILE:LINE`, the decision's `rule_ref`.
+    pub rule_ref: Arc<str>,
+}
+
+/// One `redact PATTERN args: [paths]` statement.
+#[derive(Debug)]
+pub struct Redaction {
+    pub pattern: ToolPattern,
+    /// `pattern`, prepared for matching.
+    pub matcher: ToolMatcher,
+    /// The paths as listed, less repeats and paths inside another listed path: neither ever
+    /// redacts anything of its own (see [`crate::redact::redact`]).
+    pub paths: Vec<Arc<str>>,
+}
+
+impl Redaction {
+    pub(crate) fn new(pattern: ToolPattern, listed: &[String]) -> Redaction {
+        let mut paths: Vec<Arc<str>> = Vec::with_capacity(listed.len());
+        for p in listed {
+            let inside = |outer: &str| {
+                p.len() > outer.len() && p.starts_with(outer) && p.as_bytes()[outer.len()] == b'.'
+            };
+            if !paths.iter().any(|q| **q == **p) && !listed.iter().any(|q| inside(q)) {
+                paths.push(Arc::from(p.as_str()));
+            }
+        }
+        Redaction {
+            matcher: ToolMatcher::new(&pattern),
+            pattern,
+            paths,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -434,6 +465,7 @@ pub fn compile(
     source: Option<&str>,
 ) -> Result<CompiledPolicy, CompileError> {
     let mut c = Compiler {
+        file: file.to_string(),
         newlines: source.map(|s| {
             s.bytes()
                 .enumerate()
@@ -446,7 +478,7 @@ pub fn compile(
             .map(|s| s.name.value.clone())
             .collect(),
     };
-    let mut agents = HashMap::new();
+    let mut agents = HashMap::default();
     if !policy.rules.is_empty() || policy.default.is_some() {
         let flat = Agent {
             id: fpl::ast::Spanned::new("default".into(), Default::default()),
@@ -494,7 +526,8 @@ pub fn compile(
         version: format!(
             "sha256:{}",
             hex::encode(Sha256::digest(canonical.as_bytes()))
-        ),
+        )
+        .into(),
         file: file.to_string(),
         audit_mode,
         selectors,
@@ -502,6 +535,8 @@ pub fn compile(
 }
 
 struct Compiler {
+    /// The file rule refs point into.
+    file: String,
     /// Byte offsets of the newlines of the FPL text, when there is one.
     newlines: Option<Vec<usize>>,
     selectors: Vec<String>,
@@ -560,10 +595,8 @@ impl Compiler {
             .redact
             .iter()
             .map(|r| {
-                Ok((
-                    pattern(&r.tool.value)?,
-                    r.args.iter().map(|p| p.value.clone()).collect(),
-                ))
+                let listed: Vec<String> = r.args.iter().map(|p| p.value.clone()).collect();
+                Ok(Redaction::new(pattern(&r.tool.value)?, &listed))
             })
             .collect::<Result<Vec<_>, CompileError>>()?;
         let costs = a
@@ -609,10 +642,6 @@ impl Compiler {
             index: RuleIndex::build(&rules),
             rules,
             rate_limits,
-            redaction_matchers: redactions
-                .iter()
-                .map(|(p, _)| ToolMatcher::new(p))
-                .collect(),
             redactions,
             costs,
             budgets,
@@ -636,8 +665,10 @@ impl Compiler {
             .as_ref()
             .map_or_else(|| format!("`{text}`"), |r| r.value.clone());
         let pattern = pattern(&r.tool.value)?;
+        let line = self.line(r);
         Ok(CompiledRule {
-            explanation,
+            explanation: explanation.into(),
+            rule_ref: format!("{}:{line}", self.file).into(),
             verdict: Verdict::of(r.effect.value),
             mandatory: r.effect.value == Effect::DenyMandatory,
             matcher: ToolMatcher::new(&pattern),
@@ -647,8 +678,8 @@ impl Compiler {
             path: r.path.as_ref().map(|p| Glob(p.value.clone())),
             condition: r.condition.as_ref().map(|c| self.expr(c)).transpose()?,
             reason: r.reason.as_ref().map(|r| r.value.clone()),
-            line: self.line(r),
-            text,
+            line,
+            text: text.into(),
         })
     }
 

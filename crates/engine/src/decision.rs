@@ -1,9 +1,12 @@
 //! What the engine answers: effect, reason code, the deciding rule, what is recorded, and a
 //! trace of every rule tried.
 
+use std::sync::Arc;
+
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use crate::car::CanonicalJson;
 use crate::compile::Verdict;
 
 /// SPEC §3.12. Never reuse a code for a different meaning.
@@ -98,7 +101,8 @@ pub enum Outcome {
 pub struct TraceStep {
     /// Line of the rule in the policy file.
     pub line: usize,
-    pub rule: String,
+    /// The rule as written in canonical FPL (shared with the compiled policy).
+    pub rule: Arc<str>,
     pub outcome: Outcome,
 }
 
@@ -111,18 +115,21 @@ pub struct CredentialBinding {
     pub ttl_ms: u64,
 }
 
+/// One decision. The strings that come from the policy (reasons of rules, rule refs, rule texts,
+/// the policy version, redacted paths) are shared with the compiled policy, not copied.
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
     pub effect: Verdict,
     pub reason_code: ReasonCode,
-    pub reason: String,
+    pub reason: Arc<str>,
     pub rule_line: Option<usize>,
     /// `governance.fms:LINE`
-    pub rule_ref: Option<String>,
-    /// The canonical arguments after redaction: what may be written anywhere.
-    pub recorded_args: serde_json::Value,
-    /// The argument paths that were redacted.
-    pub redacted: Vec<String>,
+    pub rule_ref: Option<Arc<str>>,
+    /// The RFC 8785 text of the arguments after redaction: what may be written anywhere.
+    /// `null` when the request was malformed or its agent unknown.
+    pub recorded_args: CanonicalJson,
+    /// The argument paths that were redacted, in the order the policy lists them.
+    pub redacted: Vec<Arc<str>>,
     /// SHA-256 of the canonical arguments before redaction.
     pub args_digest: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -134,6 +141,6 @@ pub struct Decision {
     /// Selector answers the decision used, by selector name.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub selectors: Vec<(String, serde_json::Value)>,
-    pub policy_version: String,
+    pub policy_version: Arc<str>,
     pub trace: Vec<TraceStep>,
 }

@@ -10,12 +10,14 @@ use fpl::ast::BudgetWindow;
 use rust_decimal::Decimal;
 use serde_json::Value as Json;
 
-use crate::car::{ActionRequest, CanonicalRequest, Limits, canonicalize};
+use crate::car::{
+    ActionRequest, CanonicalJson, CanonicalRequest, Limits, Marks, Targets, canonicalize_marking,
+};
 use crate::clock::{Clock, TimeFacts, time_facts_in, window_start_ms};
 use crate::compile::{CompiledAgent, CompiledPolicy, CompiledRule, Verdict};
 use crate::decision::{CredentialBinding, Decision, Event, Outcome, ReasonCode, TraceStep};
 use crate::eval::{EvalError, Facts, Tri, V, eval, truth};
-use crate::redact::{RedactionKey, redact_into};
+use crate::redact::{Plan, RedactionKey, plan, recorded, recorded_from_tree};
 use crate::selector::SelectorCache;
 use crate::state::{SessionStats, StateStore};
 
@@ -38,16 +40,16 @@ pub struct Engine {
 }
 
 /// The end of a decision before it is written up.
-struct Verdicts {
+struct Verdicts<'r> {
     effect: Verdict,
     code: ReasonCode,
-    reason: String,
-    rule: Option<usize>,
+    reason: Arc<str>,
+    rule: Option<&'r CompiledRule>,
     retry_after_ms: Option<u64>,
 }
 
-impl Verdicts {
-    fn new(effect: Verdict, code: ReasonCode, reason: impl Into<String>) -> Self {
+impl<'r> Verdicts<'r> {
+    fn new(effect: Verdict, code: ReasonCode, reason: impl Into<Arc<str>>) -> Self {
         Verdicts {
             effect,
             code,
@@ -57,8 +59,8 @@ impl Verdicts {
         }
     }
 
-    fn at(mut self, line: usize) -> Self {
-        self.rule = Some(line);
+    fn at(mut self, rule: &'r CompiledRule) -> Self {
+        self.rule = Some(rule);
         self
     }
 }
@@ -105,7 +107,19 @@ impl Engine {
         } else {
             None
         };
-        let canonical = canonicalize(request, &self.config.limits);
+        // The redactions are planned once the tool id is canonical, so the canonical writer can
+        // mark the values to redact as it writes them.
+        let mut tree = None;
+        let canonical = canonicalize_marking(request, &self.config.limits, |tool| {
+            match agent.map(|a| plan(&a.redactions, tool)) {
+                Some(Plan::Splice(targets)) => targets,
+                Some(Plan::Tree(statements)) => {
+                    tree = Some(statements);
+                    Targets::None
+                }
+                None => Targets::None,
+            }
+        });
         let early = early.or_else(|| {
             canonical
                 .as_ref()
@@ -118,7 +132,7 @@ impl Engine {
         let mut selectors_used = Vec::new();
         let verdicts = match (early, &canonical, agent) {
             (Some(v), ..) => v,
-            (None, Ok(car), Some(agent)) => {
+            (None, Ok((car, _)), Some(agent)) => {
                 let facts = CallFacts::new(self, agent, car);
                 let v = self.evaluate(agent, car, &facts, &mut trace, &mut events);
                 if v.effect == Verdict::Permit {
@@ -134,18 +148,20 @@ impl Engine {
                 "the request could not be read",
             ),
         };
-        // The request is no longer read: its arguments are redacted in place (never copied).
         let (digest, (recorded_args, redacted)) = match (canonical, agent) {
-            (Ok(car), Some(agent)) => (car.args_digest, self.recorded(agent, &car.tool, car.args)),
-            (Ok(car), None) => (car.args_digest, (Json::Null, Vec::new())),
-            (Err(_), _) => (String::new(), (Json::Null, Vec::new())),
+            (Ok((car, marks)), Some(_)) => (
+                car.args_digest,
+                self.recorded(car.canonical_args, car.args, &marks, tree),
+            ),
+            (Ok((car, _)), None) => (car.args_digest, (CanonicalJson::null(), Vec::new())),
+            (Err(_), _) => (String::new(), (CanonicalJson::null(), Vec::new())),
         };
         Decision {
             effect: verdicts.effect,
             reason_code: verdicts.code,
             reason: verdicts.reason,
-            rule_line: verdicts.rule,
-            rule_ref: verdicts.rule.map(|l| rule_ref(&self.policy.file, l)),
+            rule_line: verdicts.rule.map(|r| r.line),
+            rule_ref: verdicts.rule.map(|r| r.rule_ref.clone()),
             recorded_args,
             redacted,
             args_digest: digest,
@@ -159,14 +175,18 @@ impl Engine {
     }
 
     /// The arguments with every matching redaction applied: the only form ever recorded.
-    fn recorded(&self, agent: &CompiledAgent, tool: &str, mut args: Json) -> (Json, Vec<String>) {
-        let mut redacted: Vec<String> = Vec::new();
-        for ((_, paths), matcher) in agent.redactions.iter().zip(&agent.redaction_matchers) {
-            if matcher.matches(tool) {
-                redact_into(&mut args, paths, &self.config.redaction_key, &mut redacted);
-            }
+    fn recorded(
+        &self,
+        text: String,
+        args: Json,
+        marks: &Marks<'_>,
+        tree: Option<Vec<&crate::compile::Redaction>>,
+    ) -> (CanonicalJson, Vec<Arc<str>>) {
+        let key = &self.config.redaction_key;
+        match tree {
+            Some(statements) => recorded_from_tree(args, &statements, key),
+            None => recorded(text, marks, key),
         }
-        (args, redacted)
     }
 
     fn credential(&self, agent: &CompiledAgent, tool: &str) -> Option<CredentialBinding> {
@@ -182,14 +202,14 @@ impl Engine {
             })
     }
 
-    fn evaluate(
+    fn evaluate<'a>(
         &self,
-        agent: &CompiledAgent,
+        agent: &'a CompiledAgent,
         car: &CanonicalRequest,
         facts: &CallFacts<'_>,
         trace: &mut Vec<TraceStep>,
         events: &mut Vec<Event>,
-    ) -> Verdicts {
+    ) -> Verdicts<'a> {
         let tool = car.tool.as_str();
         let decided = self
             .first_match(
@@ -215,7 +235,7 @@ impl Engine {
                     Verdict::Deny => ReasonCode::RuleDeny,
                     Verdict::Defer => ReasonCode::RuleDefer,
                 };
-                Verdicts::new(rule.verdict, code, rule.explanation.clone()).at(rule.line)
+                Verdicts::new(rule.verdict, code, rule.explanation.clone()).at(rule)
             }
             Some(Err((rule, err))) => self.error_verdict(rule, err),
             None => {
@@ -281,14 +301,14 @@ impl Engine {
         None
     }
 
-    fn error_verdict(&self, rule: &CompiledRule, err: EvalError) -> Verdicts {
+    fn error_verdict<'r>(&self, rule: &'r CompiledRule, err: EvalError) -> Verdicts<'r> {
         match err {
             EvalError::Type(message) => Verdicts::new(
                 Verdict::Deny,
                 ReasonCode::EvalError,
                 format!("rule on line {}: {message}", rule.line),
             )
-            .at(rule.line),
+            .at(rule),
             EvalError::Selector { index, message } => {
                 let spec = &self.policy.selectors[index];
                 // `on_error = "defer"` must not open a way around a `deny!`.
@@ -302,20 +322,20 @@ impl Engine {
                     ReasonCode::SelectorUnavailable,
                     format!("selector `{}` is unavailable: {message}", spec.name),
                 )
-                .at(rule.line)
+                .at(rule)
             }
         }
     }
 
     /// A permit must also pass rate limits, budgets and egress; only then is state changed.
-    fn admit(
+    fn admit<'a>(
         &self,
-        agent: &CompiledAgent,
+        agent: &'a CompiledAgent,
         car: &CanonicalRequest,
         facts: &CallFacts<'_>,
-        permit: Verdicts,
+        permit: Verdicts<'a>,
         events: &mut Vec<Event>,
-    ) -> Verdicts {
+    ) -> Verdicts<'a> {
         let now = facts.now_ms;
         let session = car.session.as_deref().unwrap_or("");
         let mut rate_keys = Vec::new();
@@ -445,17 +465,6 @@ impl Engine {
             }
         }
     }
-}
-
-/// `FILE:LINE`.
-fn rule_ref(file: &str, line: usize) -> String {
-    let mut buf = [0u8; 20];
-    let digits = crate::car::decimal(line as u64, &mut buf);
-    let mut out = String::with_capacity(file.len() + 1 + digits.len());
-    out.push_str(file);
-    out.push(':');
-    out.push_str(digits);
-    out
 }
 
 fn budget_key(agent: &str, window: BudgetWindow, now_ms: i64, session: &str) -> String {

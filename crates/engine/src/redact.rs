@@ -7,15 +7,13 @@
 //! [`redaction_of`].
 
 use std::fmt;
+use std::sync::Arc;
 
-use hmac::digest::KeyInit;
-use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
-use sha2::Sha256;
+use sha2::digest::generic_array::GenericArray;
 
-use crate::car::{JcsSink, push_hex, write_jcs};
-
-type HmacSha256 = Hmac<Sha256>;
+use crate::car::{CanonicalJson, Marks, Targets, push_hex};
+use crate::compile::Redaction;
 
 /// The prefix of every redaction token.
 pub const TOKEN_PREFIX: &str = "hmac-sha256:";
@@ -23,26 +21,72 @@ pub const TOKEN_PREFIX: &str = "hmac-sha256:";
 /// A per-stack secret key for HMAC-SHA256.
 #[derive(Clone)]
 pub struct RedactionKey {
-    /// The HMAC keyed once: its inner and outer hash states after the padded key blocks, so a
-    /// token costs the hashing of the value only.
-    keyed: HmacSha256,
+    /// The SHA-256 states after the key's inner and outer padded blocks (RFC 2104), computed
+    /// once, so a token of a short value costs two compressions and nothing else (the tests
+    /// compare it with the `hmac` crate).
+    inner: [u32; 8],
+    outer: [u32; 8],
 }
+
+/// The initial SHA-256 state (FIPS 180-4 §5.3.3).
+const SHA256_H0: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
 
 impl RedactionKey {
     /// The key with these bytes.
     pub fn from_bytes(b: [u8; 32]) -> Self {
-        // HMAC zero-pads a key shorter than the hash's block size (RFC 2104 §2), so this
-        // 64-byte block is the same key as the 32 bytes, and needs no fallible length check.
-        let mut block = [0u8; 64];
-        block[..32].copy_from_slice(&b);
+        // HMAC zero-pads a key shorter than the hash's 64-byte block (RFC 2104 §2).
+        let keyed = |pad: u8| {
+            let mut block = [pad; 64];
+            for (x, k) in block.iter_mut().zip(b) {
+                *x ^= k;
+            }
+            let mut state = SHA256_H0;
+            sha2::compress256(&mut state, &[GenericArray::from(block)]);
+            state
+        };
         RedactionKey {
-            keyed: <HmacSha256 as KeyInit>::new(&block.into()),
+            inner: keyed(0x36),
+            outer: keyed(0x5c),
         }
     }
 
-    fn mac(&self) -> HmacSha256 {
-        self.keyed.clone()
+    /// HMAC-SHA256 of `msg` under this key.
+    fn hmac(&self, msg: &[u8]) -> [u8; 32] {
+        let inner = sha256_after_block(self.inner, msg);
+        sha256_after_block(self.outer, &inner)
     }
+
+    /// Appends `hmac-sha256:` and the hex HMAC of `jcs`, the JCS text of a value.
+    fn push_token(&self, jcs: &str, out: &mut String) {
+        out.push_str(TOKEN_PREFIX);
+        push_hex(out, &self.hmac(jcs.as_bytes()));
+    }
+}
+
+/// SHA-256 of a 64-byte block (whose state is `state`) followed by `msg`.
+fn sha256_after_block(mut state: [u32; 8], msg: &[u8]) -> [u8; 32] {
+    let mut blocks = msg.chunks_exact(64);
+    for block in &mut blocks {
+        sha2::compress256(&mut state, &[GenericArray::clone_from_slice(block)]);
+    }
+    // The padding (FIPS 180-4 §5.1.1): 0x80, zeros, the length in bits; one block or two.
+    let rest = blocks.remainder();
+    let mut tail = [0u8; 128];
+    tail[..rest.len()].copy_from_slice(rest);
+    tail[rest.len()] = 0x80;
+    let end = if rest.len() < 56 { 64 } else { 128 };
+    let bits = (64 + msg.len() as u64).wrapping_mul(8);
+    tail[end - 8..end].copy_from_slice(&bits.to_be_bytes());
+    for block in tail[..end].chunks_exact(64) {
+        sha2::compress256(&mut state, &[GenericArray::clone_from_slice(block)]);
+    }
+    let mut out = [0u8; 32];
+    for (bytes, word) in out.chunks_exact_mut(4).zip(state) {
+        bytes.copy_from_slice(&word.to_be_bytes());
+    }
+    out
 }
 
 impl fmt::Debug for RedactionKey {
@@ -54,30 +98,114 @@ impl fmt::Debug for RedactionKey {
 /// The string an auditor computes to test equality against a known value:
 /// `hmac-sha256:` followed by 64 lowercase hex digits of HMAC-SHA256(key, JCS(value)).
 pub fn redaction_of(value: &Value, key: &RedactionKey) -> String {
-    // The JCS text goes straight into the MAC.
-    let mut mac = key.mac();
-    if write_jcs(value, &mut MacSink(&mut mac), usize::MAX).is_err() {
-        // A `Value` always has a JCS form (its numbers are finite); never taken.
-        mac = key.mac();
-        mac.update(value.to_string().as_bytes());
-    }
+    let jcs = CanonicalJson::from_value(value);
     let mut token = String::with_capacity(TOKEN_PREFIX.len() + 64);
-    token.push_str(TOKEN_PREFIX);
-    push_hex(&mut token, &mac.finalize().into_bytes());
+    key.push_token(jcs.as_str(), &mut token);
     token
 }
 
-/// Feeds JCS text to a MAC.
-struct MacSink<'m>(&'m mut HmacSha256);
+/// How the redactions that apply to a call are done.
+#[derive(Debug)]
+pub(crate) enum Plan<'a> {
+    /// By splicing tokens into the canonical text, at the values the writer marked.
+    Splice(Targets<'a>),
+    /// Statements whose paths meet (one holds, or is, another's path): applied to the tree
+    /// one after another, as [`recorded_from_tree`] documents.
+    Tree(Vec<&'a Redaction>),
+}
 
-impl JcsSink for MacSink<'_> {
-    fn put(&mut self, s: &str) {
-        self.0.update(s.as_bytes());
+/// The plan for the statements among `redactions` whose pattern matches `tool`.
+pub(crate) fn plan<'a>(redactions: &'a [Redaction], tool: &str) -> Plan<'a> {
+    let mut applying = redactions.iter().filter(|r| r.matcher.matches(tool));
+    let Some(first) = applying.next() else {
+        return Plan::Splice(Targets::None);
+    };
+    let Some(second) = applying.next() else {
+        if first.paths.len() > Targets::MAX {
+            return Plan::Tree(vec![first]);
+        }
+        return Plan::Splice(Targets::One(&first.paths));
+    };
+    let statements: Vec<&Redaction> = [first, second].into_iter().chain(applying).collect();
+    let paths: Vec<&Arc<str>> = statements.iter().flat_map(|r| &r.paths).collect();
+    if paths.len() > Targets::MAX || meet_across(&statements) {
+        return Plan::Tree(statements);
     }
+    Plan::Splice(Targets::Many(paths))
+}
 
-    fn written(&self) -> usize {
-        0
+/// Whether a path of one statement is, or holds, or lies in, a path of another.
+fn meet_across(statements: &[&Redaction]) -> bool {
+    statements.iter().enumerate().any(|(i, a)| {
+        statements[i + 1..].iter().any(|b| {
+            a.paths.iter().any(|p| {
+                b.paths
+                    .iter()
+                    .any(|q| p == q || within(p, q) || within(q, p))
+            })
+        })
+    })
+}
+
+/// `path` lies inside `outer` (`outer` followed by a `.`).
+fn within(path: &str, outer: &str) -> bool {
+    path.len() > outer.len() && path.starts_with(outer) && path.as_bytes()[outer.len()] == b'.'
+}
+
+/// What is recorded of canonical args `text` whose marked values are redacted: the text with
+/// each of them replaced by `{"redacted":"hmac-sha256:<hex>"}` (the HMAC over the value's own
+/// text, which is its JCS form), and the paths redacted, in target order. This is the JCS
+/// text of the tree [`redact`] leaves, without building that tree.
+pub(crate) fn recorded(
+    text: String,
+    marks: &Marks<'_>,
+    key: &RedactionKey,
+) -> (CanonicalJson, Vec<Arc<str>>) {
+    if marks.found.is_empty() {
+        return (CanonicalJson::from_jcs(text), Vec::new());
     }
+    const OPEN: &str = "{\"redacted\":\"";
+    const TOKEN_LEN: usize = OPEN.len() + TOKEN_PREFIX.len() + 64 + 2;
+    let len = marks.found.iter().fold(text.len(), |n, (_, r)| {
+        n.saturating_add(TOKEN_LEN).saturating_sub(r.len())
+    });
+    let mut out = String::with_capacity(len);
+    let mut copied = 0;
+    let mut done = 0u64;
+    for (target, range) in &marks.found {
+        out.push_str(text.get(copied..range.start).unwrap_or_default());
+        out.push_str(OPEN);
+        key.push_token(text.get(range.clone()).unwrap_or_default(), &mut out);
+        out.push_str("\"}");
+        copied = range.end;
+        done |= 1 << target;
+    }
+    out.push_str(text.get(copied..).unwrap_or_default());
+    let mut redacted = Vec::with_capacity(marks.found.len());
+    while done != 0 {
+        let target = done.trailing_zeros() as usize;
+        done &= done - 1;
+        redacted.extend(marks.targets.get(target).cloned());
+    }
+    (CanonicalJson::from_jcs(out), redacted)
+}
+
+/// What is recorded of `args` under statements applied one after another, each to the
+/// arguments the previous ones left (so a statement can redact a token an earlier one put
+/// there): the JCS text of the redacted tree and the paths redacted, each once.
+pub(crate) fn recorded_from_tree(
+    mut args: Value,
+    statements: &[&Redaction],
+    key: &RedactionKey,
+) -> (CanonicalJson, Vec<Arc<str>>) {
+    let mut redacted: Vec<String> = Vec::new();
+    for r in statements {
+        redact_into(&mut args, &r.paths, key, &mut redacted);
+    }
+    (
+        CanonicalJson::from_value(&args),
+        redacted.into_iter().map(Arc::from).collect(),
+    )
 }
 
 /// Replaces each path's value in `args` with `{"redacted": "hmac-sha256:<64 hex>"}`, the HMAC
@@ -192,7 +320,10 @@ impl<'p> Iterator for Segments<'p> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hmac::{Hmac, Mac};
     use serde_json::json;
+
+    type HmacSha256 = Hmac<sha2::Sha256>;
 
     fn key(b: u8) -> RedactionKey {
         RedactionKey::from_bytes([b; 32])
@@ -227,25 +358,38 @@ mod tests {
     }
 
     #[test]
-    fn rfc_4231_vector_with_a_32_byte_key() {
-        // The zero-padded 64-byte key used by `RedactionKey::mac` is the same HMAC key as the
-        // 32 bytes: check against the library's slice constructor, and check the padding
-        // against RFC 4231 test case 1 (a 20-byte key of 0x0b, message "Hi There").
-        let k = RedactionKey::from_bytes([0x0b; 32]);
-        let mut a = k.mac();
-        a.update(b"Hi There");
-        let mut b = <HmacSha256 as Mac>::new_from_slice(&[0x0b; 32]).unwrap();
-        b.update(b"Hi There");
-        assert_eq!(a.finalize().into_bytes(), b.finalize().into_bytes());
-        // RFC 4231 test case 1 through the same padding: a 20-byte key padded to 64.
-        let mut block = [0u8; 64];
-        block[..20].copy_from_slice(&[0x0b; 20]);
-        let mut c = <HmacSha256 as KeyInit>::new(&block.into());
-        c.update(b"Hi There");
+    fn rfc_4231_vectors() {
+        // HMAC zero-pads keys, so 20 bytes of key and 12 zeros are the 20-byte key of the RFC.
+        let mut bytes = [0u8; 32];
+        bytes[..20].copy_from_slice(&[0x0b; 20]);
+        let k = RedactionKey::from_bytes(bytes);
         assert_eq!(
-            hex::encode(c.finalize().into_bytes()),
+            hex::encode(k.hmac(b"Hi There")),
             "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
         );
+        // Test case 2: key "Jefe".
+        let mut bytes = [0u8; 32];
+        bytes[..4].copy_from_slice(b"Jefe");
+        let k = RedactionKey::from_bytes(bytes);
+        assert_eq!(
+            hex::encode(k.hmac(b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+        /// Every message length around the one- and two-block paddings, and longer ones.
+        #[test]
+        fn hmac_matches_the_hmac_crate(
+            key_bytes in proptest::prelude::any::<[u8; 32]>(),
+            msg in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let mut reference = <HmacSha256 as Mac>::new_from_slice(&key_bytes).unwrap();
+            reference.update(&msg);
+            let k = RedactionKey::from_bytes(key_bytes);
+            proptest::prop_assert_eq!(k.hmac(&msg), <[u8; 32]>::from(reference.finalize().into_bytes()));
+        }
     }
 
     #[test]
@@ -375,6 +519,165 @@ mod tests {
         let mut args = json!({"card": card});
         assert_eq!(redact(&mut args, &["card", "card"], &k), vec!["card"]);
         assert_eq!(args, json!({"card": {"redacted": redaction_of(&card, &k)}}));
+    }
+
+    mod splice {
+        use super::*;
+        use crate::car::{ActionRequest, Limits, canonicalize_marking};
+        use fpl::pattern::ToolPattern;
+        use proptest::prelude::*;
+
+        /// Keys that paths can name, and some they cannot (a dot, the empty key, non-ASCII).
+        fn segment() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => "[abc]".prop_map(String::from),
+                1 => Just(String::new()),
+                1 => Just("a.b".to_string()),
+                1 => Just("\u{e9}".to_string()),
+                1 => Just("\u{1f600}".to_string()),
+                1 => Just("\u{ff61}".to_string()),
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                (-1e6f64..1e6).prop_map(Value::from),
+                "[a-z\"\\\n\u{e9}]{0,5}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 40, 5, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map(segment(), inner, 0..5)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn args() -> impl Strategy<Value = Value> {
+            prop::collection::btree_map(segment(), value(), 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect()))
+        }
+
+        /// Paths of one to three segments over the same keys (so many exist), with repeats.
+        fn path() -> impl Strategy<Value = String> {
+            prop::collection::vec(segment(), 1..4).prop_map(|segs| segs.join("."))
+        }
+
+        fn statements() -> impl Strategy<Value = Vec<Vec<String>>> {
+            prop::collection::vec(prop::collection::vec(path(), 0..5), 1..4)
+        }
+
+        /// The old way, kept as the oracle: each statement's listed paths redacted in the
+        /// tree, one statement after another, then the JCS text of the tree.
+        fn oracle(
+            args: &Value,
+            statements: &[Vec<String>],
+            k: &RedactionKey,
+        ) -> (String, Vec<String>) {
+            let mut tree = args.clone();
+            let mut redacted = Vec::new();
+            for paths in statements {
+                redact_into(&mut tree, paths, k, &mut redacted);
+            }
+            (
+                serde_json_canonicalizer::to_string(&tree).unwrap(),
+                redacted,
+            )
+        }
+
+        /// The engine's way: a plan, marks while writing the canonical text, then a splice.
+        fn spliced(
+            args: &Value,
+            statements: &[Vec<String>],
+            k: &RedactionKey,
+        ) -> (String, Vec<String>, bool) {
+            let compiled: Vec<Redaction> = statements
+                .iter()
+                .map(|paths| Redaction::new(ToolPattern::parse("**").unwrap(), paths))
+                .collect();
+            let req = ActionRequest {
+                agent: "a".into(),
+                tool: "t".into(),
+                args: args.clone(),
+                ..ActionRequest::default()
+            };
+            let mut tree = None;
+            let (car, marks) = canonicalize_marking(req, &Limits::default(), |tool| {
+                match plan(&compiled, tool) {
+                    Plan::Splice(targets) => targets,
+                    Plan::Tree(statements) => {
+                        tree = Some(statements);
+                        Targets::None
+                    }
+                }
+            })
+            .unwrap();
+            // Each marked slice is the JCS text of the value at its path.
+            for (target, range) in &marks.found {
+                let path = marks.targets.get(*target).unwrap();
+                let value = lookup(&car.args, path).unwrap();
+                let jcs = serde_json_canonicalizer::to_string(value).unwrap();
+                assert_eq!(&car.canonical_args[range.clone()], jcs, "{path}");
+            }
+            let spliced = tree.is_none();
+            let (text, redacted) = match tree {
+                Some(statements) => recorded_from_tree(car.args, &statements, k),
+                None => recorded(car.canonical_args, &marks, k),
+            };
+            let redacted = redacted.iter().map(|p| p.to_string()).collect();
+            (text.into_string(), redacted, spliced)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3_000))]
+            #[test]
+            fn splicing_records_what_tree_redaction_recorded(
+                args in args(),
+                statements in statements(),
+                key_bytes in any::<[u8; 32]>(),
+            ) {
+                let k = RedactionKey::from_bytes(key_bytes);
+                let (want, want_paths) = oracle(&args, &statements, &k);
+                let (got, got_paths, _) = spliced(&args, &statements, &k);
+                prop_assert_eq!(got, want);
+                prop_assert_eq!(got_paths, want_paths);
+            }
+        }
+
+        #[test]
+        fn one_statement_or_disjoint_statements_splice_others_use_the_tree() {
+            let k = key(9);
+            let args = json!({"a": {"b": "x", "c": 1}, "b": [1, {"c": 2}], "c": "y"});
+            let cases: [(&[&[&str]], bool); 5] = [
+                (&[&["a.b", "c", "a", "a.b", "zz"]], true),
+                (&[&["a.b"], &["c"]], true),
+                (&[&["a.b"], &["a"]], false),
+                (&[&["c"], &["c"]], false),
+                (&[&["a"], &["a.redacted"]], false),
+            ];
+            for (statements, splices) in cases {
+                let statements: Vec<Vec<String>> = statements
+                    .iter()
+                    .map(|s| s.iter().map(|p| p.to_string()).collect())
+                    .collect();
+                let (got, got_paths, spliced) = spliced(&args, &statements, &k);
+                assert_eq!(spliced, splices, "{statements:?}");
+                assert_eq!(
+                    (got, got_paths),
+                    oracle(&args, &statements, &k),
+                    "{statements:?}"
+                );
+            }
+            // A later statement redacts the token an earlier one left: kept as it was.
+            let statements = vec![vec!["a".to_string()], vec!["a.redacted".to_string()]];
+            let (text, paths, _) = spliced(&args, &statements, &k);
+            assert_eq!(paths, ["a", "a.redacted"]);
+            let token = redaction_of(&json!(redaction_of(&args["a"], &k)), &k);
+            assert!(text.contains(&token), "{text}");
+        }
     }
 
     mod props {

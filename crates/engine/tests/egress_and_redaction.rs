@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::{REDACTION_KEY, expect, expect_rule, harness, line_of, permitted};
 use engine::compile::Verdict::{Defer, Deny, Permit};
 use engine::decision::{Decision, ReasonCode as R};
@@ -212,18 +214,21 @@ fn recorded_args_hold_tokens_never_values() {
     let args = charge_args();
     let d = h.decide("payments", "stripe/charge", args.clone());
     permitted(&d);
+    let expected = json!({
+        "amount": 250,
+        "currency": "usd",
+        "card_number": token(&json!("4242424242424242")),
+        "cvv": token(&json!("123")),
+        "card": {"holder": token(&json!("Ada Lovelace")), "exp": "12/30"},
+        "api_key": token(&json!("sk_live_abcdef"))
+    });
+    assert_eq!(d.recorded_args.to_value(), expected);
+    // Recorded as the RFC 8785 text of the redacted arguments, byte for byte.
     assert_eq!(
-        d.recorded_args,
-        json!({
-            "amount": 250,
-            "currency": "usd",
-            "card_number": token(&json!("4242424242424242")),
-            "cvv": token(&json!("123")),
-            "card": {"holder": token(&json!("Ada Lovelace")), "exp": "12/30"},
-            "api_key": token(&json!("sk_live_abcdef"))
-        })
+        d.recorded_args.as_str(),
+        serde_json_canonicalizer::to_string(&expected).unwrap()
     );
-    let mut redacted = d.redacted.clone();
+    let mut redacted: Vec<&str> = d.redacted.iter().map(|p| &**p).collect();
     redacted.sort();
     assert_eq!(
         redacted,
@@ -234,7 +239,8 @@ fn recorded_args_hold_tokens_never_values() {
         assert!(!text.contains(secret), "{secret} leaked: {text}");
     }
     // Each token is `hmac-sha256:` and 64 lowercase hex digits.
-    let t = d.recorded_args["cvv"]["redacted"].as_str().unwrap();
+    let recorded = d.recorded_args.to_value();
+    let t = recorded["cvv"]["redacted"].as_str().unwrap();
     let hex = t.strip_prefix("hmac-sha256:").unwrap();
     assert_eq!(hex.len(), 64);
     assert!(
@@ -246,10 +252,13 @@ fn recorded_args_hold_tokens_never_values() {
     other["cvv"] = json!("124");
     let d2 = h.decide("payments", "stripe/charge", other);
     assert_eq!(
-        d2.recorded_args["card_number"],
-        d.recorded_args["card_number"]
+        d2.recorded_args.to_value()["card_number"],
+        d.recorded_args.to_value()["card_number"]
     );
-    assert_ne!(d2.recorded_args["cvv"], d.recorded_args["cvv"]);
+    assert_ne!(
+        d2.recorded_args.to_value()["cvv"],
+        d.recorded_args.to_value()["cvv"]
+    );
 }
 
 #[test]
@@ -275,14 +284,14 @@ fn redaction_applies_whatever_the_decision() {
         let text = serde_json::to_string(d).unwrap();
         assert!(!text.contains("sk_live_abcdef"), "{text}");
         assert!(!text.contains("4242424242424242"), "{text}");
-        assert!(d.redacted.contains(&"api_key".to_string()));
+        assert!(d.redacted.iter().any(|p| &**p == "api_key"));
     }
     // A stopped agent's call is recorded redacted too.
     h.engine.state().set_killed(Some("payments"), true);
     let d = h.decide("payments", "stripe/charge", charge_args());
     expect(&d, Deny, R::KillSwitch);
     assert_eq!(
-        d.recorded_args["card_number"],
+        d.recorded_args.to_value()["card_number"],
         token(&json!("4242424242424242"))
     );
 }
@@ -296,9 +305,9 @@ fn redaction_follows_the_tool_pattern_and_whole_values() {
         "stripe/refund",
         json!({"card_number": "4111", "api_key": "k"}),
     );
-    assert_eq!(d.recorded_args["card_number"], json!("4111"));
-    assert_eq!(d.recorded_args["api_key"], token(&json!("k")));
-    assert_eq!(d.redacted, vec!["api_key"]);
+    assert_eq!(d.recorded_args.to_value()["card_number"], json!("4111"));
+    assert_eq!(d.recorded_args.to_value()["api_key"], token(&json!("k")));
+    assert_eq!(d.redacted, [Arc::from("api_key")]);
     // A whole object or list is replaced, with the token of its canonical form.
     let d = h.decide(
         "payments",
@@ -306,18 +315,21 @@ fn redaction_follows_the_tool_pattern_and_whole_values() {
         json!({"amount": 1, "cvv": {"b": [1, 2], "a": "x"}}),
     );
     assert_eq!(
-        d.recorded_args["cvv"],
+        d.recorded_args.to_value()["cvv"],
         token(&json!({"a": "x", "b": [1, 2]}))
     );
     // Numbers are redacted like strings.
     let d = h.decide("payments", "other/tool", json!({"amount": 12345}));
-    assert_eq!(d.recorded_args, json!({"amount": token(&json!(12345))}));
+    assert_eq!(
+        d.recorded_args.to_value(),
+        json!({"amount": token(&json!(12345))})
+    );
     assert!(!serde_json::to_string(&d).unwrap().contains("12345"));
     // Absent paths are not errors and are not listed.
     let d = h.decide("payments", "stripe/charge", json!({"amount": 1}));
     permitted(&d);
     assert!(d.redacted.is_empty());
-    assert_eq!(d.recorded_args, json!({"amount": 1}));
+    assert_eq!(d.recorded_args.to_value(), json!({"amount": 1}));
 }
 
 #[test]
@@ -353,7 +365,7 @@ fn args_digest_is_of_the_canonical_unredacted_args() {
     let args = charge_args();
     let d = h.decide("payments", "stripe/charge", args.clone());
     assert_eq!(d.args_digest, digest_of(&args));
-    assert_ne!(d.args_digest, digest_of(&d.recorded_args));
+    assert_ne!(d.args_digest, digest_of(&d.recorded_args.to_value()));
     // Key order, whitespace and number spelling do not change the digest.
     let reordered: Value = serde_json::from_str(
         r#"{ "api_key":"sk_live_abcdef", "card":{"exp":"12/30","holder":"Ada Lovelace"},

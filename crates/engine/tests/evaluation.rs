@@ -848,7 +848,7 @@ agent "bot" {
     let h = harness(src);
     let d = h.decide("bot", "stripe/payouts", json!({}));
     expect(&d, Deny, R::RuleDeny);
-    assert_eq!(d.reason, "payouts are done by finance");
+    assert_eq!(&*d.reason, "payouts are done by finance");
     // Without a reason, the rule itself explains the decision.
     let d = h.decide("bot", "stripe/refund", json!({"amount": 1}));
     permitted(&d);
