@@ -96,7 +96,9 @@ pub(crate) fn row_by_id(
     id: &str,
 ) -> Result<Option<Record>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT seq, hash, body FROM dpr WHERE chain = ?1 AND id = ?2 ORDER BY seq LIMIT 1",
+        // Not `ORDER BY seq LIMIT 1`: the planner would walk the primary key instead of `dpr_id`.
+        "SELECT seq, hash, body FROM dpr WHERE chain = ?1
+         AND seq = (SELECT MIN(seq) FROM dpr WHERE chain = ?1 AND id = ?2)",
     )?;
     let mut rows = stmt.query(params![chain, id])?;
     rows.next()?.map(record).transpose()
