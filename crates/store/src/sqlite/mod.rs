@@ -36,6 +36,8 @@ pub const FILE_NAME: &str = "faramesh.db";
 const QUEUE: usize = 16_384;
 /// Idle reader connections kept for reuse.
 const IDLE_READERS: usize = 8;
+/// How often the background checkpointer copies the WAL into the database file.
+const CHECKPOINT_PERIOD: Duration = Duration::from_millis(100);
 
 /// How to open a store (SPEC §3.3 `runtime` keys).
 #[derive(Debug, Clone)]
@@ -213,6 +215,7 @@ pub struct SqliteStore {
     reader: SqliteReader,
     sender: SyncSender<Op>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Mutex<Option<Background>>,
     state: Arc<DurableState>,
     health: Arc<Mutex<Health>>,
     approval_ttl_ms: u64,
@@ -237,6 +240,10 @@ impl SqliteStore {
             healthy: true,
             ..Health::default()
         }));
+        // WAL checkpoints run on their own thread and connection, not inside the writer's
+        // commits, where they would stall every ticket of the batch.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = spawn_checkpointer(&path)?;
         let (sender, rx) = sync_channel(QUEUE);
         let writer = Writer {
             conn,
@@ -267,6 +274,7 @@ impl SqliteStore {
             },
             sender,
             writer: Mutex::new(Some(handle)),
+            checkpointer: Mutex::new(Some(checkpointer)),
             state,
             health,
             approval_ttl_ms: config.approval_ttl_ms,
@@ -297,6 +305,39 @@ impl SqliteStore {
             .map_err(|_| StoreError::Closed)?;
         rx.recv().unwrap_or(Err(StoreError::Closed))
     }
+}
+
+/// A background thread and the channel whose closing stops it.
+#[derive(Debug)]
+struct Background {
+    stop: SyncSender<()>,
+    handle: JoinHandle<()>,
+}
+
+impl Background {
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.handle.join();
+    }
+}
+
+/// Copies the WAL back into the database every [`CHECKPOINT_PERIOD`] (PASSIVE: never waits
+/// for the writer or readers), and once more when stopped.
+fn spawn_checkpointer(path: &Path) -> Result<Background, StoreError> {
+    let conn = connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    let (stop, rx) = sync_channel::<()>(1);
+    let handle = std::thread::Builder::new()
+        .name("faramesh-store-checkpointer".into())
+        .spawn(move || {
+            let pass = || conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                rx.recv_timeout(CHECKPOINT_PERIOD)
+            {
+                let _ = pass();
+            }
+            let _ = pass();
+        })?;
+    Ok(Background { stop, handle })
 }
 
 impl Drop for SqliteStore {
@@ -458,9 +499,11 @@ impl Store for SqliteStore {
             Ok(()) => rx.recv().unwrap_or(Err(StoreError::Closed)),
             Err(_) => Err(StoreError::Closed),
         };
-        handle
-            .join()
-            .map_err(|_| StoreError::Storage("the writer thread panicked".into()))?;
+        let joined = handle.join();
+        if let Some(c) = lock(&self.checkpointer).take() {
+            c.stop();
+        }
+        joined.map_err(|_| StoreError::Storage("the writer thread panicked".into()))?;
         result
     }
 }

@@ -123,6 +123,8 @@ fn checkpoint(tx: &Transaction<'_>, head: &mut Head) -> Result<(), StoreError> {
 #[derive(Default)]
 struct Owed {
     acks: Vec<(oneshot::Sender<Reply>, Appended)>,
+    /// Records whose insert failed (the batch fails with them).
+    failed: Vec<oneshot::Sender<Reply>>,
     finishes: Vec<Finish>,
     /// Tickets already answered (interval mode): records lost if the commit fails.
     answered: u64,
@@ -132,6 +134,10 @@ impl Owed {
     fn settle(self, result: &Result<(), StoreError>) {
         for (tx, appended) in self.acks {
             let _ = tx.send(result.clone().map(|()| appended));
+        }
+        let unwritten = || StoreError::Storage("the record was not written".into());
+        for tx in self.failed {
+            let _ = tx.send(Err(result.clone().err().unwrap_or_else(unwritten)));
         }
         for finish in self.finishes {
             finish(result.clone());
@@ -342,8 +348,9 @@ fn process(
                     let _ = reply.send(Ok(a));
                 }
                 Ok(a) => owed.acks.push((reply, a)),
+                // Answered with the batch, after the health is updated.
                 Err(e) => {
-                    let _ = reply.send(Err(e.clone()));
+                    owed.failed.push(reply);
                     return Err(e);
                 }
             }
