@@ -331,7 +331,14 @@ impl Dpr {
 
     /// The JCS text of every field but `hash`: what the hash covers and what the store keeps.
     pub fn body(&self) -> String {
-        let mut out = String::with_capacity(512 + self.args.as_ref().map_or(0, |a| a.0.len()));
+        // Room for the fixed fields and the usual variable ones, so the body is written without
+        // growing.
+        let variable = [&self.args, &self.principal, &self.selectors, &self.events]
+            .iter()
+            .map(|c| c.as_ref().map_or(0, |c| c.0.len()))
+            .sum::<usize>()
+            + self.reason.as_ref().map_or(0, String::len);
+        let mut out = String::with_capacity(768 + variable);
         let mut o = Object::open(&mut out);
         o.opt_str("adapter", self.adapter.as_deref())
             .opt_str("agent", self.agent.as_deref());

@@ -343,7 +343,11 @@ fn scan_links(body: &str) -> Option<Links<'_>> {
         match key {
             "chain" => links.chain = Some(unquote(value)?),
             "prev_hash" => links.prev_hash = Some(unquote(value)?),
-            "seq" => links.seq = value.parse().ok(),
+            "seq" => {
+                links.seq = value.parse().ok();
+                // The members after `seq` (session, time, tool) link nothing.
+                break;
+            }
             _ => {}
         }
     }
