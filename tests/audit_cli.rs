@@ -27,9 +27,23 @@ fn record(i: u64) -> Dpr {
         1_795_251_600_000 + i as i64 * 1000,
         "v1".into(),
     );
-    d.agent = Some(if i.is_multiple_of(2) { "support-bot" } else { "ops-bot" }.into());
+    d.agent = Some(
+        if i.is_multiple_of(2) {
+            "support-bot"
+        } else {
+            "ops-bot"
+        }
+        .into(),
+    );
     d.tool = Some("stripe/refund".into());
-    d.effect = Some(if i.is_multiple_of(10) { "deny" } else { "permit" }.into());
+    d.effect = Some(
+        if i.is_multiple_of(10) {
+            "deny"
+        } else {
+            "permit"
+        }
+        .into(),
+    );
     d.mode = Some("enforce".into());
     d.reason_code = Some(
         if i.is_multiple_of(10) {
