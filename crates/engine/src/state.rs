@@ -52,6 +52,14 @@ pub struct SessionStats {
     pub cost: Decimal,
 }
 
+impl SessionStats {
+    /// Counts one more call costing `cost` (saturating: counters never wrap).
+    pub fn record(&mut self, cost: Decimal) {
+        self.calls = self.calls.saturating_add(1);
+        self.cost = add_saturating(self.cost, cost);
+    }
+}
+
 /// The GCRA state of one rate-limit key: the theoretical arrival time (TAT).
 ///
 /// Time is kept in exact units of `ms × limit`, in which the emission interval
@@ -283,15 +291,11 @@ impl StateStore for MemoryState {
 
     fn session_record(&self, session: &str, cost: Decimal) {
         let mut sessions = lock(&self.sessions);
-        let record = |stats: &mut SessionStats| {
-            stats.calls = stats.calls.saturating_add(1);
-            stats.cost = add_saturating(stats.cost, cost);
-        };
         match sessions.get_mut(session) {
-            Some(stats) => record(stats),
+            Some(stats) => stats.record(cost),
             None => {
                 let mut stats = SessionStats::default();
-                record(&mut stats);
+                stats.record(cost);
                 sessions.insert(session.to_owned(), stats);
             }
         }

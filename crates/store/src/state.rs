@@ -95,14 +95,6 @@ fn mark(set: &mut HashSet<String>, key: &str) {
     }
 }
 
-fn add_saturating(a: Decimal, b: Decimal) -> Decimal {
-    a.checked_add(b).unwrap_or(if b.is_sign_negative() {
-        Decimal::MIN
-    } else {
-        Decimal::MAX
-    })
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -290,8 +282,7 @@ impl StateStore for DurableState {
                 Some(s) => s,
                 None => sessions.entry(session.to_owned()).or_default(),
             };
-            stats.calls = stats.calls.saturating_add(1);
-            stats.cost = add_saturating(stats.cost, cost);
+            stats.record(cost);
         }
         mark(&mut self.dirty().sessions, session);
     }
