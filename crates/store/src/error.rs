@@ -23,7 +23,7 @@ pub enum StoreError {
         token: String,
         status: ApprovalStatus,
     },
-    #[error("approval `{0}` was given for different arguments")]
+    #[error("approval `{0}` was given for a different call (agent, tool or arguments)")]
     DigestMismatch(String),
     #[error("no policy version `{0}`")]
     UnknownPolicy(String),

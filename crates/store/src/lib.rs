@@ -28,8 +28,8 @@ use audit::verify::Row;
 pub use error::StoreError;
 pub use ticket::{Appended, Ticket};
 pub use types::{
-    Approval, ApprovalStatus, DEFAULT_APPROVAL_TTL_MS, Durability, Filter, Health, Kill,
-    NewApproval, PolicyApplied, PolicyApply, PolicyVersion, Resolution, new_token,
+    Approval, ApprovalStatus, ApprovedCall, DEFAULT_APPROVAL_TTL_MS, Durability, Filter, Health,
+    Kill, NewApproval, PolicyApplied, PolicyApply, PolicyVersion, Resolution, new_token,
 };
 
 /// A record as the audit commands read it: `seq`, `hash` and the stored body.
@@ -106,11 +106,12 @@ pub trait Store: AuditRead {
         resolution: Resolution,
         now_ms: i64,
     ) -> Result<Approval, StoreError>;
-    /// Spends an approved approval on the call whose arguments digest to `args_digest`: once.
+    /// Spends an approved, unexpired approval, once, on `call`: the same agent, tool and
+    /// arguments digest as the call that was approved.
     fn consume_approval(
         &self,
         token: &str,
-        args_digest: &str,
+        call: &ApprovedCall,
         now_ms: i64,
     ) -> Result<Approval, StoreError>;
     /// Marks pending approvals past their expiry as expired; returns how many.

@@ -146,6 +146,14 @@ pub struct Approval {
     pub chain: String,
 }
 
+/// The call an approval is spent on: it must be the call that was approved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovedCall {
+    pub agent: String,
+    pub tool: String,
+    pub args_digest: String,
+}
+
 /// An operator's answer to a pending approval.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolution {

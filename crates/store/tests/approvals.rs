@@ -3,7 +3,7 @@
 
 mod common;
 
-use store::{ApprovalStatus, NewApproval, Resolution, Store, StoreError};
+use store::{ApprovalStatus, ApprovedCall, NewApproval, Resolution, Store, StoreError};
 
 const T0: i64 = 1_767_258_000_000;
 const HOUR: i64 = 3_600_000;
@@ -16,6 +16,15 @@ fn refund(amount: u32) -> NewApproval {
         args_digest: format!("digest-{amount}"),
         rule_ref: Some("governance.fms:12".into()),
         reason: Some("refunds need a human".into()),
+    }
+}
+
+/// The refund call whose arguments digest to `digest`.
+fn call(digest: &str) -> ApprovedCall {
+    ApprovedCall {
+        agent: refund(0).agent,
+        tool: refund(0).tool,
+        args_digest: digest.into(),
     }
 }
 
@@ -60,16 +69,27 @@ fn approval_binds_the_digest_and_is_spent_once() {
 
     // An approval of $80 is never spent on $8000.
     assert_eq!(
-        store.consume_approval(&a.token, "digest-8000", T0 + 20),
+        store.consume_approval(&a.token, &call("digest-8000"), T0 + 20),
         Err(StoreError::DigestMismatch(a.token.clone()))
     );
+    // Nor by another agent, nor on another tool, with the same arguments.
+    let mut other_agent = call("digest-80");
+    other_agent.agent = "intruder-bot".into();
+    let mut other_tool = call("digest-80");
+    other_tool.tool = "stripe/payouts".into();
+    for wrong in [other_agent, other_tool] {
+        assert_eq!(
+            store.consume_approval(&a.token, &wrong, T0 + 25),
+            Err(StoreError::DigestMismatch(a.token.clone()))
+        );
+    }
     let spent = store
-        .consume_approval(&a.token, "digest-80", T0 + 30)
+        .consume_approval(&a.token, &call("digest-80"), T0 + 30)
         .unwrap();
     assert_eq!(spent.status, ApprovalStatus::Consumed);
     assert_eq!(spent.consumed_ms, Some(T0 + 30));
     assert!(matches!(
-        store.consume_approval(&a.token, "digest-80", T0 + 40),
+        store.consume_approval(&a.token, &call("digest-80"), T0 + 40),
         Err(StoreError::NotApproved {
             status: ApprovalStatus::Consumed,
             ..
@@ -92,7 +112,11 @@ fn concurrent_spends_succeed_once() {
     let handles: Vec<_> = (0..16)
         .map(|_| {
             let (store, token) = (std::sync::Arc::clone(&store), a.token.clone());
-            std::thread::spawn(move || store.consume_approval(&token, "digest-80", T0).is_ok())
+            std::thread::spawn(move || {
+                store
+                    .consume_approval(&token, &call("digest-80"), T0)
+                    .is_ok()
+            })
         })
         .collect();
     let wins = handles
@@ -101,6 +125,23 @@ fn concurrent_spends_succeed_once() {
         .filter(|w| *w)
         .count();
     assert_eq!(wins, 1);
+}
+
+#[test]
+fn an_approval_not_spent_before_its_expiry_is_not_spendable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = common::open(dir.path(), |c| c.approval_ttl_ms = 60_000);
+    let a = store.request_approval(refund(80), T0).unwrap();
+    store
+        .resolve_approval(&a.token, approve("alice"), T0 + 59_000)
+        .unwrap();
+    assert_eq!(
+        store.consume_approval(&a.token, &call("digest-80"), T0 + 60_000),
+        Err(StoreError::NotApproved {
+            token: a.token.clone(),
+            status: ApprovalStatus::Expired
+        })
+    );
 }
 
 #[test]
@@ -157,7 +198,7 @@ fn expired_rejected_and_resolved_approvals_cannot_be_resolved() {
         })
     ));
     assert!(matches!(
-        store.consume_approval(&r.token, "digest-2", T0 + 7),
+        store.consume_approval(&r.token, &call("digest-2"), T0 + 7),
         Err(StoreError::NotApproved {
             status: ApprovalStatus::Rejected,
             ..
@@ -204,6 +245,8 @@ fn approvals_survive_reopen() {
         a.token
     };
     let (store, _) = common::open(dir.path(), |_| {});
-    let a = store.consume_approval(&token, "digest-80", T0 + 1).unwrap();
+    let a = store
+        .consume_approval(&token, &call("digest-80"), T0 + 1)
+        .unwrap();
     assert_eq!(a.approver.as_deref(), Some("alice"));
 }

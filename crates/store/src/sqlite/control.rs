@@ -8,8 +8,8 @@ use super::persist::ALL_AGENTS;
 use super::writer::Batch;
 use crate::types::check_version;
 use crate::{
-    Approval, ApprovalStatus, Kill, NewApproval, PolicyApplied, PolicyVersion, Resolution,
-    StoreError, new_token,
+    Approval, ApprovalStatus, ApprovedCall, Kill, NewApproval, PolicyApplied, PolicyVersion,
+    Resolution, StoreError, new_token,
 };
 
 const APPROVAL_COLUMNS: &str = "token, chain, agent, tool, args, args_digest, rule_ref, reason, \
@@ -158,17 +158,25 @@ pub(crate) fn resolve(
 pub(crate) fn consume(
     b: &mut Batch<'_>,
     token: &str,
-    digest: &str,
+    call: &ApprovedCall,
     now_ms: i64,
 ) -> Result<Approval, StoreError> {
-    // One statement: two concurrent retries can never both spend it.
+    // One statement: two concurrent retries can never both spend it, and it is spent only on
+    // the call that was approved (agent, tool and arguments), before it expires.
     let n = b
         .tx()
         .prepare_cached(
-            "UPDATE approvals SET status = 'consumed', consumed_ms = ?3
-             WHERE token = ?1 AND status = 'approved' AND args_digest = ?2",
+            "UPDATE approvals SET status = 'consumed', consumed_ms = ?5
+             WHERE token = ?1 AND status = 'approved'
+               AND agent = ?2 AND tool = ?3 AND args_digest = ?4 AND expires_ms > ?5",
         )?
-        .execute(params![token, digest, now_ms])?;
+        .execute(params![
+            token,
+            call.agent,
+            call.tool,
+            call.args_digest,
+            now_ms
+        ])?;
     let found = approval(b.tx(), token, now_ms)?;
     match found {
         None => Err(StoreError::UnknownApproval(token.to_owned())),
@@ -176,6 +184,10 @@ pub(crate) fn consume(
         Some(a) if a.status != ApprovalStatus::Approved => Err(StoreError::NotApproved {
             token: token.to_owned(),
             status: a.status,
+        }),
+        Some(a) if a.expires_ms <= now_ms => Err(StoreError::NotApproved {
+            token: token.to_owned(),
+            status: ApprovalStatus::Expired,
         }),
         Some(_) => Err(StoreError::DigestMismatch(token.to_owned())),
     }

@@ -24,9 +24,9 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::state::DurableState;
 use crate::{
-    Approval, ApprovalStatus, AuditRead, DEFAULT_APPROVAL_TTL_MS, Durability, Filter, Health, Kill,
-    NewApproval, PolicyApplied, PolicyApply, PolicyVersion, Record, Resolution, Store, StoreError,
-    Ticket,
+    Approval, ApprovalStatus, ApprovedCall, AuditRead, DEFAULT_APPROVAL_TTL_MS, Durability, Filter,
+    Health, Kill, NewApproval, PolicyApplied, PolicyApply, PolicyVersion, Record, Resolution,
+    Store, StoreError, Ticket,
 };
 use writer::{Batch, Finish, Head, Job, Op, Writer};
 
@@ -456,11 +456,11 @@ impl Store for SqliteStore {
     fn consume_approval(
         &self,
         token: &str,
-        args_digest: &str,
+        call: &ApprovedCall,
         now_ms: i64,
     ) -> Result<Approval, StoreError> {
-        let (token, digest) = (token.to_owned(), args_digest.to_owned());
-        self.run(move |b| control::consume(b, &token, &digest, now_ms))
+        let (token, call) = (token.to_owned(), call.clone());
+        self.run(move |b| control::consume(b, &token, &call, now_ms))
     }
 
     fn expire_approvals(&self, now_ms: i64) -> Result<u64, StoreError> {
