@@ -27,32 +27,17 @@ fn record(i: u64) -> Dpr {
         1_795_251_600_000 + i as i64 * 1000,
         "v1".into(),
     );
-    d.agent = Some(
-        if i.is_multiple_of(2) {
-            "support-bot"
-        } else {
-            "ops-bot"
-        }
-        .into(),
-    );
+    let deny = i.is_multiple_of(10);
+    let agent = if i.is_multiple_of(2) {
+        "support-bot"
+    } else {
+        "ops-bot"
+    };
+    d.agent = Some(agent.into());
     d.tool = Some("stripe/refund".into());
-    d.effect = Some(
-        if i.is_multiple_of(10) {
-            "deny"
-        } else {
-            "permit"
-        }
-        .into(),
-    );
+    d.effect = Some(if deny { "deny" } else { "permit" }.into());
     d.mode = Some("enforce".into());
-    d.reason_code = Some(
-        if i.is_multiple_of(10) {
-            "RULE_DENY"
-        } else {
-            "RULE_PERMIT"
-        }
-        .into(),
-    );
+    d.reason_code = Some(if deny { "RULE_DENY" } else { "RULE_PERMIT" }.into());
     d.reason = Some("refunds, \"small\" ones\nonly".into());
     d.rule_ref = Some("governance.fms:7".into());
     d.args = Some(Canonical::of(&json!({"amount": i, "currency": "usd"})).unwrap());

@@ -23,18 +23,18 @@ pub(crate) fn push_ms(out: &mut String, ms: i64) {
         in_day / 1000 % 60,
         in_day % 1000,
     );
-    push_digits(out, y, 4);
-    out.push('-');
-    push_digits(out, m, 2);
-    out.push('-');
-    push_digits(out, d, 2);
-    out.push('T');
-    push_digits(out, h, 2);
-    out.push(':');
-    push_digits(out, min, 2);
-    out.push(':');
-    push_digits(out, s, 2);
-    out.push('.');
+    // Each part and the separator that follows it.
+    for (n, width, sep) in [
+        (y, 4, '-'),
+        (m, 2, '-'),
+        (d, 2, 'T'),
+        (h, 2, ':'),
+        (min, 2, ':'),
+        (s, 2, '.'),
+    ] {
+        push_digits(out, n, width);
+        out.push(sep);
+    }
     push_digits(out, milli, 3);
     out.push('Z');
 }
