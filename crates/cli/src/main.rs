@@ -1,4 +1,4 @@
-//! `faramesh`: one binary for the whole product. This commands: `check` and `fmt`.
+//! `faramesh`: one binary for the whole product.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod audit;
 mod check;
 mod decide;
+mod dev;
 mod fmt;
+mod ops;
 mod stack;
 
 #[derive(Debug, Parser)]
@@ -69,6 +71,66 @@ enum Command {
     /// Read and verify the audit log: verify, export, tail, show, proof.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Check and compile the stack's policy, then hot-swap it into the running daemon, or
+    /// start the daemon in the background. A policy that does not check changes nothing.
+    Apply {
+        #[command(flatten)]
+        stack: ops::StackArg,
+    },
+    /// Run the daemon in the foreground with the in-process dev stubs (secrets, identity, an
+    /// ephemeral signing key, a JSONL audit sink). Records are tagged dev.
+    Dev {
+        #[command(flatten)]
+        stack: ops::StackArg,
+    },
+    /// Stop the running daemon: calls in flight finish, the log is checkpointed.
+    Stop {
+        #[command(flatten)]
+        stack: ops::StackArg,
+    },
+    /// The daemon's state, policy version, uptime, pending approvals, trust level and store.
+    ///
+    /// Exit codes: 0 running, 3 not running.
+    Status {
+        #[command(flatten)]
+        stack: ops::StackArg,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// List, show, approve, reject or watch deferred calls (operator only).
+    #[command(subcommand)]
+    Approvals(ops::ApprovalsCommand),
+    /// Turn an agent's kill switch on: every call it makes is denied.
+    Kill {
+        agent: Option<String>,
+        /// Every agent.
+        #[arg(long, conflicts_with = "agent")]
+        all: bool,
+        #[command(flatten)]
+        stack: ops::StackArg,
+    },
+    /// Turn an agent's kill switch off.
+    Unkill {
+        agent: Option<String>,
+        #[arg(long, conflicts_with = "agent")]
+        all: bool,
+        #[command(flatten)]
+        stack: ops::StackArg,
+    },
+    /// Put an earlier policy version back in force (the one before the current by default).
+    Rollback {
+        /// A version (or a prefix of one) from the policy history.
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        stack: ops::StackArg,
+    },
+    /// The daemon itself, in the foreground (what `apply` starts in the background).
+    #[command(hide = true)]
+    Daemon {
+        #[command(flatten)]
+        stack: ops::StackArg,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -101,6 +163,15 @@ fn main() -> ExitCode {
         Command::Test { paths } => decide::run_test(&paths),
         Command::Decide(args) => decide::run_decide(args),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Apply { stack } => ops::apply(&stack),
+        Command::Dev { stack } => ops::run_daemon(&stack, true),
+        Command::Daemon { stack } => ops::run_daemon(&stack, false),
+        Command::Stop { stack } => ops::stop(&stack),
+        Command::Status { stack, format } => ops::status(&stack, format == OutputFormat::Json),
+        Command::Approvals(cmd) => ops::approvals(cmd),
+        Command::Kill { agent, all, stack } => ops::kill(&stack, agent, all, true),
+        Command::Unkill { agent, all, stack } => ops::kill(&stack, agent, all, false),
+        Command::Rollback { to, stack } => ops::rollback(&stack, to),
     }
 }
 

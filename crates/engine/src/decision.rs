@@ -31,6 +31,13 @@ pub enum ReasonCode {
     Approved,
     ApprovalRejected,
     ApprovalExpired,
+    /// The defer token given does not approve this call (another agent, tool or arguments,
+    /// or no such approval).
+    ApprovalMismatch,
+    /// The approval was already spent on one permitted retry.
+    ApprovalConsumed,
+    /// The approval could not be created or read (storage failure): fail closed.
+    ApprovalUnavailable,
     CredentialUnavailable,
     AuditUnavailable,
 }
@@ -56,6 +63,9 @@ impl ReasonCode {
             ReasonCode::Approved => "APPROVED",
             ReasonCode::ApprovalRejected => "APPROVAL_REJECTED",
             ReasonCode::ApprovalExpired => "APPROVAL_EXPIRED",
+            ReasonCode::ApprovalMismatch => "APPROVAL_MISMATCH",
+            ReasonCode::ApprovalConsumed => "APPROVAL_CONSUMED",
+            ReasonCode::ApprovalUnavailable => "APPROVAL_UNAVAILABLE",
             ReasonCode::CredentialUnavailable => "CREDENTIAL_UNAVAILABLE",
             ReasonCode::AuditUnavailable => "AUDIT_UNAVAILABLE",
         }

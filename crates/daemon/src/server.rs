@@ -1,0 +1,458 @@
+//! The daemon's lifecycle (SPEC §5 step 2): STARTING → INITIALIZING → READY → DRAINING.
+//! Nothing listens before READY; on stop, new decisions are refused, the ones in flight
+//! finish, the store signs its last checkpoint, and the sockets go away.
+
+use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use audit::note::{LocalKey, Signer, public_path};
+use engine::car::Limits;
+use engine::clock::{Clock, SystemClock};
+use engine::engine::EngineConfig;
+use engine::redact::RedactionKey;
+use store::sqlite::{Config as StoreConfig, SqliteStore};
+use store::{Durability, Store};
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::admin::{self, Operator};
+use crate::agent;
+use crate::broker::{Broker, Minter};
+use crate::core::{Core, CoreConfig, Phase};
+use crate::notify::{Notice, Notices};
+use crate::policy::{LoadedPolicy, load_policy};
+use crate::stack;
+
+/// How long a stop waits for decisions in flight.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The stack directory (holding `governance.fms`).
+    pub stack: PathBuf,
+    /// `faramesh dev`: in-process stubs, an ephemeral signing key, records tagged dev.
+    pub dev: bool,
+    /// The secrets provider stub for dev, or a real one.
+    pub minter: Option<Arc<dyn Minter>>,
+}
+
+/// Where a running daemon can be reached: written to `<stack>/.faramesh/run/daemon.json` at
+/// READY.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunInfo {
+    pub pid: u32,
+    pub socket: PathBuf,
+    pub admin_socket: PathBuf,
+    pub http: String,
+    pub data_dir: PathBuf,
+    pub chain: String,
+    pub dev: bool,
+    pub policy_version: String,
+    pub started: String,
+}
+
+impl RunInfo {
+    pub fn read(stack: &Path) -> Option<RunInfo> {
+        let text = std::fs::read_to_string(stack::run_file(stack)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+/// Everything a daemon needs resolved from the stack and its policy.
+#[derive(Debug)]
+struct Setup {
+    data_dir: PathBuf,
+    socket: PathBuf,
+    http_listen: String,
+    durability: Durability,
+}
+
+/// Runs the daemon until it is stopped. Builds its own runtime: call it before any other.
+pub fn run(opts: Options) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("faramesh")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(run_async(opts))
+}
+
+fn setup(stack: &Path, policy: &LoadedPolicy) -> Result<Setup, String> {
+    let rt = &policy.runtime;
+    if rt.backend.as_deref() == Some("postgres") {
+        return Err(
+            "runtime backend \"postgres\" is not supported yet; use the embedded \"sqlite\"".into(),
+        );
+    }
+    let data_dir = rt
+        .data_dir
+        .as_ref()
+        .map_or_else(|| stack::default_data_dir(stack), |d| stack.join(d));
+    let socket = std::env::var_os("FARAMESH_SOCKET")
+        .map(PathBuf::from)
+        .or_else(|| rt.socket.as_ref().map(|s| stack.join(s)))
+        .unwrap_or_else(|| stack::default_socket(stack));
+    let durability = match rt.durability.as_deref() {
+        None => Durability::Sync,
+        Some(d) => d.parse().map_err(|e: store::StoreError| e.to_string())?,
+    };
+    Ok(Setup {
+        data_dir,
+        socket,
+        // Port 0: the kernel picks a free port, published in daemon.json.
+        http_listen: rt
+            .http_listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:0".into()),
+        durability,
+    })
+}
+
+async fn run_async(opts: Options) -> Result<(), String> {
+    let stack = std::path::absolute(&opts.stack).map_err(|e| e.to_string())?;
+    let policy = load_policy(&stack)?;
+    let setup = setup(&stack, &policy)?;
+    std::fs::create_dir_all(&setup.data_dir)
+        .map_err(|e| format!("{}: {e}", setup.data_dir.display()))?;
+    let _lock = lock(&setup.data_dir)?;
+    let chain = chain_id(&setup.data_dir)?;
+    let signer = signer(&setup.data_dir, &chain, opts.dev)?;
+    let mut store_config = StoreConfig::new(&setup.data_dir, &chain);
+    store_config.durability = setup.durability;
+    if let Some(n) = policy.runtime.checkpoint_every {
+        store_config.checkpoint_every = n;
+    }
+    if let Some(ms) = policy.runtime.approval_ttl_ms {
+        store_config.approval_ttl_ms = ms;
+    }
+    let store: Arc<dyn Store> = Arc::new(
+        tokio::task::spawn_blocking(move || SqliteStore::open(store_config, signer))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot open the store: {e}"))?,
+    );
+    let (notices, alerts) = Notices::new();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let config = CoreConfig {
+        stack: stack.clone(),
+        engine: EngineConfig {
+            stack_dir: stack.clone(),
+            redaction_key: redaction_key(&setup.data_dir)?,
+            limits: Limits::default(),
+        },
+        dev: opts.dev,
+        cold_start_deny_window_ms: policy.runtime.cold_start_deny_window_ms.unwrap_or(0),
+    };
+    let core = Arc::new(Core::new(
+        config,
+        &policy,
+        Arc::clone(&store),
+        clock,
+        Broker::new(opts.minter.clone()),
+        notices,
+    )?);
+    record_version(&core, &policy).await?;
+    tokio::spawn(deliver_alerts(alerts));
+    let result = serve(&core, &stack, &setup).await;
+    let closing = Arc::clone(&store);
+    let closed = tokio::task::spawn_blocking(move || closing.close())
+        .await
+        .map_err(|e| e.to_string())?;
+    remove_run_files(&stack, &setup.socket);
+    result?;
+    closed.map_err(|e| format!("the store did not close cleanly: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The version the store says is in force is the one loaded, or a policy-change record says
+/// why not.
+async fn record_version(core: &Core, policy: &LoadedPolicy) -> Result<(), String> {
+    let active = crate::approvals::blocking(core, |s| s.policy_versions())
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|v| v.active)
+        .map(|v| v.version);
+    if active.as_deref() == Some(policy.version()) {
+        return Ok(());
+    }
+    let apply = store::PolicyApply {
+        version: policy.version().to_string(),
+        source: policy.source.clone(),
+        by: format!("{} (daemon start)", Operator::of_uid(own_uid()).label()),
+        now_ms: core.clock.now_ms(),
+        record_id: core.new_id("dpr"),
+    };
+    crate::approvals::blocking(core, move |s| s.apply_policy(apply))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("cannot record the policy version: {e}"))
+}
+
+async fn serve(core: &Arc<Core>, stack: &Path, setup: &Setup) -> Result<(), String> {
+    let run = stack::run_dir(stack);
+    std::fs::create_dir_all(&run).map_err(|e| format!("{}: {e}", run.display()))?;
+    let agent_listener = bind_unix(&setup.socket, 0o660)?;
+    let admin_path = stack::admin_socket(stack);
+    let admin_listener = bind_unix(&admin_path, 0o600)?;
+    let http = TcpListener::bind(&setup.http_listen)
+        .await
+        .map_err(|e| format!("http_listen {}: {e}", setup.http_listen))?;
+    let http_addr = http.local_addr().map_err(|e| e.to_string())?;
+    let token = operator_token(&setup.data_dir)?;
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let mut stop = core.stopping();
+    let tasks = [
+        tokio::spawn(accept_agents(
+            agent_listener,
+            Arc::clone(core),
+            Arc::clone(&in_flight),
+        )),
+        tokio::spawn(accept_operators(
+            admin_listener,
+            Arc::clone(core),
+            own_uid(),
+        )),
+        tokio::spawn(serve_http(
+            http,
+            crate::http::router(Arc::clone(core), token),
+        )),
+    ];
+    let info = RunInfo {
+        pid: std::process::id(),
+        socket: setup.socket.clone(),
+        admin_socket: admin_path,
+        http: http_addr.to_string(),
+        data_dir: setup.data_dir.clone(),
+        chain: core.store.chain_id().to_string(),
+        dev: core.config.dev,
+        policy_version: core.active().version.clone(),
+        started: audit::time::format_ms(core.started_ms),
+    };
+    write_run_file(stack, &info)?;
+    core.set_phase(Phase::Ready);
+    tracing::info!(
+        socket = %info.socket.display(),
+        admin = %info.admin_socket.display(),
+        http = %info.http,
+        version = %info.policy_version,
+        dev = info.dev,
+        "ready"
+    );
+    tokio::select! {
+        _ = stop.wait_for(|s| *s) => {}
+        _ = shutdown_signal() => {}
+    }
+    core.set_phase(Phase::Draining);
+    tracing::info!("draining");
+    for t in &tasks {
+        t.abort();
+    }
+    let deadline = tokio::time::Instant::now() + DRAIN;
+    while in_flight.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers only `faramesh stop` ends the daemon.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+async fn accept_agents(listener: UnixListener, core: Arc<Core>, in_flight: Arc<AtomicUsize>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let core = Arc::clone(&core);
+        let in_flight = Arc::clone(&in_flight);
+        let handler = Arc::new(move |line: Vec<u8>| {
+            let core = Arc::clone(&core);
+            let in_flight = Arc::clone(&in_flight);
+            async move {
+                in_flight.fetch_add(1, Ordering::AcqRel);
+                let out = agent::handle(core, line).await;
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+                out
+            }
+        });
+        tokio::spawn(crate::rpc::serve(stream, handler));
+    }
+}
+
+async fn accept_operators(listener: UnixListener, core: Arc<Core>, owner: u32) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        // The socket is 0600; the kernel's word on the peer is checked all the same.
+        let uid = match stream.peer_cred() {
+            Ok(c) if c.uid() == owner || c.uid() == 0 => c.uid(),
+            _ => continue,
+        };
+        let operator = Operator::of_uid(uid);
+        let core = Arc::clone(&core);
+        let handler =
+            Arc::new(move |line: Vec<u8>| admin::handle(Arc::clone(&core), operator.clone(), line));
+        tokio::spawn(crate::rpc::serve(stream, handler));
+    }
+}
+
+async fn serve_http(listener: TcpListener, router: axum::Router) {
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::error!(error = %e, "the HTTP API stopped");
+    }
+}
+
+/// Alerts go to the log here; delivery to Slack, PagerDuty and webhooks is the broker's.
+async fn deliver_alerts(mut rx: tokio::sync::mpsc::Receiver<Notice>) {
+    while let Some(n) = rx.recv().await {
+        tracing::info!(
+            target: "faramesh::alert",
+            event = %n.event,
+            notify = %n.target,
+            agent = %n.agent,
+            tool = %n.tool,
+            reason_code = %n.reason_code,
+            dpr_id = %n.dpr_id,
+            defer_token = n.defer_token.as_deref().unwrap_or(""),
+            "alert"
+        );
+    }
+}
+
+/// Binds a Unix socket with `mode`: bound under a temporary name, given its mode, then moved
+/// into place, so it is never reachable with looser permissions.
+fn bind_unix(path: &Path, mode: u32) -> Result<UnixListener, String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(format!(
+            "{} is in use: is a daemon already running? (faramesh status)",
+            path.display()
+        ));
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+fn write_run_file(stack: &Path, info: &RunInfo) -> Result<(), String> {
+    let path = stack::run_file(stack);
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(info).map_err(|e| e.to_string())? + "\n";
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn remove_run_files(stack: &Path, socket: &Path) {
+    for p in [
+        stack::run_file(stack),
+        socket.to_path_buf(),
+        stack::admin_socket(stack),
+    ] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// One daemon per store: a second one on the same data dir stops here.
+fn lock(data_dir: &Path) -> Result<File, String> {
+    let path = data_dir.join("daemon.lock");
+    let file = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(_) => Err(format!(
+            "another daemon is using {} (faramesh status; faramesh stop)",
+            data_dir.display()
+        )),
+    }
+}
+
+fn own_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
+}
+
+fn hex_secret(path: &Path, bytes: usize, prefix: &str) -> Result<String, String> {
+    let make = || {
+        let raw = stack::random::<32>()?;
+        Ok(format!("{prefix}{}", hex::encode(&raw[..bytes])).into_bytes())
+    };
+    let raw = stack::read_or_create_secret(path, make).map_err(|e| e.to_string())?;
+    String::from_utf8(raw)
+        .map(|s| s.trim().to_string())
+        .map_err(|_| format!("{} is not text", path.display()))
+}
+
+fn chain_id(data_dir: &Path) -> Result<String, String> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        })
+        .unwrap_or_else(|| "local".into());
+    hex_secret(&stack::chain_file(data_dir), 4, &format!("{host}-"))
+}
+
+fn operator_token(data_dir: &Path) -> Result<String, String> {
+    hex_secret(&stack::operator_token(data_dir), 32, "fmo_")
+}
+
+fn redaction_key(data_dir: &Path) -> Result<RedactionKey, String> {
+    let path = stack::redaction_key(data_dir);
+    let raw = stack::read_or_create_secret(&path, || stack::random::<32>().map(|b| b.to_vec()))
+        .map_err(|e| e.to_string())?;
+    let key: [u8; 32] = raw
+        .try_into()
+        .map_err(|_| format!("{} must hold 32 bytes", path.display()))?;
+    Ok(RedactionKey::from_bytes(key))
+}
+
+/// The stack's signing key; in dev an ephemeral one whose verifier key is kept beside the
+/// stack's, so the log of a dev run still verifies.
+fn signer(data_dir: &Path, chain: &str, dev: bool) -> Result<Box<dyn Signer>, String> {
+    let name = format!("faramesh-{chain}");
+    if !dev {
+        let key = LocalKey::load_or_create(&stack::audit_key(data_dir), &name)
+            .map_err(|e| format!("{}: {e}", stack::audit_key(data_dir).display()))?;
+        return Ok(Box::new(key));
+    }
+    let key = LocalKey::generate(&name).map_err(|e| e.to_string())?;
+    let vkey = key.verifier();
+    let path = stack::keys_dir(data_dir).join(format!("dev-{}.pub", hex::encode(vkey.key_id())));
+    std::fs::create_dir_all(stack::keys_dir(data_dir)).map_err(|e| e.to_string())?;
+    std::fs::write(&path, vkey.to_text() + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+    // Commands that read only the stack's own verifier key find the dev one there too.
+    let own = public_path(&stack::audit_key(data_dir));
+    if !own.exists() {
+        let _ = std::fs::write(&own, vkey.to_text() + "\n");
+    }
+    Ok(Box::new(key))
+}
