@@ -273,3 +273,18 @@ fn the_vault_is_shared_across_threads() {
     assert_eq!(n, 400);
     assert_eq!(vault.live_leases(NOW), 400);
 }
+
+#[test]
+fn the_daemon_can_share_everything_across_tasks() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Secrets>();
+    shared::<DevVault>();
+    shared::<broker::Notifier>();
+    shared::<broker::NotifyConfig>();
+    shared::<broker::JsonlFileSink>();
+    shared::<Box<dyn broker::AuditSink>>();
+    shared::<Box<dyn broker::IdentityProvider>>();
+    fn sendable<T: Send>() {}
+    sendable::<broker::Lease>();
+    sendable::<BrokerError>();
+}

@@ -21,12 +21,13 @@ fn cut(s: &str, max: usize) -> String {
     }
 }
 
-/// RFC 3339, UTC, from Unix milliseconds.
+/// RFC 3339, UTC, from Unix milliseconds, always with three fractional digits
+/// (`2024-06-19T15:22:45.123Z`), the form audit records use.
 pub(crate) fn rfc3339(ms: i64) -> String {
-    match jiff::Timestamp::from_millisecond(ms) {
-        Ok(t) => t.to_string(),
-        Err(_) => jiff::Timestamp::UNIX_EPOCH.to_string(),
-    }
+    let t = jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    jiff::fmt::temporal::DateTimePrinter::new()
+        .precision(Some(3))
+        .timestamp_to_string(&t)
 }
 
 /// One line saying what happened: `faramesh deny: stripe/payouts by support-bot (RULE_DENY)`.
@@ -227,4 +228,16 @@ pub fn verify_webhook_signature(
     m.update(b".");
     m.update(body);
     sigs.iter().any(|s| m.clone().verify_slice(s).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_have_milliseconds() {
+        assert_eq!(rfc3339(1_718_810_565_000), "2024-06-19T15:22:45.000Z");
+        assert_eq!(rfc3339(1_718_810_565_123), "2024-06-19T15:22:45.123Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+    }
 }
