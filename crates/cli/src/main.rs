@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod audit;
 mod check;
 mod decide;
-mod dev;
 mod fmt;
 mod ops;
 mod stack;

@@ -56,11 +56,9 @@ fn print_json(v: &Value) {
 /// `faramesh daemon`: the daemon in the foreground (what `apply` starts in the background).
 pub fn run_daemon(stack: &StackArg, dev: bool) -> ExitCode {
     daemon::logging::init();
-    let minter = dev.then(crate::dev::minter);
     let opts = daemon::server::Options {
         stack: stack.path(),
         dev,
-        minter: minter.flatten(),
     };
     match daemon::server::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,7 +19,7 @@ use serde::Serialize;
 use store::Store;
 
 use crate::approvals;
-use crate::broker::Broker;
+use crate::credentials::Broker;
 use crate::metrics::Metrics;
 use crate::notify::{Notice, Notices};
 use crate::policy::{AlertSpec, LoadedPolicy, version_hex};
@@ -98,7 +98,7 @@ pub struct Core {
 }
 
 /// The answer to `decide` (SPEC §8).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct Answer {
     pub effect: &'static str,
     pub reason_code: &'static str,
@@ -108,7 +108,7 @@ pub struct Answer {
     pub defer_token: Option<String>,
     /// Returned to the caller only: never recorded, never logged.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub credential: Option<crate::broker::IssuedCredential>,
+    pub credential: Option<crate::credentials::IssuedCredential>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
     pub dpr_id: String,
@@ -128,7 +128,7 @@ pub struct Outcome {
     pub retry_after_ms: Option<u64>,
     pub defer: Option<record::Defer>,
     pub approval: Option<record::Approval>,
-    pub credential: Option<crate::broker::IssuedCredential>,
+    pub credential: Option<crate::credentials::IssuedCredential>,
 }
 
 impl Outcome {
@@ -314,7 +314,7 @@ impl Core {
         if outcome.effect == Verdict::Permit
             && let Some(binding) = &decision.credential
         {
-            outcome = self.broker.mint(outcome, binding, &key, now).await;
+            outcome = self.broker.mint(outcome, binding, &key, now);
         }
         (facts, outcome, Some(decision))
     }

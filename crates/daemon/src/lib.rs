@@ -10,10 +10,10 @@
 pub mod admin;
 pub mod agent;
 pub mod approvals;
-pub mod broker;
 pub mod client;
 pub mod control;
 pub mod core;
+pub mod credentials;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use audit::note::{LocalKey, Signer, public_path};
+use broker::{
+    Alert, AuditSink, DevVault, JsonlFileSink, Notifier, NotifyConfig, ProviderConfig, Secrets,
+};
 use engine::car::Limits;
 use engine::clock::{Clock, SystemClock};
 use engine::engine::EngineConfig;
@@ -20,8 +23,8 @@ use tokio::net::{TcpListener, UnixListener};
 
 use crate::admin::{self, Operator};
 use crate::agent;
-use crate::broker::{Broker, Minter};
 use crate::core::{Core, CoreConfig, Phase};
+use crate::credentials::Broker;
 use crate::notify::{Notice, Notices};
 use crate::policy::{LoadedPolicy, load_policy};
 use crate::stack;
@@ -36,8 +39,6 @@ pub struct Options {
     pub stack: PathBuf,
     /// `faramesh dev`: in-process stubs, an ephemeral signing key, records tagged dev.
     pub dev: bool,
-    /// The secrets provider stub for dev, or a real one.
-    pub minter: Option<Arc<dyn Minter>>,
 }
 
 /// Where a running daemon can be reached: written to `<stack>/.faramesh/run/daemon.json` at
@@ -135,6 +136,8 @@ async fn run_async(opts: Options) -> Result<(), String> {
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot open the store: {e}"))?,
     );
+    let providers = provider_configs(&policy);
+    let notifier = Notifier::start(notify_config(&policy, &providers, opts.dev)?, opts.dev);
     let (notices, alerts) = Notices::new();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let config = CoreConfig {
@@ -152,17 +155,30 @@ async fn run_async(opts: Options) -> Result<(), String> {
         &policy,
         Arc::clone(&store),
         clock,
-        Broker::new(opts.minter.clone()),
+        Broker::new(secrets(&providers, opts.dev)),
         notices,
     )?);
     record_version(&core, &policy).await?;
-    tokio::spawn(deliver_alerts(alerts));
+    let alerting = tokio::spawn(deliver_alerts(alerts, notifier));
+    let sink = opts.dev.then(|| {
+        tokio::spawn(dev_sink(
+            Arc::clone(&core),
+            stack::dev_audit_log(&setup.data_dir),
+        ))
+    });
     let result = serve(&core, &stack, &setup).await;
     let closing = Arc::clone(&store);
     let closed = tokio::task::spawn_blocking(move || closing.close())
         .await
         .map_err(|e| e.to_string())?;
     remove_run_files(&stack, &setup.socket);
+    if let Some(sink) = sink {
+        sink.abort();
+        follow_into_sink(&core, stack::dev_audit_log(&setup.data_dir)).await;
+    }
+    drop(core);
+    // Connections still open hold senders: the alert queue gets a bounded time to drain.
+    let _ = tokio::time::timeout(Duration::from_secs(6), alerting).await;
     result?;
     closed.map_err(|e| format!("the store did not close cleanly: {e}"))?;
     tracing::info!("stopped");
@@ -322,21 +338,115 @@ async fn serve_http(listener: TcpListener, router: axum::Router) {
     }
 }
 
-/// Alerts go to the log here; delivery to Slack, PagerDuty and webhooks is the broker's.
-async fn deliver_alerts(mut rx: tokio::sync::mpsc::Receiver<Notice>) {
+/// Hands alerts to the broker's notifier (Slack, PagerDuty, webhooks; the log in dev) until
+/// the daemon stops, then lets it drain.
+async fn deliver_alerts(mut rx: tokio::sync::mpsc::Receiver<Notice>, notifier: Notifier) {
     while let Some(n) = rx.recv().await {
-        tracing::info!(
-            target: "faramesh::alert",
-            event = %n.event,
-            notify = %n.target,
-            agent = %n.agent,
-            tool = %n.tool,
-            reason_code = %n.reason_code,
-            dpr_id = %n.dpr_id,
-            defer_token = n.defer_token.as_deref().unwrap_or(""),
-            "alert"
-        );
+        notifier.notify(Alert {
+            event: n.event,
+            agent: n.agent,
+            tool: n.tool,
+            effect: n.effect,
+            reason_code: n.reason_code,
+            reason: n.reason,
+            rule_ref: n.rule_ref,
+            dpr_id: n.dpr_id,
+            defer_token: n.defer_token,
+            time_ms: n.time_ms,
+            target: n.target,
+            dev: n.dev,
+        });
     }
+    let stats = notifier.shutdown().await;
+    tracing::info!(
+        sent = stats.sent,
+        failed = stats.failed,
+        dropped = stats.dropped,
+        "alerts drained"
+    );
+}
+
+fn provider_configs(policy: &LoadedPolicy) -> Vec<ProviderConfig> {
+    policy
+        .providers
+        .iter()
+        .map(|p| ProviderConfig {
+            name: p.name.clone(),
+            kind: p.kind.clone(),
+            settings: p.settings.clone(),
+        })
+        .collect()
+}
+
+fn notify_config(
+    policy: &LoadedPolicy,
+    providers: &[ProviderConfig],
+    dev: bool,
+) -> Result<NotifyConfig, String> {
+    let config = NotifyConfig::from_providers(providers).map_err(|e| e.to_string())?;
+    if !dev {
+        let targets = policy.alerts.values().flatten().map(|a| a.notify.as_str());
+        for w in config.target_warnings(targets) {
+            tracing::warn!("{w}");
+        }
+    }
+    Ok(config)
+}
+
+/// The stack's secrets providers; in dev, the in-process vault stands in for all of them.
+fn secrets(providers: &[ProviderConfig], dev: bool) -> Secrets {
+    let vault = dev.then(|| Arc::new(DevVault::new()));
+    Secrets::from_providers(providers, vault).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "credentials cannot be minted: permits of bound tools will be denied CREDENTIAL_UNAVAILABLE");
+        Secrets::new()
+    })
+}
+
+/// `faramesh dev`'s audit sink: every record, as JSON lines, in a file beside the store.
+async fn dev_sink(core: Arc<Core>, path: PathBuf) {
+    loop {
+        follow_into_sink(&core, path.clone()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Appends the records the sink has not seen yet (the file's last line says where it is).
+async fn follow_into_sink(core: &Core, path: PathBuf) {
+    let done = tokio::task::spawn_blocking({
+        let store = Arc::clone(&core.store);
+        move || sink_once(store.as_ref(), &path)
+    })
+    .await;
+    if let Ok(Err(e)) = done {
+        tracing::warn!(error = %e, "dev audit sink");
+    }
+}
+
+fn sink_once(store: &dyn Store, path: &Path) -> Result<(), String> {
+    let last = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.lines().last().map(str::to_string))
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .and_then(|v| v["seq"].as_u64())
+        .unwrap_or(0);
+    let rows = store
+        .query(&store::Filter {
+            after_seq: Some(last),
+            limit: Some(10_000),
+            ..store::Filter::default()
+        })
+        .map_err(|e| e.to_string())?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sink = JsonlFileSink::open(path).map_err(|e| e.to_string())?;
+    for (seq, hash, body) in rows {
+        let mut v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        v["seq"] = seq.into();
+        v["hash"] = hash.to_string().into();
+        sink.send(&v.to_string()).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Binds a Unix socket with `mode`: bound under a temporary name, given its mode, then moved
