@@ -7,23 +7,40 @@
 use std::sync::Arc;
 
 use audit::record;
+use engine::car::ActionRequest;
 use engine::compile::Verdict;
 use engine::decision::{Decision, ReasonCode};
+use engine::engine::Engine;
 use store::{Approval, ApprovalStatus, ApprovedCall, NewApproval, Store, StoreError};
 
 use crate::core::{CallKey, Core, Outcome};
 
+/// Settles a deferred call. `retry` is the request again when it carried a defer token: an
+/// approved retry is decided once more, as approved, by the engine.
 pub async fn settle(
     core: &Core,
-    outcome: Outcome,
-    decision: &Decision,
+    engine: &Engine,
+    decision: Decision,
     call: &CallKey,
-    token: Option<String>,
+    retry: Option<(String, ActionRequest)>,
     now: i64,
-) -> Outcome {
-    match token.filter(|t| !t.is_empty()) {
-        None => open(core, outcome, decision, call, now).await,
-        Some(token) => retry(core, outcome, decision, call, token, now).await,
+) -> (Outcome, Decision) {
+    let outcome = Outcome::of(&decision);
+    match retry.filter(|(t, _)| !t.is_empty()) {
+        None => (open(core, outcome, &decision, call, now).await, decision),
+        Some((token, request)) => {
+            let approved = match check(core, outcome, &decision, call, &token, now).await {
+                Ok(a) => a,
+                Err(outcome) => return (outcome, decision),
+            };
+            let again = engine.decide_approved(request);
+            if again.effect != Verdict::Permit {
+                // A rate limit, a budget or egress still wins; the approval stays unspent.
+                return (Outcome::of(&again), again);
+            }
+            let outcome = consume(core, Outcome::of(&again), &again, call, approved, now).await;
+            (outcome, again)
+        }
     }
 }
 
@@ -53,37 +70,38 @@ async fn open(
     }
 }
 
-/// A retry with a defer token.
-async fn retry(
+/// A retry with a defer token: `Ok` with the approval when it is approved for this very call;
+/// otherwise the outcome to answer (still deferred, or denied and why).
+async fn check(
     core: &Core,
     outcome: Outcome,
     decision: &Decision,
     call: &CallKey,
-    token: String,
+    token: &str,
     now: i64,
-) -> Outcome {
-    let t = token.clone();
+) -> Result<Approval, Outcome> {
+    let t = token.to_string();
     let found = match blocking(core, move |s| s.approval(&t, now)).await {
         Ok(found) => found,
-        Err(e) => return unavailable(outcome, &e),
+        Err(e) => return Err(unavailable(outcome, &e)),
     };
     let approval = match found {
         Some(a) if binds(&a, call, decision) => a,
         _ => {
-            return outcome.into_deny(
+            return Err(outcome.into_deny(
                 ReasonCode::ApprovalMismatch,
                 format!("defer token {token} does not approve this call (agent, tool and arguments must be those approved)"),
-            );
+            ));
         }
     };
-    match approval.status {
+    Err(match approval.status {
+        ApprovalStatus::Approved => return Ok(approval),
         ApprovalStatus::Pending => {
             let mut o = outcome;
             o.defer = Some(defer_of(&approval));
             o.reason = format!("{} (awaiting approval of {token})", o.reason);
             o
         }
-        ApprovalStatus::Approved => consume(core, outcome, decision, call, token, now).await,
         ApprovalStatus::Rejected => {
             let by = approval.approver.as_deref().unwrap_or("an operator");
             let mut o = outcome.into_deny(
@@ -101,18 +119,20 @@ async fn retry(
             o.defer = Some(defer_of(&approval));
             o
         }
-        ApprovalStatus::Consumed => consumed(outcome, &token),
-    }
+        ApprovalStatus::Consumed => consumed(outcome, token),
+    })
 }
 
+/// Spends the approval on the permitted retry, once.
 async fn consume(
     core: &Core,
     outcome: Outcome,
     decision: &Decision,
     call: &CallKey,
-    token: String,
+    approval: Approval,
     now: i64,
 ) -> Outcome {
+    let token = approval.token;
     let spent = ApprovedCall {
         agent: call.agent.clone(),
         tool: call.tool.clone(),

@@ -145,7 +145,7 @@ impl Outcome {
         }
     }
 
-    fn of(d: &Decision) -> Outcome {
+    pub fn of(d: &Decision) -> Outcome {
         Outcome {
             effect: d.effect,
             code: d.reason_code,
@@ -305,12 +305,14 @@ impl Core {
             o.retry_after_ms = Some(wait);
             return (facts, o, None);
         }
-        let token = req.defer_token.clone();
+        // The request is kept for an approved retry, decided again as approved.
+        let retry = req.defer_token.clone().map(|t| (t, req.clone()));
         let decision = active.engine.decide(req);
-        let mut outcome = Outcome::of(&decision);
-        if decision.effect == Verdict::Defer {
-            outcome = approvals::settle(self, outcome, &decision, &key, token, now).await;
-        }
+        let (mut outcome, decision) = if decision.effect == Verdict::Defer {
+            approvals::settle(self, &active.engine, decision, &key, retry, now).await
+        } else {
+            (Outcome::of(&decision), decision)
+        };
         if outcome.effect == Verdict::Permit
             && let Some(binding) = &decision.credential
         {

@@ -91,6 +91,18 @@ impl Engine {
 
     /// Decides one call. Every path ends in a decision: errors deny (fail closed).
     pub fn decide(&self, request: ActionRequest) -> Decision {
+        self.decide_as(request, false)
+    }
+
+    /// Decides the retry of a call an operator approved (SPEC §5 step 8): a defer — from its
+    /// rule, the default or a budget's `on_exceed` — becomes a permit with `APPROVED`, which
+    /// must still pass rate limits, budgets that deny and egress. Denials, `deny!` included,
+    /// stand. The caller checks that the approval binds this very call.
+    pub fn decide_approved(&self, request: ActionRequest) -> Decision {
+        self.decide_as(request, true)
+    }
+
+    fn decide_as(&self, request: ActionRequest, approved: bool) -> Decision {
         let agent = self.policy.agents.get(&request.agent);
         let early = if self.state.is_killed(&request.agent) {
             Some(Verdicts::new(
@@ -134,7 +146,7 @@ impl Engine {
             (Some(v), ..) => v,
             (None, Ok((car, _)), Some(agent)) => {
                 let facts = CallFacts::new(self, agent, car);
-                let v = self.evaluate(agent, car, &facts, &mut trace, &mut events);
+                let v = self.evaluate(agent, car, &facts, &mut trace, &mut events, approved);
                 if v.effect == Verdict::Permit {
                     credential = self.credential(agent, &car.tool);
                 }
@@ -209,6 +221,7 @@ impl Engine {
         facts: &CallFacts<'_>,
         trace: &mut Vec<TraceStep>,
         events: &mut Vec<Event>,
+        approved: bool,
     ) -> Verdicts<'a> {
         let tool = car.tool.as_str();
         let decided = self
@@ -256,10 +269,16 @@ impl Engine {
                 )
             }
         };
-        if verdicts.effect != Verdict::Permit {
-            return verdicts;
-        }
-        self.admit(agent, car, facts, verdicts, events)
+        let verdicts = match verdicts.effect {
+            Verdict::Defer if approved => Verdicts {
+                effect: Verdict::Permit,
+                code: ReasonCode::Approved,
+                ..verdicts
+            },
+            Verdict::Permit => verdicts,
+            _ => return verdicts,
+        };
+        self.admit(agent, car, facts, verdicts, events, approved)
     }
 
     /// Tries rules in written order; the first that fires decides.
@@ -335,6 +354,7 @@ impl Engine {
         facts: &CallFacts<'_>,
         permit: Verdicts<'a>,
         events: &mut Vec<Event>,
+        approved: bool,
     ) -> Verdicts<'a> {
         let now = facts.now_ms;
         let session = car.session.as_deref().unwrap_or("");
@@ -380,7 +400,8 @@ impl Engine {
                 let spent = self.state.budget_spent(&key);
                 let after = spent + cost;
                 let window = b.window.word().to_string();
-                if after > b.max {
+                // An operator's approval is the human a budget that defers asks for.
+                if after > b.max && !(approved && b.on_exceed == Verdict::Defer) {
                     events.push(Event::BudgetExceeded {
                         window: window.clone(),
                         spent,
