@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod audit;
 mod check;
 mod decide;
+mod demo;
 mod fmt;
 mod ops;
 mod stack;
@@ -124,6 +125,8 @@ enum Command {
         #[command(flatten)]
         stack: ops::StackArg,
     },
+    /// Run the reference scene end to end in a temporary stack, narrating each step.
+    Demo(demo::DemoArgs),
     /// The daemon itself, in the foreground (what `apply` starts in the background).
     #[command(hide = true)]
     Daemon {
@@ -171,6 +174,7 @@ fn main() -> ExitCode {
         Command::Kill { agent, all, stack } => ops::kill(&stack, agent, all, true),
         Command::Unkill { agent, all, stack } => ops::kill(&stack, agent, all, false),
         Command::Rollback { to, stack } => ops::rollback(&stack, to),
+        Command::Demo(args) => demo::run(&args),
     }
 }
 
