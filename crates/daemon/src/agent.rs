@@ -25,13 +25,14 @@ pub async fn handle(core: Arc<Core>, line: Vec<u8>) -> Option<String> {
     let id = env.id;
     let method = env.method.as_deref().unwrap_or_default();
     let out = match method {
-        "decide" => Ok(to_json(
-            &core.decide(decide_request(env.params, "sdk")).await,
+        // The hot path: the answer is written straight into the line, no JSON tree between.
+        "decide" => Ok(Reply::Answer(
+            core.decide(decide_request(env.params, "sdk")).await,
         )),
-        "govern" => Ok(govern(&core, env.params).await),
-        "report" => report(&core, env.params),
-        "approval.status" => approval_status(&core, env.params).await,
-        "status" => Ok(crate::control::status(&core).await),
+        "govern" => Ok(Reply::Json(govern(&core, env.params).await)),
+        "report" => report(&core, env.params).map(Reply::Json),
+        "approval.status" => approval_status(&core, env.params).await.map(Reply::Json),
+        "status" => Ok(Reply::Json(crate::control::status(&core).await)),
         other => Err(RpcError::new(
             rpc::METHOD_NOT_FOUND,
             format!(
@@ -45,8 +46,11 @@ pub async fn handle(core: Arc<Core>, line: Vec<u8>) -> Option<String> {
     })
 }
 
-fn to_json(a: &Answer) -> serde_json::Value {
-    serde_json::to_value(a).unwrap_or_else(|e| json!({"effect": "deny", "reason": e.to_string()}))
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Reply {
+    Answer(Answer),
+    Json(serde_json::Value),
 }
 
 /// The call of a `decide`, or why it cannot be read (which the decision path turns into a
