@@ -6,6 +6,7 @@ use store::{Approval, ApprovalStatus, PolicyApply, Resolution, StoreError};
 
 use crate::approvals::blocking;
 use crate::core::Core;
+use crate::notify::Notice;
 use crate::policy::{LoadedPolicy, load_policy, load_source};
 use crate::rpc::{self, RpcError, RpcResult};
 
@@ -128,6 +129,27 @@ pub async fn resolve(
     .map_err(store_err)?;
     core.notices.approvals_changed();
     tracing::info!(token, approver, approve, "approval resolved");
+    let event = if approve { "approved" } else { "rejected" };
+    let template = Notice {
+        event: String::new(),
+        agent: a.agent.clone(),
+        tool: a.tool.clone(),
+        effect: "defer".into(),
+        reason_code: if approve {
+            "APPROVED"
+        } else {
+            "APPROVAL_REJECTED"
+        }
+        .into(),
+        reason: format!("{event} by {approver}"),
+        rule_ref: a.rule_ref.clone(),
+        dpr_id: String::new(),
+        defer_token: Some(a.token.clone()),
+        time_ms: now,
+        target: String::new(),
+        dev: core.config.dev,
+    };
+    core.alert(&core.active(), &[event], &template);
     Ok(approval_json(&a))
 }
 

@@ -116,6 +116,10 @@ pub struct Answer {
     /// Present in audit mode: the call may run whatever `effect` says would have happened.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<&'static str>,
+    /// Under `faramesh dev`: the agent's SPIFFE-style identity, as the dev identity stub
+    /// attests it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 /// The outcome being built: the engine's, then settled by approvals, the broker and the log.
@@ -384,6 +388,11 @@ impl Core {
             dpr_id,
             latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             mode: audit.then_some("audit"),
+            identity: self
+                .config
+                .dev
+                .then(|| facts.agent.as_deref().map(broker::spiffe_id))
+                .flatten(),
         }
     }
 
@@ -443,36 +452,42 @@ impl Core {
         now: i64,
     ) {
         let Some(agent) = &facts.agent else { return };
-        let Some(specs) = active.alerts.get(agent) else {
-            return;
-        };
-        let mut kinds = vec![effect_str(outcome.effect)];
-        if outcome.code == ReasonCode::Approved {
-            kinds.push("approved");
-        }
+        let mut events = vec![effect_str(outcome.effect)];
         for e in decision.map(|d| d.events.as_slice()).unwrap_or_default() {
-            kinds.push(match e {
+            events.push(match e {
                 Event::BudgetWarning { .. } => "budget_warning",
                 Event::BudgetExceeded { .. } => "budget_exceeded",
                 Event::RateExceeded { .. } => "rate_exceeded",
             });
         }
+        let template = Notice {
+            event: String::new(),
+            agent: agent.clone(),
+            tool: facts.tool.clone().unwrap_or_default(),
+            effect: effect_str(outcome.effect).to_string(),
+            reason_code: outcome.code.as_str().to_string(),
+            reason: outcome.reason.clone(),
+            rule_ref: outcome.rule_ref.clone(),
+            dpr_id: dpr_id.to_string(),
+            defer_token: outcome.defer.as_ref().map(|d| d.token.clone()),
+            time_ms: now,
+            target: String::new(),
+            dev: self.config.dev,
+        };
+        self.alert(active, &events, &template);
+    }
+
+    /// One alert per `alert` block of the agent whose `on` names one of `events`.
+    pub fn alert(&self, active: &Active, events: &[&str], template: &Notice) {
+        let Some(specs) = active.alerts.get(&template.agent) else {
+            return;
+        };
         for spec in specs {
-            for kind in kinds.iter().filter(|k| spec.on.iter().any(|o| o == *k)) {
-                self.notices.alert(Notice {
-                    event: (*kind).to_string(),
-                    agent: agent.clone(),
-                    tool: facts.tool.clone().unwrap_or_default(),
-                    effect: effect_str(outcome.effect).to_string(),
-                    reason_code: outcome.code.as_str().to_string(),
-                    reason: outcome.reason.clone(),
-                    rule_ref: outcome.rule_ref.clone(),
-                    dpr_id: dpr_id.to_string(),
-                    defer_token: outcome.defer.as_ref().map(|d| d.token.clone()),
-                    time_ms: now,
-                    target: spec.notify.clone(),
-                    dev: self.config.dev,
-                });
+            for e in events.iter().filter(|e| spec.on.iter().any(|o| o == *e)) {
+                let mut n = template.clone();
+                n.event = (*e).to_string();
+                n.target = spec.notify.clone();
+                self.notices.alert(n);
             }
         }
     }
