@@ -15,7 +15,7 @@ use daemon_common::*;
 use serde_json::{Value, json};
 
 const AGENT: &str = "bot";
-const ROUNDS: usize = 4;
+const ROUNDS: usize = 5;
 const THREADS: usize = 6;
 
 const POLICY: &str = r#"runtime {
@@ -84,7 +84,7 @@ fn sigkill_under_load_loses_no_acknowledged_decision() {
             })
             .collect();
         // Kill it mid-load, at a different point each round.
-        let target = 150 + round * 120;
+        let target = 300 + round * 200;
         assert!(
             wait_for(Duration::from_secs(15), || count.load(Ordering::Relaxed)
                 >= target),

@@ -181,6 +181,10 @@ fn hot_swaps_under_load_drop_nothing() {
             );
         }
     }
+    eprintln!(
+        "{} calls by {THREADS} clients across {APPLIES} applies",
+        seen.len()
+    );
     let after: Vec<&Seen> = seen.iter().filter(|s| s.sent > last_apply).collect();
     assert!(
         after.iter().filter(|s| s.tool == "shell/exec").count() >= THREADS,

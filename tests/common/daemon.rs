@@ -156,6 +156,14 @@ impl Daemon {
             if let Some(info) = RunInfo::read(stack)
                 && info.pid == child.id()
             {
+                // daemon.json is written a moment before the phase turns READY (a call in
+                // between is denied DAEMON_NOT_READY): wait for READY itself.
+                let ready = wait_for(START_TIMEOUT, || {
+                    Client::connect(&info.admin_socket, CALL_TIMEOUT)
+                        .and_then(|mut c| c.call("status", json!({})))
+                        .is_ok_and(|s| s["state"] == "READY")
+                });
+                assert!(ready, "faramesh {command} never reported READY");
                 let child = guard.0.take().expect("the child");
                 return Daemon {
                     child,

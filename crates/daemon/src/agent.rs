@@ -26,9 +26,9 @@ pub async fn handle(core: Arc<Core>, line: Vec<u8>) -> Option<String> {
     let method = env.method.as_deref().unwrap_or_default();
     let out = match method {
         // The hot path: the answer is written straight into the line, no JSON tree between.
-        "decide" => Ok(Reply::Answer(
+        "decide" => Ok(Reply::Answer(Box::new(
             core.decide(decide_request(env.params, "sdk")).await,
-        )),
+        ))),
         "govern" => Ok(Reply::Json(govern(&core, env.params).await)),
         "report" => report(&core, env.params).map(Reply::Json),
         "approval.status" => approval_status(&core, env.params).await.map(Reply::Json),
@@ -49,7 +49,7 @@ pub async fn handle(core: Arc<Core>, line: Vec<u8>) -> Option<String> {
 #[derive(serde::Serialize)]
 #[serde(untagged)]
 enum Reply {
-    Answer(Answer),
+    Answer(Box<Answer>),
     Json(serde_json::Value),
 }
 
