@@ -277,6 +277,14 @@ pub struct Dpr {
         deserialize_with = "present"
     )]
     pub events: Option<Canonical>,
+    /// The rules tried, in order, and why each did or did not decide:
+    /// `[{"line": N, "outcome": "…"}]` (`faramesh explain`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub trace: Option<Canonical>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_us: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -323,6 +331,7 @@ impl Dpr {
             credential: None,
             selectors: None,
             events: None,
+            trace: None,
             latency_us: None,
             change: None,
             prev_hash: Hash::default(),
@@ -333,10 +342,16 @@ impl Dpr {
     pub fn body(&self) -> String {
         // Room for the fixed fields and the usual variable ones, so the body is written without
         // growing.
-        let variable = [&self.args, &self.principal, &self.selectors, &self.events]
-            .iter()
-            .map(|c| c.as_ref().map_or(0, |c| c.0.len()))
-            .sum::<usize>()
+        let variable = [
+            &self.args,
+            &self.principal,
+            &self.selectors,
+            &self.events,
+            &self.trace,
+        ]
+        .iter()
+        .map(|c| c.as_ref().map_or(0, |c| c.0.len()))
+        .sum::<usize>()
             + self.reason.as_ref().map_or(0, String::len);
         let mut out = String::with_capacity(768 + variable);
         let mut o = Object::open(&mut out);
@@ -401,6 +416,9 @@ impl Dpr {
             .opt_str("session", self.session.as_deref())
             .time("time", self.time_ms)
             .opt_str("tool", self.tool.as_deref());
+        if let Some(t) = &self.trace {
+            o.raw("trace", &t.0);
+        }
         o.close();
         out
     }

@@ -46,6 +46,7 @@ fn full() -> Dpr {
     });
     d.selectors = Some(Canonical::of(&json!({"tier": "gold"})).unwrap());
     d.events = Some(Canonical::of(&json!([{"event": "budget_warning"}])).unwrap());
+    d.trace = Some(Canonical::of(&json!([{"line": 7, "outcome": "matched"}])).unwrap());
     d.latency_us = Some(17);
     d.change = Some(PolicyChange {
         from: Some("v1".into()),
@@ -122,7 +123,7 @@ fn the_body_is_the_jcs_text_of_every_field_but_hash() {
     assert_eq!(as_value, serde_json::to_value(&d).unwrap());
     assert!(as_value.get("hash").is_none());
     // Every field of the struct is in the body.
-    assert_eq!(as_value.as_object().unwrap().len(), 27, "{body}");
+    assert_eq!(as_value.as_object().unwrap().len(), 28, "{body}");
 }
 
 #[test]

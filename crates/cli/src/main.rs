@@ -10,6 +10,7 @@ mod audit;
 mod check;
 mod decide;
 mod demo;
+mod explain;
 mod fmt;
 mod ops;
 mod stack;
@@ -125,6 +126,8 @@ enum Command {
         #[command(flatten)]
         stack: ops::StackArg,
     },
+    /// Walk a recorded decision through the pipeline: every step and every rule tried.
+    Explain(explain::ExplainArgs),
     /// Run the reference scene end to end in a temporary stack, narrating each step.
     Demo(demo::DemoArgs),
     /// The daemon itself, in the foreground (what `apply` starts in the background).
@@ -175,6 +178,7 @@ fn main() -> ExitCode {
         Command::Unkill { agent, all, stack } => ops::kill(&stack, agent, all, false),
         Command::Rollback { to, stack } => ops::rollback(&stack, to),
         Command::Demo(args) => demo::run(&args),
+        Command::Explain(args) => explain::run(&args),
     }
 }
 

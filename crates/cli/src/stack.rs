@@ -1,13 +1,18 @@
-//! Where a stack keeps its state: the conventions every command (and the daemon) shares.
+//! Where a stack keeps its state: the daemon's conventions (`daemon::stack`), with the data
+//! directory the running daemon uses, or the policy's `runtime { data_dir }`.
 
 use std::path::{Path, PathBuf};
 
-/// `<stack>/.faramesh/data`: the store file and the audit keys.
-pub fn data_dir(stack: &Path) -> PathBuf {
-    stack.join(".faramesh").join("data")
-}
+pub use daemon::stack::audit_key;
 
-/// The stack's checkpoint signing key (mode 0600); its verifier key is beside it, `.pub`.
-pub fn audit_key(data_dir: &Path) -> PathBuf {
-    data_dir.join("keys").join("audit.key")
+/// The stack's data directory: the running daemon's, else the policy's `data_dir`, else
+/// `<stack>/.faramesh/data`.
+pub fn data_dir(stack: &Path) -> PathBuf {
+    if let Some(info) = daemon::server::RunInfo::read(stack) {
+        return info.data_dir;
+    }
+    daemon::policy::load_policy(stack)
+        .ok()
+        .and_then(|p| p.runtime.data_dir)
+        .map_or_else(|| daemon::stack::default_data_dir(stack), |d| stack.join(d))
 }

@@ -13,7 +13,7 @@ use audit::record::{self, Canonical, Dpr};
 use engine::car::{ActionRequest, CanonicalJson};
 use engine::clock::Clock;
 use engine::compile::Verdict;
-use engine::decision::{Decision, Event, ReasonCode};
+use engine::decision::{Decision, Event, Outcome as StepOutcome, ReasonCode};
 use engine::engine::{Engine, EngineConfig};
 use serde::Serialize;
 use store::Store;
@@ -438,6 +438,7 @@ impl Core {
             }
             d.selectors = selectors(dec);
             d.events = events(dec);
+            d.trace = trace(dec);
         }
         d
     }
@@ -507,6 +508,42 @@ fn selectors(d: &Decision) -> Option<Canonical> {
     }
     let map: serde_json::Map<String, serde_json::Value> = d.selectors.iter().cloned().collect();
     Canonical::of(&serde_json::Value::Object(map)).ok()
+}
+
+/// `[{"line":N,"outcome":"…"}]`, written as RFC 8785 text directly (keys sorted, integers,
+/// fixed words). Error details stay out: the record's reason carries what may be said.
+fn trace(d: &Decision) -> Option<Canonical> {
+    if d.trace.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(40 * d.trace.len());
+    out.push('[');
+    for (i, step) in d.trace.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let outcome = match step.outcome {
+            StepOutcome::Matched => "matched",
+            StepOutcome::ClauseNotMet(clause) => clause_word(clause),
+            StepOutcome::ConditionFalse => "condition_false",
+            StepOutcome::ConditionUnknown => "condition_unknown",
+            StepOutcome::Error(_) => "error",
+        };
+        out.push_str(&format!(
+            "{{\"line\":{},\"outcome\":\"{outcome}\"}}",
+            step.line
+        ));
+    }
+    out.push(']');
+    Some(Canonical::from_jcs(out))
+}
+
+fn clause_word(clause: &str) -> &'static str {
+    match clause {
+        "method" => "method_not_met",
+        "host" => "host_not_met",
+        _ => "path_not_met",
+    }
 }
 
 fn events(d: &Decision) -> Option<Canonical> {

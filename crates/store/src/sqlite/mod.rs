@@ -145,6 +145,11 @@ impl SqliteReader {
     }
 
     /// The chains the file holds.
+    /// The source text of a stored policy version (`faramesh explain`).
+    pub fn policy_source(&self, version: &str) -> Result<Option<String>, StoreError> {
+        self.readers.with(|c| control::policy_source(c, version))
+    }
+
     pub fn chains(&self) -> Result<Vec<String>, StoreError> {
         self.readers.with(chains)
     }
@@ -417,9 +422,7 @@ impl Store for SqliteStore {
     }
 
     fn policy_source(&self, version: &str) -> Result<Option<String>, StoreError> {
-        self.reader
-            .readers
-            .with(|c| control::policy_source(c, version))
+        self.reader.policy_source(version)
     }
 
     fn request_approval(&self, new: NewApproval, now_ms: i64) -> Result<Approval, StoreError> {
