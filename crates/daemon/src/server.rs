@@ -250,8 +250,9 @@ async fn serve(core: &Arc<Core>, stack: &Path, setup: &Setup) -> Result<(), Stri
         policy_version: core.active().version.clone(),
         started: audit::time::format_ms(core.started_ms),
     };
-    write_run_file(stack, &info)?;
+    // READY before the run file appears: whoever reads it may call at once.
     core.set_phase(Phase::Ready);
+    write_run_file(stack, &info)?;
     tracing::info!(
         socket = %info.socket.display(),
         admin = %info.admin_socket.display(),

@@ -1,0 +1,174 @@
+//! What operators see of a running daemon: `faramesh explain` on recorded decisions, the
+//! Prometheus metrics, and alerts delivered to a real webhook endpoint.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/daemon.rs"]
+mod daemon_common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use daemon_common::*;
+use serde_json::{Value, json};
+
+const POLICY: &str = r#"runtime {
+  durability = "interval"
+}
+
+agent "ops" {
+  default deny
+  rules {
+    permit logs/read if lines <= 100
+    defer  deploy/prod method POST
+    deny   db/drop reason "never from an agent"
+  }
+  alert {
+    on     = "deny"
+    notify = "webhook://ops-hook"
+  }
+}
+"#;
+
+#[test]
+fn explain_walks_a_recorded_decision_through_every_step_and_rule() {
+    let stack = stack(POLICY);
+    let d = Daemon::start(stack.path());
+    let permit = d.decide(call("ops", "logs/read", json!({"lines": 10})));
+    let deny = d.decide(call("ops", "db/drop", json!({})));
+    let unknown = d.decide(call("nobody", "logs/read", json!({})));
+    d.stop();
+
+    let out = faramesh_in(
+        stack.path(),
+        &["explain", permit["dpr_id"].as_str().unwrap()],
+    );
+    ok(&out, "explain a permit");
+    let text = stdout(&out);
+    for step in [
+        "1. kill switch",
+        "2. phase and agent",
+        "3. pre-scanners",
+        "7. policy engine",
+        "8. decision",
+        "9. audit write",
+        "11. answer",
+    ] {
+        assert!(text.contains(step), "{step} missing:\n{text}");
+    }
+    assert!(
+        text.contains("matched") && text.contains("permit logs/read if lines <= 100"),
+        "the deciding rule, with its text:\n{text}"
+    );
+    assert!(text.contains("permit RULE_PERMIT"), "{text}");
+
+    // The deny: the rules before it were tried and did not match.
+    let out = faramesh_in(
+        stack.path(),
+        &["explain", deny["dpr_id"].as_str().unwrap(), "--json"],
+    );
+    ok(&out, "explain a deny");
+    let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let rules = doc["rules"].as_array().unwrap();
+    assert_eq!(rules.last().unwrap()["outcome"], "matched", "{doc:#}");
+    assert!(
+        rules.last().unwrap()["rule"]
+            .as_str()
+            .unwrap()
+            .starts_with("deny   db/drop"),
+        "{doc:#}"
+    );
+    assert_eq!(doc["record"]["reason_code"], "RULE_DENY");
+
+    // An unknown agent ends at step 2: the engine is never reached.
+    let out = faramesh_in(
+        stack.path(),
+        &["explain", unknown["dpr_id"].as_str().unwrap()],
+    );
+    ok(&out, "explain an unknown agent");
+    let text = stdout(&out);
+    assert!(text.contains("UNKNOWN_AGENT"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("7. policy engine") && l.contains("not reached")),
+        "{text}"
+    );
+
+    let out = faramesh_in(stack.path(), &["explain", "dpr_does_not_exist"]);
+    assert!(!out.status.success(), "an unknown id fails");
+    assert!(stderr(&out).contains("no record"), "{}", stderr(&out));
+}
+
+/// A plain HTTP server that answers 200 to every request and hands over each body.
+fn webhook() -> (u16, mpsc::Receiver<(String, String)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut head = String::new();
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            let mut conn = conn;
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = tx.send((head, String::from_utf8_lossy(&body).into_owned()));
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn a_deny_alert_reaches_the_webhook_and_metrics_count_decisions() {
+    let (port, bodies) = webhook();
+    let policy = format!(
+        "provider \"ops-hook\" {{\n  type   = \"webhook\"\n  url    = \"http://127.0.0.1:{port}/hook\"\n}}\n\n{POLICY}"
+    );
+    let stack = stack(&policy);
+    let d = Daemon::start(stack.path());
+    let deny = d.decide(call("ops", "db/drop", json!({"table": "users"})));
+    expect(&deny, "deny", "RULE_DENY");
+    d.decide(call("ops", "logs/read", json!({"lines": 5})));
+    d.decide(call("ops", "logs/read", json!({"lines": 5000})));
+
+    let (head, body) = bodies
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the alert was delivered");
+    assert!(head.starts_with("POST /hook "), "{head}");
+    let alert: Value = serde_json::from_str(&body).unwrap();
+    let text = alert.to_string();
+    assert!(
+        text.contains("db/drop") && text.contains(deny["dpr_id"].as_str().unwrap()),
+        "{text}"
+    );
+    assert!(
+        !text.contains("users"),
+        "no argument values in alerts: {text}"
+    );
+
+    let metrics = http(&d.info.http, "GET", "/metrics", None, None).body;
+    for line in [
+        "faramesh_decisions_total{effect=\"deny\",reason_code=\"RULE_DENY\"} 1",
+        "faramesh_decisions_total{effect=\"permit\",reason_code=\"RULE_PERMIT\"} 1",
+        "faramesh_decisions_total{effect=\"deny\",reason_code=\"DEFAULT_DENY\"} 1",
+        "faramesh_decision_latency_seconds_count 3",
+        "faramesh_approvals_pending 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    d.stop();
+}
