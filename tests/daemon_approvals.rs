@@ -402,6 +402,13 @@ fn http_approvals_need_the_operator_token() {
     assert_eq!(rec["approval"]["approver"], "http:alice", "{rec}");
     assert_eq!(rec["adapter"], "http", "{rec}");
 
+    // A decide body that is not a call is a recorded deny, not an HTTP error.
+    for bad in ["", "{", "[]", r#"{"agent":"bot"}"#] {
+        let r = http(&addr, "POST", "/v1/decide", None, Some(bad));
+        assert_eq!(r.status, 200, "{bad:?}: {r:?}");
+        expect(&r.json(), "deny", "MALFORMED_REQUEST");
+    }
+
     // Unauthenticated routes: health, status and metrics.
     let health = http(&addr, "GET", "/healthz", None, None);
     assert_eq!(health.status, 200, "{health:?}");
@@ -434,4 +441,181 @@ fn http_approvals_need_the_operator_token() {
     verify(dir.path());
     let rec = show(dir.path(), id);
     assert_eq!(rec["approval"]["approver"], "http:alice", "{rec}");
+}
+
+#[test]
+fn concurrent_retries_spend_an_approval_exactly_once() {
+    const N: usize = 8;
+    let dir = stack(&policy(None));
+    let d = Daemon::start(dir.path());
+
+    // N agents ask for the same call at the same moment: one approval, one token.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(N));
+    let ask = |token: Option<String>| {
+        (0..N)
+            .map(|_| {
+                let mut agent = d.agent();
+                let (barrier, token) = (barrier.clone(), token.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    agent
+                        .call("decide", refund(8000, token.as_deref()))
+                        .unwrap()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<Value>>()
+    };
+    let first = ask(None);
+    let tokens: std::collections::HashSet<&str> = first
+        .iter()
+        .map(|a| {
+            expect(a, "defer", "RULE_DEFER");
+            a["defer_token"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        tokens.len(),
+        1,
+        "one pending approval for identical calls: {first:#?}"
+    );
+    let token = tokens.into_iter().next().unwrap().to_string();
+    let pending = d.admin_call("approvals.list", json!({}));
+    assert_eq!(pending.as_array().unwrap().len(), 1, "{pending}");
+
+    d.admin_call("approvals.approve", json!({"token": token}));
+    let retries = ask(Some(token.clone()));
+    let permits = retries.iter().filter(|a| a["effect"] == "permit").count();
+    assert_eq!(permits, 1, "permitted exactly once: {retries:#?}");
+    for a in &retries {
+        if a["effect"] == "permit" {
+            expect(a, "permit", "APPROVED");
+        } else {
+            expect(a, "deny", "APPROVAL_CONSUMED");
+        }
+    }
+    assert_eq!(approval(&d, &token)["status"], "consumed");
+    d.stop();
+    verify(dir.path());
+    let approved = export(dir.path())
+        .into_iter()
+        .filter(|r| r["reason_code"] == "APPROVED")
+        .count();
+    assert_eq!(approved, 1, "one APPROVED record");
+}
+
+#[test]
+fn an_approval_does_not_override_a_rule_that_now_denies() {
+    let dir = stack(&policy(None));
+    let d = Daemon::start(dir.path());
+    let token = deferred(&d, 8000);
+    d.admin_call("approvals.approve", json!({"token": token}));
+
+    // The operator tightens the policy: refunds are denied outright now.
+    let strict = policy(None).replace(
+        "defer  stripe/refund reason \"every refund needs a human\"",
+        "deny   stripe/refund reason \"refunds are frozen\"",
+    );
+    assert_ne!(strict, policy(None));
+    write_policy(dir.path(), &strict);
+    ok(
+        &faramesh_in(dir.path(), &["apply"]),
+        "apply the strict policy",
+    );
+    let retry = d.decide(refund(8000, Some(&token)));
+    expect(&retry, "deny", "RULE_DENY");
+    assert_eq!(
+        approval(&d, &token)["status"],
+        "approved",
+        "a deny does not spend the approval"
+    );
+
+    // Back to deferring: the approval is still good, once.
+    write_policy(dir.path(), &policy(None));
+    ok(
+        &faramesh_in(dir.path(), &["apply"]),
+        "apply the deferring policy",
+    );
+    expect(&d.decide(refund(8000, Some(&token))), "permit", "APPROVED");
+    expect(
+        &d.decide(refund(8000, Some(&token))),
+        "deny",
+        "APPROVAL_CONSUMED",
+    );
+    d.stop();
+}
+
+#[test]
+fn kill_switches_are_the_operators() {
+    let dir = stack(&policy(None));
+    let d = Daemon::start(dir.path());
+    let docs = || call(AGENT, "search_docs", json!({}));
+    expect(&d.decide(docs()), "permit", "RULE_PERMIT");
+
+    ok(
+        &faramesh_in(dir.path(), &["kill", AGENT]),
+        "faramesh kill bot",
+    );
+    expect(&d.decide(docs()), "deny", "KILL_SWITCH");
+    // Even an approved call does not get through a kill switch.
+    ok(
+        &faramesh_in(dir.path(), &["unkill", AGENT]),
+        "faramesh unkill bot",
+    );
+    let token = deferred(&d, 8000);
+    d.admin_call("approvals.approve", json!({"token": token}));
+    ok(
+        &faramesh_in(dir.path(), &["kill", "--all"]),
+        "faramesh kill --all",
+    );
+    expect(&d.decide(refund(8000, Some(&token))), "deny", "KILL_SWITCH");
+    expect(&d.decide(docs()), "deny", "KILL_SWITCH");
+    // The agent cannot lift it.
+    let r = d.agent().call("unkill", json!({}));
+    assert_eq!(rpc_code(&r), Some(-32601), "{r:?}");
+    ok(
+        &faramesh_in(dir.path(), &["unkill", "--all"]),
+        "faramesh unkill --all",
+    );
+    expect(&d.decide(docs()), "permit", "RULE_PERMIT");
+    expect(&d.decide(refund(8000, Some(&token))), "permit", "APPROVED");
+    let out = faramesh_in(dir.path(), &["kill"]);
+    assert!(
+        !out.status.success(),
+        "kill needs an agent or --all:\n{}",
+        shown(&out)
+    );
+    d.stop();
+}
+
+#[test]
+fn sockets_and_secrets_have_owner_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = stack(&policy(None));
+    let d = Daemon::start(dir.path());
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&d.info.socket), 0o660, "agent socket");
+    assert_eq!(mode(&d.info.admin_socket), 0o600, "admin socket");
+    let keys = daemon::stack::keys_dir(&data_dir(dir.path()));
+    for f in ["operator.token", "redaction.key", "audit.key"] {
+        assert_eq!(mode(&keys.join(f)), 0o600, "{f}");
+    }
+    assert!(
+        d.info.http.starts_with("127.0.0.1:"),
+        "the HTTP API is on loopback: {}",
+        d.info.http
+    );
+    d.stop();
+    for p in [
+        d_socket(dir.path()),
+        daemon::stack::admin_socket(dir.path()),
+    ] {
+        assert!(!p.exists(), "{} is removed at stop", p.display());
+    }
+}
+
+fn d_socket(stack: &std::path::Path) -> std::path::PathBuf {
+    daemon::stack::default_socket(stack)
 }

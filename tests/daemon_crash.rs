@@ -7,7 +7,7 @@
 mod daemon_common;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -172,5 +172,171 @@ fn sigkill_under_load_loses_no_acknowledged_decision() {
     eprintln!(
         "acknowledged per round before SIGKILL: {total_rounds_acked:?}; {} records in all",
         records.len()
+    );
+}
+
+/// Runs `THREADS` clients until their connection breaks or `until` says stop; returns every
+/// answer they received.
+fn load(d: &Daemon, until: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<Vec<Value>>> {
+    (0..THREADS)
+        .map(|t| {
+            let mut agent = d.agent();
+            let until = until.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for i in 0.. {
+                    if until.load(Ordering::Acquire) {
+                        break;
+                    }
+                    match agent.call("decide", params(t, i)) {
+                        Ok(r) => got.push(r),
+                        Err(_) => break,
+                    }
+                }
+                got
+            })
+        })
+        .collect()
+}
+
+/// `faramesh stop` while `THREADS` clients keep calling: every answer they got, and the log
+/// (verified) afterwards.
+fn stop_under_load(stack: &std::path::Path) -> (Vec<Value>, Vec<Value>) {
+    let mut d = Daemon::start(stack);
+    let until = Arc::new(AtomicBool::new(false));
+    let clients = load(&d, until.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let out = faramesh_in(stack, &["stop"]);
+    ok(&out, "faramesh stop under load");
+    // `stop` returns once the run file is gone, that is once the store is closed.
+    until.store(true, Ordering::Release);
+    assert!(d.wait().success(), "{}", d.log_text());
+    let answers: Vec<Value> = clients
+        .into_iter()
+        .flat_map(|c| c.join().expect("client thread"))
+        .collect();
+    assert!(answers.len() > 100, "{} answers", answers.len());
+    verify(stack);
+    (answers, export(stack))
+}
+
+fn unrecorded<'a>(answers: &'a [Value], records: &[Value]) -> Vec<&'a Value> {
+    let logged: HashSet<&str> = records.iter().filter_map(|r| r["id"].as_str()).collect();
+    answers
+        .iter()
+        .filter(|a| !logged.contains(a["dpr_id"].as_str().unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_stop_under_load_permits_nothing_unrecorded() {
+    let dir = stack(POLICY);
+    let (answers, records) = stop_under_load(dir.path());
+    let by_id: std::collections::HashMap<&str, &Value> = records
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap(), r))
+        .collect();
+    for a in &answers {
+        if let Some(r) = by_id.get(a["dpr_id"].as_str().unwrap()) {
+            assert_eq!(r["effect"], a["effect"], "answer and record agree: {a} {r}");
+            assert_eq!(r["reason_code"], a["reason_code"], "{a} {r}");
+        }
+    }
+    // Whatever could not be recorded was refused: fail closed.
+    let missing = unrecorded(&answers, &records);
+    for a in &missing {
+        expect(a, "deny", "AUDIT_UNAVAILABLE");
+    }
+    eprintln!(
+        "{} answers during a stop under load, {} of them unrecorded AUDIT_UNAVAILABLE denies",
+        answers.len(),
+        missing.len()
+    );
+}
+
+/// Daemon bug (reported): after `stop` the agent connections stay open until the process
+/// exits (≥ 6 s later), and every call on them is answered AUDIT_UNAVAILABLE with no record —
+/// SPEC §5: every decision writes exactly one DPR.
+#[test]
+#[ignore = "daemon bug: connections outlive the store at stop; their decisions go unrecorded (crates/daemon/src/server.rs)"]
+fn a_stop_under_load_leaves_no_decision_unrecorded() {
+    let dir = stack(POLICY);
+    let (answers, records) = stop_under_load(dir.path());
+    let missing = unrecorded(&answers, &records);
+    assert!(
+        missing.is_empty(),
+        "{} of {} answers have no record, e.g. {}",
+        missing.len(),
+        answers.len(),
+        missing[0]
+    );
+}
+
+#[test]
+fn a_pending_approval_survives_kill_9() {
+    let dir = stack(POLICY);
+    let stack = dir.path();
+    let d = Daemon::start(stack);
+    let ask = |d: &Daemon, token: Option<&str>| {
+        let mut p = call(AGENT, "stripe/refund", json!({"amount": 8000}));
+        if let Some(t) = token {
+            p["defer_token"] = json!(t);
+        }
+        d.decide(p)
+    };
+    let first = ask(&d, None);
+    expect(&first, "defer", "RULE_DEFER");
+    let token = first["defer_token"].as_str().unwrap().to_string();
+    d.sigkill();
+
+    let d = Daemon::start(stack);
+    let again = ask(&d, None);
+    assert_eq!(
+        again["defer_token"],
+        token.as_str(),
+        "the same approval after the crash: {again}"
+    );
+    let a = d.admin_call("approvals.approve", json!({"token": token}));
+    assert_eq!(a["status"], "approved", "{a}");
+    d.sigkill();
+
+    let d = Daemon::start(stack);
+    expect(&ask(&d, Some(&token)), "permit", "APPROVED");
+    d.sigkill();
+
+    let d = Daemon::start(stack);
+    expect(&ask(&d, Some(&token)), "deny", "APPROVAL_CONSUMED");
+    d.stop();
+    verify(stack);
+}
+
+#[test]
+fn interval_durability_survives_kill_9_with_a_verifiable_log() {
+    let dir = stack(&POLICY.replace("\"sync\"", "\"interval\""));
+    let stack = dir.path();
+    let mut acked = 0usize;
+    for round in 0..3 {
+        let d = Daemon::start(stack);
+        let until = Arc::new(AtomicBool::new(false));
+        let clients = load(&d, until.clone());
+        std::thread::sleep(Duration::from_millis(200 + round * 100));
+        d.sigkill();
+        acked += clients
+            .into_iter()
+            .map(|c| c.join().expect("client thread").len())
+            .sum::<usize>();
+        // `interval` may lose the last few milliseconds, as a suffix: never a broken chain.
+        verify(stack);
+    }
+    let d = Daemon::start(stack);
+    expect(&d.decide(params(0, 0)), "permit", "RULE_PERMIT");
+    d.stop();
+    verify(stack);
+    let records = export(stack);
+    let decisions = records.iter().filter(|r| r["kind"] == "decision").count();
+    eprintln!("interval: {acked} acknowledged, {decisions} recorded");
+    assert!(
+        decisions > acked / 2,
+        "most acknowledged decisions are kept"
     );
 }

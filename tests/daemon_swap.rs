@@ -94,7 +94,7 @@ fn hot_swaps_under_load_drop_nothing() {
                 let mut i = 0usize;
                 while !stop.load(Ordering::Acquire) {
                     i += 1;
-                    let tool = if (i + t) % 2 == 0 {
+                    let tool = if (i + t).is_multiple_of(2) {
                         "shell/exec"
                     } else {
                         "search_docs"
@@ -129,7 +129,7 @@ fn hot_swaps_under_load_drop_nothing() {
     let mut expected_changes = vec![v_a.clone()];
     let mut last_apply = Instant::now();
     for i in 0..APPLIES {
-        let (policy, name) = if i % 2 == 0 {
+        let (policy, name) = if i.is_multiple_of(2) {
             (POLICY_B, "B")
         } else {
             (POLICY_A, "A")
@@ -143,7 +143,11 @@ fn hot_swaps_under_load_drop_nothing() {
         if i == 0 {
             v_b = v.clone();
         }
-        assert_eq!(&v, if i % 2 == 0 { &v_b } else { &v_a }, "apply #{i}");
+        assert_eq!(
+            &v,
+            if i.is_multiple_of(2) { &v_b } else { &v_a },
+            "apply #{i}"
+        );
         expected_changes.push(v);
         std::thread::sleep(Duration::from_millis(100));
     }
