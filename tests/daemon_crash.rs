@@ -258,7 +258,6 @@ fn a_stop_under_load_permits_nothing_unrecorded() {
 /// exits (≥ 6 s later), and every call on them is answered AUDIT_UNAVAILABLE with no record —
 /// SPEC §5: every decision writes exactly one DPR.
 #[test]
-#[ignore = "daemon bug: connections outlive the store at stop; their decisions go unrecorded (crates/daemon/src/server.rs)"]
 fn a_stop_under_load_leaves_no_decision_unrecorded() {
     let dir = stack(POLICY);
     let (answers, records) = stop_under_load(dir.path());

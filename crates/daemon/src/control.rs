@@ -183,10 +183,16 @@ pub async fn apply(core: &Core, by: String) -> RpcResult {
 
 /// Records the change of version (unless it is the version in force) and swaps.
 pub async fn put_in_force(core: &Core, loaded: LoadedPolicy, by: String) -> RpcResult {
-    let from = core.active().version.clone();
+    let active = core.active();
+    let from = active.version.clone();
+    // Sockets, the store and its settings are set up at start: say so rather than pretend.
+    let restart = active.runtime.changed_keys(&loaded.runtime);
+    if !restart.is_empty() {
+        tracing::warn!(keys = ?restart, "runtime keys changed: they take effect when the daemon restarts");
+    }
     let to = loaded.version().to_string();
     if from == to {
-        return Ok(json!({"changed": false, "version": to}));
+        return Ok(json!({"changed": false, "version": to, "restart_needed_for": restart}));
     }
     let apply = PolicyApply {
         version: to.clone(),
@@ -200,7 +206,9 @@ pub async fn put_in_force(core: &Core, loaded: LoadedPolicy, by: String) -> RpcR
         .map_err(store_err)?;
     core.swap(&loaded);
     tracing::info!(from, to, by, "policy applied");
-    Ok(json!({"changed": true, "from": applied.from, "version": to, "seq": applied.seq}))
+    Ok(
+        json!({"changed": true, "from": applied.from, "version": to, "seq": applied.seq, "restart_needed_for": restart}),
+    )
 }
 
 /// Puts a stored version back in force: the one given, or the one before the current.
@@ -210,11 +218,23 @@ pub async fn rollback(core: &Core, to: Option<String>, by: String) -> RpcResult 
         .await
         .map_err(store_err)?;
     let target = match to {
-        Some(v) => versions
-            .iter()
-            .find(|p| p.version == v || p.version.starts_with(&v))
-            .map(|p| p.version.clone())
-            .ok_or_else(|| RpcError::refused(format!("no stored policy version `{v}`")))?,
+        Some(v) => {
+            let found: Vec<&str> = versions
+                .iter()
+                .map(|p| p.version.as_str())
+                .filter(|p| !v.is_empty() && p.starts_with(v.as_str()))
+                .collect();
+            match found.as_slice() {
+                [one] => (*one).to_string(),
+                [] => return Err(RpcError::refused(format!("no stored policy version `{v}`"))),
+                _ => {
+                    return Err(RpcError::refused(format!(
+                        "`{v}` is the start of {} versions; give more of it",
+                        found.len()
+                    )));
+                }
+            }
+        }
         None => versions
             .iter()
             .find(|p| p.version != current)

@@ -69,6 +69,8 @@ pub struct Active {
     pub audit_mode: bool,
     pub file_name: String,
     pub applied_ms: i64,
+    /// The `runtime` block this policy was loaded with (its keys take effect at start).
+    pub runtime: crate::policy::Runtime,
 }
 
 /// What the daemon is configured with besides the policy.
@@ -575,6 +577,7 @@ fn active(
         audit_mode: policy.runtime.audit_mode,
         file_name: policy.file_name.clone(),
         applied_ms: now,
+        runtime: policy.runtime.clone(),
     }
 }
 

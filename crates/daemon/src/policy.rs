@@ -54,6 +54,37 @@ pub struct Runtime {
     pub durability: Option<String>,
 }
 
+impl Runtime {
+    /// The keys whose values differ between `self` and `other`, other than `mode` (which a
+    /// swap applies).
+    pub fn changed_keys(&self, other: &Runtime) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut check = |key, differ: bool| {
+            if differ {
+                keys.push(key);
+            }
+        };
+        check("backend", self.backend != other.backend);
+        check("data_dir", self.data_dir != other.data_dir);
+        check("socket", self.socket != other.socket);
+        check("http_listen", self.http_listen != other.http_listen);
+        check(
+            "approval_ttl",
+            self.approval_ttl_ms != other.approval_ttl_ms,
+        );
+        check(
+            "cold_start_deny_window",
+            self.cold_start_deny_window_ms != other.cold_start_deny_window_ms,
+        );
+        check(
+            "checkpoint_every",
+            self.checkpoint_every != other.checkpoint_every,
+        );
+        check("durability", self.durability != other.durability);
+        keys
+    }
+}
+
 /// `alert { on = …; notify = "…" }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertSpec {

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
+use tokio::sync::watch;
 
 /// SPEC §8: 1 MiB per line.
 pub const MAX_LINE: usize = 1 << 20;
@@ -145,7 +146,10 @@ async fn read_line<R: AsyncBufRead + Unpin>(
 /// Serves one connection: each line is handed to `handle`, whose answer (if any) is written
 /// back whole, in one write. Malformed and oversized lines get an error and the connection
 /// goes on; idle, slow or unreadable clients are dropped.
-pub async fn serve<H, F>(stream: UnixStream, handle: Arc<H>)
+///
+/// When `closing` turns true (the daemon drains), the connection ends at its next wait for a
+/// request; a request already being read or answered finishes first.
+pub async fn serve<H, F>(stream: UnixStream, handle: Arc<H>, mut closing: watch::Receiver<bool>)
 where
     H: Fn(Vec<u8>) -> F + Send + Sync + 'static,
     F: Future<Output = Option<String>> + Send,
@@ -155,9 +159,13 @@ where
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        match tokio::time::timeout(IDLE, r.fill_buf()).await {
-            Ok(Ok(b)) if !b.is_empty() => {}
-            _ => return,
+        let more = tokio::select! {
+            biased;
+            _ = closing.wait_for(|c| *c) => false,
+            got = tokio::time::timeout(IDLE, r.fill_buf()) => matches!(got, Ok(Ok(b)) if !b.is_empty()),
+        };
+        if !more {
+            return;
         }
         let answer = match tokio::time::timeout(
             LINE_DEADLINE,
@@ -196,6 +204,17 @@ where
 pub fn envelope(line: &[u8]) -> Result<Envelope<'_>, String> {
     let text = std::str::from_utf8(line)
         .map_err(|_| error_line(None, PARSE_ERROR, "the request is not UTF-8"))?;
+    // One JSON object per line (SPEC §8): serde would read an array positionally.
+    if !text.trim_start().starts_with('{') {
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => error_line(
+                None,
+                INVALID_REQUEST,
+                "a request is one JSON object per line (batches are not supported)",
+            ),
+            Err(e) => error_line(None, PARSE_ERROR, &format!("the request is not JSON: {e}")),
+        });
+    }
     let env: Envelope<'_> = serde_json::from_str(text)
         .map_err(|e| error_line(None, PARSE_ERROR, &format!("the request is not JSON: {e}")))?;
     if env.kind.is_none() {

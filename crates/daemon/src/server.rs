@@ -31,6 +31,8 @@ use crate::stack;
 
 /// How long a stop waits for decisions in flight.
 const DRAIN: Duration = Duration::from_secs(10);
+/// How long a stop then waits for connections to end.
+const CLOSE: Duration = Duration::from_secs(2);
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -221,24 +223,26 @@ async fn serve(core: &Arc<Core>, stack: &Path, setup: &Setup) -> Result<(), Stri
         .map_err(|e| format!("http_listen {}: {e}", setup.http_listen))?;
     let http_addr = http.local_addr().map_err(|e| e.to_string())?;
     let token = operator_token(&setup.data_dir)?;
-    let in_flight = Arc::new(AtomicUsize::new(0));
+    let conns = Connections::new();
     let mut stop = core.stopping();
-    let tasks = [
+    let accepting = [
         tokio::spawn(accept_agents(
             agent_listener,
             Arc::clone(core),
-            Arc::clone(&in_flight),
+            conns.clone(),
         )),
         tokio::spawn(accept_operators(
             admin_listener,
             Arc::clone(core),
             own_uid(),
-        )),
-        tokio::spawn(serve_http(
-            http,
-            crate::http::router(Arc::clone(core), token),
+            conns.clone(),
         )),
     ];
+    let http = tokio::spawn(serve_http(
+        http,
+        crate::http::router(Arc::clone(core), token),
+        conns.closing.subscribe(),
+    ));
     let info = RunInfo {
         pid: std::process::id(),
         socket: setup.socket.clone(),
@@ -267,14 +271,58 @@ async fn serve(core: &Arc<Core>, stack: &Path, setup: &Setup) -> Result<(), Stri
     }
     core.set_phase(Phase::Draining);
     tracing::info!("draining");
-    for t in &tasks {
+    for t in &accepting {
         t.abort();
     }
-    let deadline = tokio::time::Instant::now() + DRAIN;
-    while in_flight.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Decisions in flight finish (and anything arriving meanwhile is refused, on the record);
+    // then every connection ends, before the store closes behind them.
+    conns.settle(&conns.in_flight, DRAIN).await;
+    conns.closing.send_replace(true);
+    conns.settle(&conns.open, CLOSE).await;
+    let _ = tokio::time::timeout(CLOSE, http).await;
     Ok(())
+}
+
+/// The daemon's connections: how many are open, how many requests are being answered, and
+/// the signal that ends them at drain.
+#[derive(Debug, Clone)]
+struct Connections {
+    open: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Connections {
+    fn new() -> Connections {
+        Connections {
+            open: Arc::new(AtomicUsize::new(0)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            closing: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
+
+    /// Waits until `count` is zero, at most `limit`.
+    async fn settle(&self, count: &AtomicUsize, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while count.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Serves one connection, counted while it is open.
+    fn spawn<H, F>(&self, stream: tokio::net::UnixStream, handler: Arc<H>)
+    where
+        H: Fn(Vec<u8>) -> F + Send + Sync + 'static,
+        F: std::future::Future<Output = Option<String>> + Send + 'static,
+    {
+        let open = Arc::clone(&self.open);
+        let closing = self.closing.subscribe();
+        open.fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(async move {
+            crate::rpc::serve(stream, handler, closing).await;
+            open.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
 }
 
 async fn shutdown_signal() {
@@ -292,14 +340,14 @@ async fn shutdown_signal() {
     }
 }
 
-async fn accept_agents(listener: UnixListener, core: Arc<Core>, in_flight: Arc<AtomicUsize>) {
+async fn accept_agents(listener: UnixListener, core: Arc<Core>, conns: Connections) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let core = Arc::clone(&core);
-        let in_flight = Arc::clone(&in_flight);
+        let in_flight = Arc::clone(&conns.in_flight);
         let handler = Arc::new(move |line: Vec<u8>| {
             let core = Arc::clone(&core);
             let in_flight = Arc::clone(&in_flight);
@@ -310,11 +358,11 @@ async fn accept_agents(listener: UnixListener, core: Arc<Core>, in_flight: Arc<A
                 out
             }
         });
-        tokio::spawn(crate::rpc::serve(stream, handler));
+        conns.spawn(stream, handler);
     }
 }
 
-async fn accept_operators(listener: UnixListener, core: Arc<Core>, owner: u32) {
+async fn accept_operators(listener: UnixListener, core: Arc<Core>, owner: u32, conns: Connections) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -329,12 +377,22 @@ async fn accept_operators(listener: UnixListener, core: Arc<Core>, owner: u32) {
         let core = Arc::clone(&core);
         let handler =
             Arc::new(move |line: Vec<u8>| admin::handle(Arc::clone(&core), operator.clone(), line));
-        tokio::spawn(crate::rpc::serve(stream, handler));
+        conns.spawn(stream, handler);
     }
 }
 
-async fn serve_http(listener: TcpListener, router: axum::Router) {
-    if let Err(e) = axum::serve(listener, router).await {
+async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
+    let closed = async move {
+        let _ = closing.wait_for(|c| *c).await;
+    };
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(closed)
+        .await
+    {
         tracing::error!(error = %e, "the HTTP API stopped");
     }
 }
