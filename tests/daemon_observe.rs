@@ -145,19 +145,29 @@ fn a_deny_alert_reaches_the_webhook_and_metrics_count_decisions() {
     d.decide(call("ops", "logs/read", json!({"lines": 5})));
     d.decide(call("ops", "logs/read", json!({"lines": 5000})));
 
-    let (head, body) = bodies
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the alert was delivered");
-    assert!(head.starts_with("POST /hook "), "{head}");
-    let alert: Value = serde_json::from_str(&body).unwrap();
-    let text = alert.to_string();
+    // Two denies, two alerts (delivered concurrently, in either order); none for the permit.
+    let mut alerts = Vec::new();
+    for _ in 0..2 {
+        let (head, body) = bodies
+            .recv_timeout(Duration::from_secs(20))
+            .expect("each deny's alert is delivered");
+        assert!(head.starts_with("POST /hook "), "{head}");
+        alerts.push(serde_json::from_str::<Value>(&body).unwrap());
+    }
+    let text = serde_json::to_string(&alerts).unwrap();
     assert!(
-        text.contains("db/drop") && text.contains(deny["dpr_id"].as_str().unwrap()),
+        alerts.iter().any(|a| a.to_string().contains("db/drop")
+            && a.to_string().contains(deny["dpr_id"].as_str().unwrap())),
         "{text}"
     );
+    assert!(alerts.iter().all(|a| a["effect"] == "deny"), "{text}");
     assert!(
         !text.contains("users"),
         "no argument values in alerts: {text}"
+    );
+    assert!(
+        bodies.recv_timeout(Duration::from_millis(500)).is_err(),
+        "no alert for the permit"
     );
 
     let metrics = http(&d.info.http, "GET", "/metrics", None, None).body;
