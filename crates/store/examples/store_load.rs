@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p faramesh-store --example store_load -- [--dir DIR] [--runs N]
+//!     [--only NAME] [--keep STACK]
 //! ```
 //!
 //! Measures the disk's fsync latency, records/s (and the process's CPU time per record, which
@@ -292,9 +293,18 @@ fn main() {
     if only.is_some() {
         return;
     }
-    let dir = fresh(base, "read");
+    // `--keep STACK` leaves the 1,000,000-record store in STACK's data directory and its
+    // verifier key in STACK/audit.pub, for timing `faramesh audit verify --dir STACK --key …`.
+    let keep = arg("--keep").map(PathBuf::from);
+    let dir = match &keep {
+        Some(stack) => fresh(&stack.join(".faramesh"), "data"),
+        None => fresh(base, "read"),
+    };
     let key = LocalKey::generate("bench").unwrap();
     let key_text = key.to_text();
+    if let Some(stack) = &keep {
+        std::fs::write(stack.join("audit.pub"), key.verifier().to_text()).unwrap();
+    }
     fill(&dir, 1_000_000, key);
     let key = LocalKey::from_text(&key_text).unwrap();
     let (mut reads, mut verifies, mut rows) = (Vec::new(), Vec::new(), 0);
