@@ -3,23 +3,55 @@
 //! `SHA-256(0x01 || left || right)`. Proofs follow RFC 6962 §2.1.1–2.1.2 and are checked with
 //! the algorithms of RFC 9162 §2.1.3.2 and §2.1.4.2.
 
+use sha2::digest::generic_array::GenericArray;
+use sha2::digest::generic_array::typenum::U64;
 use sha2::{Digest, Sha256};
 
 use crate::record::Hash;
 
+/// SHA-256's initial state (FIPS 180-4 §5.3.3).
+const IV: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+/// SHA-256 of blocks already padded: leaves and nodes have fixed lengths, so their padding is
+/// written once here instead of by a streaming hasher on every call.
+fn digest_padded(blocks: &[GenericArray<u8, U64>]) -> Hash {
+    let mut state = IV;
+    sha2::compress256(&mut state, blocks);
+    let mut out = [0u8; 32];
+    for (o, w) in out.chunks_exact_mut(4).zip(state) {
+        o.copy_from_slice(&w.to_be_bytes());
+    }
+    Hash(out)
+}
+
 pub fn leaf_hash(record_hash: &Hash) -> Hash {
-    let mut h = Sha256::new();
-    h.update([0u8]);
-    h.update(record_hash.0);
-    Hash(h.finalize().into())
+    // 0x00 || hash: 33 bytes, one block with its padding and bit length (264).
+    let mut block = GenericArray::<u8, U64>::default();
+    block[1..33].copy_from_slice(&record_hash.0);
+    block[33] = 0x80;
+    block[62..].copy_from_slice(&264u16.to_be_bytes());
+    digest_padded(std::slice::from_ref(&block))
 }
 
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    let mut h = Sha256::new();
-    h.update([1u8]);
-    h.update(left.0);
-    h.update(right.0);
-    Hash(h.finalize().into())
+    // 0x01 || left || right: 65 bytes, two blocks with the padding and bit length (520).
+    let mut blocks = [GenericArray::<u8, U64>::default(); 2];
+    blocks[0][0] = 1;
+    blocks[0][1..33].copy_from_slice(&left.0);
+    blocks[0][33..].copy_from_slice(&right.0[..31]);
+    blocks[1][0] = right.0[31];
+    blocks[1][1] = 0x80;
+    blocks[1][62..].copy_from_slice(&520u16.to_be_bytes());
+    digest_padded(&blocks)
 }
 
 /// The root of the empty tree: SHA-256 of nothing.
@@ -222,4 +254,29 @@ pub fn verify_consistency(
         s >>= 1;
     }
     fr == *old_root && sr == *new_root && s == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-padded hashes are SHA-256 of the RFC 6962 inputs.
+    #[test]
+    fn leaf_and_node_hashes_are_sha256_of_their_inputs() {
+        let a = Hash(Sha256::digest(b"a").into());
+        let b = Hash(Sha256::digest(b"b").into());
+        let leaf: [u8; 32] = Sha256::new()
+            .chain_update([0])
+            .chain_update(a.0)
+            .finalize()
+            .into();
+        assert_eq!(leaf_hash(&a), Hash(leaf));
+        let node: [u8; 32] = Sha256::new()
+            .chain_update([1])
+            .chain_update(a.0)
+            .chain_update(b.0)
+            .finalize()
+            .into();
+        assert_eq!(node_hash(&a, &b), Hash(node));
+    }
 }

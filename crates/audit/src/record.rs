@@ -34,11 +34,9 @@ impl Hash {
 
     /// The 64 lowercase hex digits, without allocating.
     pub fn hex_bytes(&self) -> [u8; 64] {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = [0u8; 64];
-        for (i, b) in self.0.iter().enumerate() {
-            out[2 * i] = HEX[usize::from(b >> 4)];
-            out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+        for (o, b) in out.chunks_exact_mut(8).zip(self.0.chunks_exact(4)) {
+            o.copy_from_slice(&hex4(b));
         }
         out
     }
@@ -62,6 +60,18 @@ impl Hash {
         h.update(chain.as_bytes());
         Hash(h.finalize().into())
     }
+}
+
+/// Four bytes as eight lowercase hex digits, all at once: each nibble is spread into a byte of
+/// a `u64`, then `'0'` is added, and `'a' - '0' - 10` more where the nibble is above 9.
+fn hex4(b: &[u8]) -> [u8; 8] {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    let mut x = b.iter().fold(0u64, |x, &b| x << 8 | u64::from(b));
+    x = (x | x << 16) & 0x0000_ffff_0000_ffff;
+    x = (x | x << 8) & 0x00ff_00ff_00ff_00ff;
+    x = (x | x << 4) & 0x0f0f_0f0f_0f0f_0f0f;
+    let above_9 = ((x + 6 * LO) >> 4) & LO;
+    (x + b'0' as u64 * LO + above_9 * u64::from(b'a' - b'0' - 10)).to_be_bytes()
 }
 
 fn nibble(c: u8) -> Option<u8> {
@@ -501,5 +511,25 @@ mod time_text {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         super::parse_ms(&s)
             .ok_or_else(|| D::Error::custom("expected a time like 2026-01-01T00:00:00.000Z"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_bytes_are_the_hex_text() {
+        for seed in 0u8..=255 {
+            let mut h = [0u8; 32];
+            for (i, b) in h.iter_mut().enumerate() {
+                *b = seed
+                    .wrapping_mul(37)
+                    .wrapping_add((i as u8).wrapping_mul(101));
+            }
+            let h = Hash(h);
+            assert_eq!(&h.hex_bytes()[..], h.to_hex().as_bytes());
+            assert_eq!(Hash::from_hex(&h.to_hex()), Some(h));
+        }
     }
 }

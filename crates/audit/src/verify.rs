@@ -8,6 +8,9 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 
 use crate::merkle::{Frontier, leaf_hash};
 use crate::note::{Checkpoint, NoteError, VerifierKey};
@@ -333,7 +336,15 @@ fn signature_reason(e: &NoteError) -> String {
     }
 }
 
+/// Reads `seq`, `chain` and `prev_hash` from a body: the quick way when it proves the members
+/// it found are top-level ones, else by walking every member up to `seq`. Both give the same
+/// answer on any JSON text without duplicate keys.
 fn scan_links(body: &str) -> Option<Links<'_>> {
+    quick_links(body).or_else(|| walk_links(body))
+}
+
+/// Every top-level member in order, up to `seq`.
+fn walk_links(body: &str) -> Option<Links<'_>> {
     let mut links = Links {
         seq: None,
         chain: None,
@@ -354,6 +365,206 @@ fn scan_links(body: &str) -> Option<Links<'_>> {
     Some(links)
 }
 
+/// Finders for the keys read from the quick way (built once: building one costs more than a
+/// search).
+static CHAIN_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| finder(b"\"chain\":"));
+static PREV_HASH_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| finder(b"\"prev_hash\":"));
+
+/// A finder whose prefilter looks for the needle's bytes that are rare in record bodies: not
+/// JSON's punctuation, hex digits or `_` (its default ranking, for prose, picks `"`).
+fn finder(needle: &'static [u8]) -> Finder<'static> {
+    struct Bodies;
+    impl memchr::arch::all::packedpair::HeuristicFrequencyRank for Bodies {
+        fn rank(&self, byte: u8) -> u8 {
+            match byte {
+                b'"' | b':' | b',' | b'{' | b'}' | b'[' | b']' | b'_' => 255,
+                b'0'..=b'9' | b'a'..=b'f' => 250,
+                b'v' | b'q' | b'w' | b'x' | b'z' | b'j' | b'k' => 100,
+                _ => 200,
+            }
+        }
+    }
+    memchr::memmem::FinderBuilder::new().build_forward_with_ranker(Bodies, needle)
+}
+
+/// `seq`, `chain` and `prev_hash` without walking every member before them. `None` when it
+/// cannot prove what it found; the walk then decides.
+///
+/// In JSON text a `"` after `,` or `{` opens a string, so `,"k":` is always a member key (at
+/// some depth), never text inside a string. Then:
+/// - a key is a member of the body itself (not of a nested object) when no `}` but the body's
+///   last byte follows it: a nested object closes before the body does;
+/// - a key at `at` is in the same object as a later key at `target` when stepping over whole
+///   members from `at`, one `,` at a time, passes every `}` before `target`: had the object
+///   of `at` been another one, its closing `}` would lie between the two.
+///
+/// So `seq` is found from the end, and only the members that hold a `}` (nested values)
+/// between `chain` and `seq` are stepped over, not the strings around them.
+fn quick_links(body: &str) -> Option<Links<'_>> {
+    let b = body.as_bytes();
+    if b.first() != Some(&b'{') || b.last() != Some(&b'}') {
+        return None;
+    }
+    let seq_at = last_seq_key(b)?;
+    let seq = tail_seq(body, seq_at)?;
+    let (prev_at, prev_hash) = key_in_object(&PREV_HASH_KEY, body, seq_at)?;
+    let (_, chain) = key_in_object(&CHAIN_KEY, body, prev_at)?;
+    Some(Links {
+        seq: Some(seq),
+        chain: Some(unquote(chain)?),
+        prev_hash: Some(unquote(prev_hash)?),
+    })
+}
+
+/// How many look-alikes of a key (inside nested values) are passed over before leaving the
+/// body to the walk.
+const LOOK_ALIKES: usize = 4;
+
+/// The first key `finder` finds before `target` that is in the same object as `target`, and
+/// its value.
+fn key_in_object<'b>(
+    finder: &Finder<'_>,
+    body: &'b str,
+    target: usize,
+) -> Option<(usize, &'b str)> {
+    let b = body.as_bytes();
+    let mut from = 0;
+    for _ in 0..=LOOK_ALIKES {
+        let at = from + finder.find(b.get(from..target)?)?;
+        if matches!(b.get(at.wrapping_sub(1)), Some(b',' | b'{'))
+            && let Some(value) = same_object(body, at, target)
+        {
+            return Some((at, value));
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// The value of the key at `at` when it is in the same object as the key at `target` (see
+/// [`quick_links`]). A `chain`, `prev_hash` or `seq` key stepped over on the way (a
+/// duplicate) leaves the body to the walk.
+fn same_object(body: &str, at: usize, target: usize) -> Option<&str> {
+    let b = body.as_bytes();
+    let last_close = memchr::memrchr(b'}', b.get(at..target)?).map(|c| at + c);
+    let mut i = at;
+    let mut value = None;
+    loop {
+        let key_end = key_end(b, i)?;
+        if b.get(key_end) != Some(&b':') {
+            return None;
+        }
+        let value_end = skip_value(b, key_end + 1)?;
+        if value.is_none() {
+            value = Some(body.get(key_end + 1..value_end)?);
+        } else if matches!(&b[i + 1..key_end - 1], b"chain" | b"prev_hash" | b"seq") {
+            return None;
+        }
+        if b.get(value_end) != Some(&b',') {
+            return None;
+        }
+        i = value_end + 1;
+        if i > target {
+            return None;
+        }
+        if last_close.is_none_or(|c| i > c) {
+            return value;
+        }
+    }
+}
+
+/// The position of the `"` of the last `,"seq":` key.
+fn last_seq_key(b: &[u8]) -> Option<usize> {
+    // The members after `seq` are few and short: a backward search for its `q` is quick.
+    const KEY: &[u8] = b",\"seq\":";
+    let mut end = b.len();
+    loop {
+        let q = memchr::memrchr(b'q', &b[..end])?;
+        if q >= 4 && b.get(q - 4..q + 3) == Some(KEY) {
+            return Some(q - 3);
+        }
+        end = q;
+    }
+}
+
+/// The `seq` whose key starts at `at`, when it is a top-level member: when no `}` but the
+/// last byte follows it (see [`quick_links`]).
+fn tail_seq(body: &str, at: usize) -> Option<u64> {
+    let b = body.as_bytes();
+    let start = at + 6;
+    let mut end = start;
+    while b.get(end).is_some_and(u8::is_ascii_digit) {
+        end += 1;
+    }
+    if end == start || !matches!(b.get(end), Some(b',' | b'}')) {
+        return None;
+    }
+    if memchr::memchr(b'}', b.get(end..b.len() - 1)?).is_some() {
+        return None;
+    }
+    body[start..end].parse().ok()
+}
+
+/// The end (after the closing quote) of the key whose opening quote is at `i`, if it has no
+/// escapes (record keys never do).
+#[inline]
+fn key_end(b: &[u8], i: usize) -> Option<usize> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let j = crate::swar::quote_or_backslash(b, i + 1)?;
+    (b[j] == b'"').then_some(j + 1)
+}
+
+/// The end (after the closing quote) of the string whose opening quote is at `i`.
+#[inline]
+fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    i += 1;
+    loop {
+        let j = crate::swar::quote_or_backslash(b, i)?;
+        if b[j] == b'"' {
+            return Some(j + 1);
+        }
+        i = j + 2;
+    }
+}
+
+/// The end of the JSON value that starts at `i`.
+fn skip_value(b: &[u8], mut i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => string_end(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            loop {
+                match *b.get(i)? {
+                    b'"' => {
+                        i = string_end(b, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        _ => {
+            while !matches!(b.get(i)?, b',' | b'}') {
+                i += 1;
+            }
+            Some(i)
+        }
+    }
+}
+
 /// A string member's text, when it has no escapes (chain ids and hashes never do).
 fn unquote(v: &str) -> Option<&str> {
     v.strip_prefix('"')?
@@ -372,8 +583,8 @@ pub(crate) fn member_start(body: &str, key: &str) -> Option<usize> {
     None
 }
 
-/// The top-level members of a compact JSON object (JCS text), as (key, value text). Keys with
-/// escapes end the iteration: record keys never have them.
+/// The top-level members of a compact JSON object (JCS text), as (key, value text); a key is
+/// its raw text, escapes and all.
 struct Members<'b> {
     b: &'b [u8],
     s: &'b str,
@@ -393,51 +604,6 @@ impl<'b> Members<'b> {
             done: !ok,
         }
     }
-
-    /// The end of the string that starts at `i` (after its closing quote).
-    fn skip_string(&self, mut i: usize) -> Option<usize> {
-        i += 1;
-        loop {
-            let j = crate::swar::quote_or_backslash(self.b, i)?;
-            if self.b[j] == b'"' {
-                return Some(j + 1);
-            }
-            i = j + 2;
-        }
-    }
-
-    fn skip_value(&self, mut i: usize) -> Option<usize> {
-        let b = self.b;
-        match *b.get(i)? {
-            b'"' => self.skip_string(i),
-            b'{' | b'[' => {
-                let mut depth = 0usize;
-                loop {
-                    match *b.get(i)? {
-                        b'"' => {
-                            i = self.skip_string(i)?;
-                            continue;
-                        }
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                return Some(i + 1);
-                            }
-                        }
-                        _ => {}
-                    }
-                    i += 1;
-                }
-            }
-            _ => {
-                while !matches!(b.get(i)?, b',' | b'}') {
-                    i += 1;
-                }
-                Some(i)
-            }
-        }
-    }
 }
 
 impl<'b> Iterator for Members<'b> {
@@ -450,15 +616,13 @@ impl<'b> Iterator for Members<'b> {
         let b = self.b;
         let start = self.i;
         let step = || -> Option<(usize, usize, usize, usize)> {
-            if *b.get(start)? != b'"' {
-                return None;
-            }
-            let key_end = crate::swar::quote_or_backslash(b, start + 1)?;
-            if b[key_end] != b'"' || *b.get(key_end + 1)? != b':' {
+            // A key with escapes is stepped over whole: it matches no record key.
+            let key_end = string_end(b, start)? - 1;
+            if *b.get(key_end + 1)? != b':' {
                 return None;
             }
             let value_start = key_end + 2;
-            let value_end = self.skip_value(value_start)?;
+            let value_end = skip_value(b, value_start)?;
             Some((start + 1, key_end, value_start, value_end))
         };
         let Some((ks, ke, vs, ve)) = step() else {
@@ -481,6 +645,128 @@ impl<'b> Iterator for Members<'b> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Map, Value, json};
+
+    fn parts(l: &Links<'_>) -> (Option<u64>, Option<String>, Option<String>) {
+        (
+            l.seq,
+            l.chain.map(str::to_owned),
+            l.prev_hash.map(str::to_owned),
+        )
+    }
+
+    const KEYS: &[&str] = &[
+        "adapter",
+        "args",
+        "chain",
+        "prev_hash",
+        "seq",
+        "session",
+        "time",
+        "tool",
+        "a\\\"b",
+        "zz",
+    ];
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just(",\"seq\":7,".to_owned()),
+            Just("\\\",\"chain\":\"x".to_owned()),
+            Just("}]{[".to_owned()),
+            "[a-z\\\\\"{},:]{0,12}",
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            text().prop_map(Value::String),
+            any::<u32>().prop_map(|n| json!(n)),
+            Just(json!(-1)),
+            Just(json!(1.5)),
+            Just(Value::Null),
+            Just(json!(true)),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((prop::sample::select(KEYS), inner), 0..5).prop_map(|m| {
+                    Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    /// A body like a record's, with any members (nested look-alikes included) beside them.
+    fn body() -> impl Strategy<Value = String> {
+        (
+            prop::collection::vec((prop::sample::select(KEYS), value()), 0..8),
+            prop::bool::weighted(0.8),
+            prop::bool::weighted(0.9),
+            0u64..20,
+        )
+            .prop_map(|(members, links, seq_number, seq)| {
+                let mut m: Map<String, Value> = members
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect();
+                if links {
+                    m.insert("chain".into(), json!("c"));
+                    m.insert("prev_hash".into(), json!("ab".repeat(32)));
+                    m.insert("time".into(), json!("2026-11-21T09:00:00.001Z"));
+                    m.insert(
+                        "seq".into(),
+                        if seq_number { json!(seq) } else { json!("1") },
+                    );
+                }
+                serde_json_canonicalizer::to_string(&Value::Object(m)).unwrap_or_default()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+        #[test]
+        fn the_quick_scan_agrees_with_the_walk(body in body()) {
+            if let Some(quick) = quick_links(&body) {
+                let walk = walk_links(&body);
+                prop_assert_eq!(Some(parts(&quick)), walk.as_ref().map(parts), "{}", body);
+            }
+        }
+    }
+
+    /// The agreement test above is not vacuous: many generated bodies take the quick scan,
+    /// nested look-alikes and all.
+    #[test]
+    fn generated_bodies_take_the_quick_scan() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut quick, mut tricky) = (0, 0);
+        for _ in 0..2000 {
+            let Ok(tree) = body().new_tree(&mut runner) else {
+                continue;
+            };
+            let b = tree.current();
+            if quick_links(&b).is_some() {
+                quick += 1;
+                if b.matches("\"chain\":").count() > 1 || b.matches("\"seq\":").count() > 1 {
+                    tricky += 1;
+                }
+            }
+        }
+        assert!(quick > 300 && tricky > 30, "quick {quick}, tricky {tricky}");
+    }
+
+    #[test]
+    fn records_take_the_quick_scan() {
+        let h = "ab".repeat(32);
+        let nested = format!(
+            r#"{{"adapter":"s","args":{{"chain":"x","q":[{{"seq":2,"prev_hash":"{h}"}}],"z":"\",\"seq\":9}}"}},"chain":"c","events":[{{"chain":"y"}}],"id":"i","prev_hash":"{h}","principal":{{"seq":3}},"seq":12,"session":"s\"q","time":"t","tool":"t"}}"#
+        );
+        let quick = quick_links(&nested).map(|l| parts(&l));
+        assert_eq!(quick, Some((Some(12), Some("c".into()), Some(h.clone()))));
+        assert_eq!(quick, walk_links(&nested).map(|l| parts(&l)));
+    }
 
     #[test]
     fn members_of_nested_bodies() {

@@ -2,9 +2,11 @@
 //!
 //! ```text
 //! cargo run --release -p faramesh-store --example store_load -- [--dir DIR] [--runs N]
+//!     [--only NAME] [--keep STACK]
 //! ```
 //!
-//! Measures the disk's fsync latency, records/s through group commit with 64 writers
+//! Measures the disk's fsync latency, records/s (and the process's CPU time per record, which
+//! other work on a shared machine disturbs less) through group commit with 64 writers
 //! (`durability = sync`), the same with one commit and fsync per record (group commit off, as
 //! the upstream daemon writes), `durability = interval`, and the `for_each_row` read rate.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -53,9 +55,25 @@ fn open(dir: &Path, durability: Durability, max_batch: usize) -> SqliteStore {
     SqliteStore::open(c, Box::new(LocalKey::generate("bench").unwrap())).unwrap()
 }
 
+/// This process's CPU time (user + system, all threads), from `/proc/self/stat` in clock
+/// ticks of 10 ms: on a machine shared with other work, CPU per record varies less than
+/// records per second.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_comm = stat.rsplit(')').next().unwrap_or("");
+    let ticks: u64 = after_comm
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse::<u64>().unwrap_or(0))
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
 /// `per` appends from each of 64 threads, each waiting for its ticket; returns records/s.
 fn append_load(dir: &Path, durability: Durability, max_batch: usize, per: usize) -> f64 {
     let store = Arc::new(open(dir, durability, max_batch));
+    let cpu = cpu_time();
     let start = Instant::now();
     let threads: Vec<_> = (0..writers())
         .map(|t| {
@@ -72,14 +90,32 @@ fn append_load(dir: &Path, durability: Durability, max_batch: usize, per: usize)
         t.join().unwrap();
     }
     let secs = start.elapsed().as_secs_f64();
+    CPU_US.with(|c| {
+        c.borrow_mut()
+            .push((cpu_time() - cpu).as_secs_f64() * 1e6 / (writers() * per) as f64)
+    });
     assert!(store.health().healthy);
     (writers() * per) as f64 / secs
+}
+
+thread_local! {
+    /// CPU µs per record of each run since the last report.
+    static CPU_US: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The median CPU µs per record of the runs since the last call.
+fn take_cpu() -> f64 {
+    CPU_US.with(|c| {
+        let v = std::mem::take(&mut *c.borrow_mut());
+        if v.is_empty() { 0.0 } else { median(v) }
+    })
 }
 
 /// 64 decisions in flight as an async daemon holds them: 2 threads (the cores), each keeping
 /// 32 tickets outstanding and waiting on the oldest; returns records/s.
 fn append_in_flight(dir: &Path, per_thread: usize) -> f64 {
     let store = Arc::new(open(dir, Durability::Sync, 4_096));
+    let cpu = cpu_time();
     let start = Instant::now();
     let threads: Vec<_> = (0..2)
         .map(|t| {
@@ -102,7 +138,12 @@ fn append_in_flight(dir: &Path, per_thread: usize) -> f64 {
     for t in threads {
         t.join().unwrap();
     }
-    (2 * per_thread) as f64 / start.elapsed().as_secs_f64()
+    let rate = (2 * per_thread) as f64 / start.elapsed().as_secs_f64();
+    CPU_US.with(|c| {
+        c.borrow_mut()
+            .push((cpu_time() - cpu).as_secs_f64() * 1e6 / (2 * per_thread) as f64)
+    });
+    rate
 }
 
 /// Write 4 KiB and fsync, `n` times, at successive offsets; (p50, p99).
@@ -219,8 +260,9 @@ fn main() {
         let all: Vec<String> = all.iter().map(|x| format!("{x:.0}")).collect();
         writeln!(
             out,
-            "{name}: median {m:.0} records/s (runs: {})",
-            all.join(", ")
+            "{name}: median {m:.0} records/s (runs: {}); CPU {:.1} µs/record",
+            all.join(", "),
+            take_cpu()
         )
         .unwrap();
         m
@@ -233,8 +275,9 @@ fn main() {
         let m = median(all.clone());
         let all: Vec<String> = all.iter().map(|x| format!("{x:.0}")).collect();
         println!(
-            "in-flight-sync: median {m:.0} records/s (runs: {})",
-            all.join(", ")
+            "in-flight-sync: median {m:.0} records/s (runs: {}); CPU {:.1} µs/record",
+            all.join(", "),
+            take_cpu()
         );
     }
     let naive = rate("naive-sync", Durability::Sync, 1, 20);
@@ -250,9 +293,18 @@ fn main() {
     if only.is_some() {
         return;
     }
-    let dir = fresh(base, "read");
+    // `--keep STACK` leaves the 1,000,000-record store in STACK's data directory and its
+    // verifier key in STACK/audit.pub, for timing `faramesh audit verify --dir STACK --key …`.
+    let keep = arg("--keep").map(PathBuf::from);
+    let dir = match &keep {
+        Some(stack) => fresh(&stack.join(".faramesh"), "data"),
+        None => fresh(base, "read"),
+    };
     let key = LocalKey::generate("bench").unwrap();
     let key_text = key.to_text();
+    if let Some(stack) = &keep {
+        std::fs::write(stack.join("audit.pub"), key.verifier().to_text()).unwrap();
+    }
     fill(&dir, 1_000_000, key);
     let key = LocalKey::from_text(&key_text).unwrap();
     let (mut reads, mut verifies, mut rows) = (Vec::new(), Vec::new(), 0);

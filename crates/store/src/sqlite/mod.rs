@@ -265,6 +265,7 @@ impl SqliteStore {
             max_batch: config.max_batch.max(1),
             history: persist::HistoryPruner::default(),
             poisoned: None,
+            replies: None,
         };
         let handle = std::thread::Builder::new()
             .name("faramesh-store-writer".into())

@@ -2,11 +2,12 @@
 //!
 //! Appends from any number of threads queue on one channel. The writer takes everything
 //! waiting, seals each record into the chain, inserts records, jobs' changes and the state
-//! changes marked since the last batch in ONE transaction, commits it (one fsync), then
-//! answers every ticket. A failed transaction fails every ticket of its batch and rewinds the
-//! chain, so the next batch continues from the last committed record.
+//! changes marked since the last batch in ONE transaction, commits it (one fsync), then hands
+//! the batch's tickets to a second thread that answers them while the next transaction is
+//! written. A failed transaction fails every ticket of its batch and rewinds the chain, so the
+//! next batch continues from the last committed record.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SendError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -121,7 +122,7 @@ fn checkpoint(tx: &Transaction<'_>, head: &mut Head) -> Result<(), StoreError> {
 
 /// What a batch owes its callers once it commits (or fails).
 #[derive(Default)]
-struct Owed {
+pub(crate) struct Owed {
     acks: Vec<(oneshot::Sender<Reply>, Appended)>,
     /// Records whose insert failed (the batch fails with them).
     failed: Vec<oneshot::Sender<Reply>>,
@@ -170,11 +171,43 @@ pub(crate) struct Writer {
     /// Set when an interval-mode commit failed after its tickets were answered: nothing more
     /// is written, so no acknowledged `seq` is ever given to another record.
     pub poisoned: Option<StoreError>,
+    /// Where settled batches go to have their tickets answered (see [`Writer::run`]).
+    pub replies: Option<Sender<(Owed, Result<(), StoreError>)>>,
 }
 
 impl Writer {
+    /// Writes batches until closed. Answering a batch's tickets (a thread wake-up each) is
+    /// left to a second thread, so the writer starts the next transaction at once instead of
+    /// waking 64 callers first; it answers them in batch order, and only after the
+    /// transaction committed.
     pub fn run(mut self) {
-        let close = loop {
+        let (replies, pending) = std::sync::mpsc::channel::<(Owed, Result<(), StoreError>)>();
+        let answerer = std::thread::Builder::new()
+            .name("faramesh-store-replies".into())
+            .spawn(move || {
+                for (owed, result) in pending {
+                    owed.settle(&result);
+                }
+            });
+        // Without a second thread the writer answers its tickets itself.
+        if answerer.is_ok() {
+            self.replies = Some(replies);
+        }
+        let close = self.write();
+        let result = self.shutdown();
+        // Every ticket is answered before `close` returns.
+        self.replies = None;
+        if let Ok(answerer) = answerer {
+            let _ = answerer.join();
+        }
+        if let Some(ack) = close {
+            let _ = ack.send(result);
+        }
+    }
+
+    /// The batches, until the store closes; returns the close request.
+    fn write(&mut self) -> Option<CloseAck> {
+        loop {
             let first = match self.rx.recv_timeout(IDLE_FLUSH) {
                 Ok(Op::Close(ack)) => break Some(ack),
                 Ok(op) => Some(op),
@@ -187,10 +220,6 @@ impl Writer {
             if let Some(ack) = self.batch(first) {
                 break Some(ack);
             }
-        };
-        let result = self.shutdown();
-        if let Some(ack) = close {
-            let _ = ack.send(result);
         }
     }
 
@@ -308,7 +337,14 @@ impl Writer {
                 }
             }
         }
-        owed.settle(&result);
+        match &self.replies {
+            Some(replies) => {
+                if let Err(SendError((owed, result))) = replies.send((owed, result)) {
+                    owed.settle(&result);
+                }
+            }
+            None => owed.settle(&result),
+        }
     }
 }
 
