@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use engine::car::{ActionRequest, Limits};
 use engine::clock::{ManualClock, SystemClock, parse_rfc3339_ms};
-use engine::compile::{CompiledPolicy, compile};
+use engine::compile::CompiledPolicy;
 use engine::decision::Decision;
 use engine::engine::{Engine, EngineConfig};
 use engine::redact::RedactionKey;
 use engine::state::MemoryState;
-use fpl::load::{LoadOptions, load};
 use serde::Deserialize;
 
 use crate::write_stdout;
@@ -23,45 +22,21 @@ const CLI_REDACTION_KEY: [u8; 32] = *b"faramesh-cli-not-a-secret-key!!!";
 /// When a fixture gives no `start`, its clock starts here.
 pub const DEFAULT_START: &str = "2026-01-01T00:00:00Z";
 
-/// Loads, checks and compiles a policy; the error is what to print.
-pub fn compiled(path: &Path) -> Result<(CompiledPolicy, PathBuf), String> {
-    let loaded = load(path, &LoadOptions::from_env());
-    if loaded.errors() > 0 || loaded.unresolved_import {
-        let shown: Vec<String> = loaded
-            .diagnostics
-            .iter()
-            .filter(|d| d.diagnostic.is_error())
-            .map(|d| d.render(false))
-            .collect();
-        return Err(format!(
-            "{} does not check:\n{}",
-            path.display(),
-            shown.join("\n")
-        ));
-    }
-    let Some(root) = &loaded.root else {
-        return Err(format!("{} could not be read", path.display()));
-    };
-    let file = root
-        .file
-        .path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("governance.fms")
-        .to_string();
-    let source = (root.file.format == fpl::load::Format::Fpl).then_some(root.file.text.as_str());
-    let policy = compile(&loaded.policy, &file, source).map_err(|e| e.to_string())?;
-    let dir = root
-        .file
-        .path
-        .parent()
-        .map_or_else(PathBuf::new, Path::to_path_buf);
-    Ok((policy, dir))
+/// Loads, checks and compiles a policy as the daemon does; the error is what to print.
+pub fn compiled(path: &Path) -> Result<(Arc<CompiledPolicy>, PathBuf), String> {
+    let loaded = daemon::policy::load_policy(path)?;
+    let file = fpl::load::policy_path(path)?;
+    let dir = file.parent().map_or_else(PathBuf::new, Path::to_path_buf);
+    Ok((loaded.compiled, dir))
 }
 
-fn engine(policy: CompiledPolicy, dir: PathBuf, clock: Arc<dyn engine::clock::Clock>) -> Engine {
+fn engine(
+    policy: Arc<CompiledPolicy>,
+    dir: PathBuf,
+    clock: Arc<dyn engine::clock::Clock>,
+) -> Engine {
     Engine::new(
-        Arc::new(policy),
+        policy,
         Arc::new(MemoryState::default()),
         clock,
         EngineConfig {

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 /// Alerts waiting for delivery beyond this are dropped (and counted): a slow webhook never
@@ -12,22 +11,7 @@ use tokio::sync::{mpsc, watch};
 const ALERT_QUEUE: usize = 4_096;
 
 /// One alert (SPEC §3.4 `alert`): no argument values, they may carry personal data.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Notice {
-    pub event: String,
-    pub agent: String,
-    pub tool: String,
-    pub effect: String,
-    pub reason_code: String,
-    pub reason: String,
-    pub rule_ref: Option<String>,
-    pub dpr_id: String,
-    pub defer_token: Option<String>,
-    pub time_ms: i64,
-    /// The `notify` URL.
-    pub target: String,
-    pub dev: bool,
-}
+pub use broker::Alert as Notice;
 
 #[derive(Debug, Clone)]
 pub struct Notices {

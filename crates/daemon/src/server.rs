@@ -10,9 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use audit::note::{LocalKey, Signer, public_path};
-use broker::{
-    Alert, AuditSink, DevVault, JsonlFileSink, Notifier, NotifyConfig, ProviderConfig, Secrets,
-};
+use broker::{AuditSink, DevVault, JsonlFileSink, Notifier, NotifyConfig, ProviderConfig, Secrets};
 use engine::car::Limits;
 use engine::clock::{Clock, SystemClock};
 use engine::engine::EngineConfig;
@@ -400,21 +398,8 @@ async fn serve_http(
 /// Hands alerts to the broker's notifier (Slack, PagerDuty, webhooks; the log in dev) until
 /// the daemon stops, then lets it drain.
 async fn deliver_alerts(mut rx: tokio::sync::mpsc::Receiver<Notice>, notifier: Notifier) {
-    while let Some(n) = rx.recv().await {
-        notifier.notify(Alert {
-            event: n.event,
-            agent: n.agent,
-            tool: n.tool,
-            effect: n.effect,
-            reason_code: n.reason_code,
-            reason: n.reason,
-            rule_ref: n.rule_ref,
-            dpr_id: n.dpr_id,
-            defer_token: n.defer_token,
-            time_ms: n.time_ms,
-            target: n.target,
-            dev: n.dev,
-        });
+    while let Some(alert) = rx.recv().await {
+        notifier.notify(alert);
     }
     let stats = notifier.shutdown().await;
     tracing::info!(
