@@ -9,6 +9,7 @@
 //! spelling of numbers (`1.0` / `1` / `1e0`) give the identical `canonical_args` and
 //! `args_digest`.
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
@@ -17,6 +18,8 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
+
+use crate::doc::{Doc, JsonRef, Member, Members, Shape, utf16_cmp};
 
 /// What an adapter sends (deserializable from the daemon's JSON and the CLI).
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
@@ -133,72 +136,160 @@ impl Malformed {
 /// `args` or `principal`, or in `agent`, `session`, `tool`, `call_id`, `adapter` or
 /// `defer_token`; nesting deeper than `max_depth`; canonical args longer than `max_args_bytes`.
 pub fn canonicalize(req: ActionRequest, limits: &Limits) -> Result<CanonicalRequest, Malformed> {
-    canonicalize_marking(req, limits, |_| Targets::None).map(|(car, _)| car)
-}
-
-/// [`canonicalize`], also finding where the values at some argument paths are in the canonical
-/// text: `targets` names them, given the tool id in NFKC (redactions depend on it).
-pub(crate) fn canonicalize_marking<'t>(
-    req: ActionRequest,
-    limits: &Limits,
-    targets: impl FnOnce(&str) -> Targets<'t>,
-) -> Result<(CanonicalRequest, Marks<'t>), Malformed> {
+    let (tool, canonical_args, args_digest) = {
+        let (car, _) = canonicalize_marking(RequestRef::from(&req), limits, |_| Targets::None)?;
+        (car.tool.into_owned(), car.canonical_args, car.args_digest)
+    };
     let ActionRequest {
         agent,
         session,
-        tool,
         args,
         principal,
         call_id,
         adapter,
         defer_token,
+        ..
     } = req;
+    Ok(CanonicalRequest {
+        agent,
+        session,
+        tool,
+        args: if args.is_null() {
+            Value::Object(Map::new())
+        } else {
+            args
+        },
+        canonical_args,
+        args_digest,
+        principal: principal.unwrap_or(Value::Null),
+        call_id,
+        adapter,
+        defer_token,
+    })
+}
 
-    if agent.is_empty() {
+/// A request the engine reads without owning: fields of an [`ActionRequest`] or of a parsed
+/// request text.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestRef<'a> {
+    pub(crate) agent: &'a str,
+    pub(crate) session: Option<&'a str>,
+    pub(crate) tool: &'a str,
+    /// `null` when absent.
+    pub(crate) args: JsonRef<'a>,
+    pub(crate) principal: Option<JsonRef<'a>>,
+    pub(crate) call_id: Option<&'a str>,
+    pub(crate) adapter: Option<&'a str>,
+    pub(crate) defer_token: Option<&'a str>,
+}
+
+impl<'a> From<&'a ActionRequest> for RequestRef<'a> {
+    fn from(r: &'a ActionRequest) -> Self {
+        RequestRef {
+            agent: &r.agent,
+            session: r.session.as_deref(),
+            tool: &r.tool,
+            args: JsonRef::tree(&r.args),
+            principal: r.principal.as_ref().map(JsonRef::tree),
+            call_id: r.call_id.as_deref(),
+            adapter: r.adapter.as_deref(),
+            defer_token: r.defer_token.as_deref(),
+        }
+    }
+}
+
+impl<'a> RequestRef<'a> {
+    /// The request in a parsed text, or `None` when a field has a type that
+    /// [`ActionRequest`] does not take (`serde_json` then words the error).
+    pub(crate) fn from_doc(doc: &'a Doc<'a>) -> Option<Self> {
+        let root = doc.root();
+        // Absent or `null` is `None`; a string is itself; anything else is refused.
+        let optional = |name: &str| match root.get(name) {
+            None => Some(None),
+            Some(v) if v.is_null() => Some(None),
+            Some(v) => v.as_str().map(Some),
+        };
+        Some(RequestRef {
+            agent: root.get("agent")?.as_str()?,
+            session: optional("session")?,
+            tool: root.get("tool")?.as_str()?,
+            args: root.get("args").unwrap_or(JsonRef::null()),
+            principal: root.get("principal"),
+            call_id: optional("call_id")?,
+            adapter: optional("adapter")?,
+            defer_token: optional("defer_token")?,
+        })
+    }
+}
+
+/// A canonical request borrowing what it can from the request it was made from: what the
+/// engine evaluates and records.
+#[derive(Debug)]
+pub(crate) struct Car<'a> {
+    pub(crate) session: Option<&'a str>,
+    /// In NFKC.
+    pub(crate) tool: Cow<'a, str>,
+    /// Always an object.
+    pub(crate) args: JsonRef<'a>,
+    /// An object, or `null`.
+    pub(crate) principal: JsonRef<'a>,
+    pub(crate) canonical_args: String,
+    pub(crate) args_digest: String,
+}
+
+/// [`canonicalize`], also finding where the values at some argument paths are in the canonical
+/// text: `targets` names them, given the tool id in NFKC (redactions depend on it).
+pub(crate) fn canonicalize_marking<'a, 't>(
+    req: RequestRef<'a>,
+    limits: &Limits,
+    targets: impl FnOnce(&str) -> Targets<'t>,
+) -> Result<(Car<'a>, Marks<'t>), Malformed> {
+    if req.agent.is_empty() {
         return Err(Malformed::new("agent is empty"));
     }
-    no_nul("agent", &agent)?;
+    no_nul("agent", req.agent)?;
     for (field, value) in [
-        ("session", &session),
-        ("call_id", &call_id),
-        ("adapter", &adapter),
-        ("defer_token", &defer_token),
+        ("session", req.session),
+        ("call_id", req.call_id),
+        ("adapter", req.adapter),
+        ("defer_token", req.defer_token),
     ] {
         if let Some(value) = value {
             no_nul(field, value)?;
         }
     }
 
-    let tool = canonical_tool(tool, limits)?;
+    let tool = canonical_tool(req.tool, limits)?;
     let mut marks = Marks::new(targets(&tool));
 
-    let args = match args {
-        Value::Null => Value::Object(Map::new()),
-        Value::Object(_) => args,
-        other => {
-            return Err(Malformed(format!(
-                "args must be a JSON object, not {}",
-                kind(&other)
-            )));
-        }
+    let args = if req.args.is_null() {
+        JsonRef::empty_object()
+    } else if req.args.is_object() {
+        req.args
+    } else {
+        return Err(Malformed(format!(
+            "args must be a JSON object, not {}",
+            req.args.kind()
+        )));
     };
     // The canonical text is written first; on the way it notes NUL characters and excess
     // depth, which are still refused first, as before the principal and the size limit.
-    let written = CanonicalArgs::write(&args, limits, &mut marks);
+    let written = CanonicalArgs::write(args, limits, &mut marks);
     if !written.clean || written.text.is_err() {
-        check_clean("args", &args, limits.max_depth)?;
+        check_clean("args", args, limits.max_depth)?;
     }
 
-    let principal = match principal {
-        None | Some(Value::Null) => Value::Null,
-        Some(p @ Value::Object(_)) => {
-            check_clean("principal", &p, limits.max_depth)?;
+    let principal = match req.principal {
+        None => JsonRef::null(),
+        Some(p) if p.is_null() => p,
+        Some(p) if p.is_object() => {
+            check_clean("principal", p, limits.max_depth)?;
             p
         }
         Some(other) => {
             return Err(Malformed(format!(
                 "principal must be a JSON object, not {}",
-                kind(&other)
+                other.kind()
             )));
         }
     };
@@ -208,17 +299,13 @@ pub(crate) fn canonicalize_marking<'t>(
     args_digest.push_str(DIGEST_PREFIX);
     push_hex(&mut args_digest, &Sha256::digest(canonical_args.as_bytes()));
 
-    let car = CanonicalRequest {
-        agent,
-        session,
+    let car = Car {
+        session: req.session,
         tool,
         args,
         canonical_args,
         args_digest,
         principal,
-        call_id,
-        adapter,
-        defer_token,
     };
     Ok((car, marks))
 }
@@ -230,6 +317,12 @@ pub(crate) fn canonicalize_marking<'t>(
 /// on which duplicate wins, so a request with them means different things to different readers.
 /// Fields other than those of [`ActionRequest`] are ignored.
 pub fn canonicalize_json(text: &str, limits: &Limits) -> Result<CanonicalRequest, Malformed> {
+    canonicalize(parse_request(text, limits)?, limits)
+}
+
+/// Reads a request from JSON text as [`canonicalize_json`] does, with `serde_json`: the
+/// reference `Engine::decide_json` is held to.
+pub fn parse_request(text: &str, limits: &Limits) -> Result<ActionRequest, Malformed> {
     let max = limits.max_text_bytes();
     if text.len() > max {
         return Err(Malformed(format!(
@@ -242,12 +335,11 @@ pub fn canonicalize_json(text: &str, limits: &Limits) -> Result<CanonicalRequest
     if !value.is_object() {
         return Err(Malformed(format!(
             "request must be a JSON object, not {}",
-            kind(&value)
+            JsonRef::tree(&value).kind()
         )));
     }
-    let req: ActionRequest = serde_json::from_value(value)
-        .map_err(|e| Malformed(format!("request is not a valid action request: {e}")))?;
-    canonicalize(req, limits)
+    serde_json::from_value(value)
+        .map_err(|e| Malformed(format!("request is not a valid action request: {e}")))
 }
 
 fn no_nul(field: &str, value: &str) -> Result<(), Malformed> {
@@ -276,13 +368,13 @@ pub(crate) fn push_hex(out: &mut String, digest: &[u8]) {
     }
 }
 
-fn canonical_tool(raw: String, limits: &Limits) -> Result<String, Malformed> {
-    no_nul("tool", &raw)?;
+fn canonical_tool<'a>(raw: &'a str, limits: &Limits) -> Result<Cow<'a, str>, Malformed> {
+    no_nul("tool", raw)?;
     // A string the quick check finds normalised (every ASCII string is) is its own NFKC form.
-    let tool: String = if raw.is_ascii() || is_nfkc_quick(raw.chars()) == IsNormalized::Yes {
-        raw
+    let tool = if raw.is_ascii() || is_nfkc_quick(raw.chars()) == IsNormalized::Yes {
+        Cow::Borrowed(raw)
     } else {
-        raw.nfkc().collect()
+        Cow::Owned(raw.nfkc().collect())
     };
     if tool.is_empty() {
         return Err(Malformed::new("tool is empty"));
@@ -354,20 +446,13 @@ fn shown(s: &str) -> String {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// Refuses NUL characters and excess depth in `v` (named `root` in the message). The fast walk
-/// decides; only a refused value is walked again, remembering the path, for the message.
-fn check_clean(root: &'static str, v: &Value, max_depth: usize) -> Result<(), Malformed> {
+/// decides; only a refused value is walked again, remembering the path, for the message. A
+/// parsed document holds neither: [`Doc::parse`] gives up on them.
+fn check_clean(root: &'static str, v: JsonRef<'_>, max_depth: usize) -> Result<(), Malformed> {
+    let Some(v) = v.as_tree() else {
+        return Ok(());
+    };
     if is_clean(v, 0, max_depth) {
         return Ok(());
     }
@@ -542,7 +627,7 @@ pub(crate) fn write_jcs<S: JcsSink>(v: &Value, out: &mut S, max: usize) -> Resul
         max_depth: usize::MAX,
         clean: true,
     };
-    w.value(v, 0)
+    w.value(JsonRef::tree(v), 0)
 }
 
 /// A JCS writer that also notes, on the way, what [`Walk`] would refuse.
@@ -574,12 +659,12 @@ static ESCAPE: [u8; 256] = {
 };
 
 impl<S: JcsSink> Jcs<'_, S> {
-    fn value(&mut self, v: &Value, depth: usize) -> Result<(), JcsError> {
-        match v {
-            Value::Null => self.out.put("null"),
-            Value::Bool(true) => self.out.put("true"),
-            Value::Bool(false) => self.out.put("false"),
-            Value::Number(n) => {
+    fn value(&mut self, v: JsonRef<'_>, depth: usize) -> Result<(), JcsError> {
+        match v.shape() {
+            Shape::Null => self.out.put("null"),
+            Shape::Bool(true) => self.out.put("true"),
+            Shape::Bool(false) => self.out.put("false"),
+            Shape::Num(n) => {
                 // A `serde_json::Number` is an `i64`, a `u64` or a finite `f64`; JCS formats
                 // each as a double, as serde_json_canonicalizer does (`value as f64`). An
                 // integer of magnitude up to 2^53 is exactly a double whose shortest form is
@@ -596,13 +681,14 @@ impl<S: JcsSink> Jcs<'_, S> {
                 }
                 self.out.put(ryu_js::Buffer::new().format_finite(f));
             }
-            Value::String(s) => self.string(s),
-            Value::Array(items) => {
+            Shape::Str(s, true) => self.plain(s),
+            Shape::Str(s, false) => self.string(s),
+            Shape::Array(items) => {
                 if self.too_deep(depth) {
                     return Ok(());
                 }
                 self.out.put_char('[');
-                for (i, item) in items.iter().enumerate() {
+                for (i, item) in items.enumerate() {
                     if i > 0 {
                         self.out.put_char(',');
                     }
@@ -610,8 +696,8 @@ impl<S: JcsSink> Jcs<'_, S> {
                 }
                 self.out.put_char(']');
             }
-            Value::Object(map) => {
-                self.object(map, depth, |w, _, item| w.value(item, depth + 1))?;
+            Shape::Object(members) => {
+                self.object(members, depth, |w, m| w.value(m.value, depth + 1))?;
             }
         }
         self.check_size()
@@ -619,33 +705,37 @@ impl<S: JcsSink> Jcs<'_, S> {
 
     /// `{`, the members in the order of the UTF-16 code units of their keys, `}`; `member`
     /// writes each value.
-    fn object(
+    fn object<'v>(
         &mut self,
-        map: &Map<String, Value>,
+        members: Members<'v>,
         depth: usize,
-        mut member: impl FnMut(&mut Self, &str, &Value) -> Result<(), JcsError>,
+        mut member: impl FnMut(&mut Self, Member<'v>) -> Result<(), JcsError>,
     ) -> Result<(), JcsError> {
         if self.too_deep(depth) {
             return Ok(());
         }
         self.out.put_char('{');
-        let mut write = |w: &mut Self, i: usize, k: &str, item: &Value| {
+        let mut write = |w: &mut Self, i: usize, m: Member<'v>| {
             if i > 0 {
                 w.out.put_char(',');
             }
-            w.string(k);
+            if m.plain {
+                w.plain(m.key);
+            } else {
+                w.string(m.key);
+            }
             w.out.put_char(':');
-            member(w, k, item)
+            member(w, m)
         };
-        if in_utf16_order(map) {
-            for (i, (k, item)) in map.iter().enumerate() {
-                write(self, i, k, item)?;
+        if members.in_utf16_order() {
+            for (i, m) in members.enumerate() {
+                write(self, i, m)?;
             }
         } else {
-            let mut members: Vec<(&String, &Value)> = map.iter().collect();
-            members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
-            for (i, (k, item)) in members.into_iter().enumerate() {
-                write(self, i, k, item)?;
+            let mut sorted: Vec<Member<'v>> = members.collect();
+            sorted.sort_by(|a, b| utf16_cmp(a.key, b.key));
+            for (i, m) in sorted.into_iter().enumerate() {
+                write(self, i, m)?;
             }
         }
         self.out.put_char('}');
@@ -676,6 +766,13 @@ impl<S: JcsSink> Jcs<'_, S> {
             return true;
         }
         false
+    }
+
+    /// A string known to need no escape.
+    fn plain(&mut self, s: &str) {
+        self.out.put_char('"');
+        self.out.put(s);
+        self.out.put_char('"');
     }
 
     /// A string as JSON text, escaped as `serde_json` escapes it.
@@ -728,25 +825,25 @@ impl Jcs<'_, String> {
     /// into: a target inside it goes with it. Arrays and scalars end the way.
     fn object_marked(
         &mut self,
-        map: &Map<String, Value>,
+        members: Members<'_>,
         depth: usize,
         mask: u64,
         at: usize,
         marks: &mut Marks<'_>,
     ) -> Result<(), JcsError> {
-        self.object(map, depth, |w, key, item| {
-            let (whole, inner) = marks.targets.step(mask, at, key);
+        self.object(members, depth, |w, m| {
+            let (whole, inner) = marks.targets.step(mask, at, m.key);
             if whole != 0 {
                 let start = w.out.len();
-                w.value(item, depth + 1)?;
+                w.value(m.value, depth + 1)?;
                 // Targets are distinct paths, so `whole` is one of them.
                 let target = whole.trailing_zeros() as usize;
                 marks.found.push((target, start..w.out.len()));
                 Ok(())
-            } else if let (Value::Object(inside), true) = (item, inner != 0) {
-                w.object_marked(inside, depth + 1, inner, at + key.len() + 1, marks)
+            } else if let (Shape::Object(inside), true) = (m.value.shape(), inner != 0) {
+                w.object_marked(inside, depth + 1, inner, at + m.key.len() + 1, marks)
             } else {
-                w.value(item, depth + 1)
+                w.value(m.value, depth + 1)
             }
         })?;
         self.check_size()
@@ -913,7 +1010,7 @@ struct CanonicalArgs {
 }
 
 impl CanonicalArgs {
-    fn write(args: &Value, limits: &Limits, marks: &mut Marks<'_>) -> Self {
+    fn write(args: JsonRef<'_>, limits: &Limits, marks: &mut Marks<'_>) -> Self {
         let mut out = String::with_capacity(256);
         let mut w = Jcs {
             out: &mut out,
@@ -921,9 +1018,9 @@ impl CanonicalArgs {
             max_depth: limits.max_depth,
             clean: true,
         };
-        let written = match args {
-            Value::Object(map) if marks.targets.len() > 0 => {
-                w.object_marked(map, 0, marks.targets.all(), 0, marks)
+        let written = match args.shape() {
+            Shape::Object(members) if marks.targets.len() > 0 => {
+                w.object_marked(members, 0, marks.targets.all(), 0, marks)
             }
             _ => w.value(args, 0),
         };
@@ -946,33 +1043,6 @@ impl CanonicalArgs {
             )),
         }
     }
-}
-
-/// True when the map iterates in the order of the UTF-16 code units of its keys: the keys
-/// ascend bytewise (UTF-8 order, which is code point order) and none holds a character at or
-/// above U+E000, the only ones whose UTF-16 order differs from their code point order (a
-/// supplementary character's surrogates sort below U+E000–U+FFFF). UTF-8 lead bytes of such
-/// characters are 0xEE and above.
-fn in_utf16_order(map: &Map<String, Value>) -> bool {
-    let mut prev: Option<&[u8]> = None;
-    for k in map.keys() {
-        let k = k.as_bytes();
-        if k.iter().any(|&b| b >= 0xEE) || prev.is_some_and(|p| !ascends(p, k)) {
-            return false;
-        }
-        prev = Some(k);
-    }
-    true
-}
-
-/// `a < b` bytewise; keys mostly differ in their first byte, so this beats a `memcmp` call.
-fn ascends(a: &[u8], b: &[u8]) -> bool {
-    for (x, y) in a.iter().zip(b) {
-        if x != y {
-            return x < y;
-        }
-    }
-    a.len() < b.len()
 }
 
 /// A JSON value parsed with duplicate object keys refused.

@@ -605,7 +605,7 @@ mod tests {
                 ..ActionRequest::default()
             };
             let mut tree = None;
-            let (car, marks) = canonicalize_marking(req, &Limits::default(), |tool| {
+            let (car, marks) = canonicalize_marking((&req).into(), &Limits::default(), |tool| {
                 match plan(&compiled, tool) {
                     Plan::Splice(targets) => targets,
                     Plan::Tree(statements) => {
@@ -618,13 +618,13 @@ mod tests {
             // Each marked slice is the JCS text of the value at its path.
             for (target, range) in &marks.found {
                 let path = marks.targets.get(*target).unwrap();
-                let value = lookup(&car.args, path).unwrap();
+                let value = lookup(car.args.as_tree().unwrap(), path).unwrap();
                 let jcs = serde_json_canonicalizer::to_string(value).unwrap();
                 assert_eq!(&car.canonical_args[range.clone()], jcs, "{path}");
             }
             let spliced = tree.is_none();
             let (text, redacted) = match tree {
-                Some(statements) => recorded_from_tree(car.args, &statements, k),
+                Some(statements) => recorded_from_tree(car.args.to_value(), &statements, k),
                 None => recorded(car.canonical_args, &marks, k),
             };
             let redacted = redacted.iter().map(|p| p.to_string()).collect();

@@ -1,0 +1,516 @@
+//! JSON the engine reads without owning it: a borrowed `serde_json` tree, or a [`Doc`] parsed
+//! from request text in one pass, whose strings borrow the text.
+//!
+//! The parser takes only what it can read exactly as `serde_json` reads it (the tests compare
+//! the two); on anything else (an escape it does not decode itself, a NUL, deep nesting,
+//! duplicate keys, a syntax error) it gives up, and the caller parses with `serde_json`, which
+//! also words the error.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::sync::LazyLock;
+
+use serde_json::{Map, Number, Value};
+
+/// A JSON value the engine reads: part of a `serde_json` tree or of a parsed document.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonRef<'a>(Ref<'a>);
+
+#[derive(Debug, Clone, Copy)]
+enum Ref<'a> {
+    Tree(&'a Value),
+    Doc(&'a Doc<'a>, u32),
+}
+
+/// What a value is, with its parts.
+pub(crate) enum Shape<'a> {
+    Null,
+    Bool(bool),
+    Num(&'a Number),
+    /// A string, and whether it is known to need no escaping in JSON text.
+    Str(&'a str, bool),
+    Array(Items<'a>),
+    Object(Members<'a>),
+}
+
+/// An object member: its key (and whether that needs no escaping) and its value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Member<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) plain: bool,
+    pub(crate) value: JsonRef<'a>,
+}
+
+static NULL: Value = Value::Null;
+static EMPTY_OBJECT: LazyLock<Value> = LazyLock::new(|| Value::Object(Map::new()));
+
+impl<'a> JsonRef<'a> {
+    pub fn tree(v: &'a Value) -> Self {
+        JsonRef(Ref::Tree(v))
+    }
+
+    pub fn null() -> JsonRef<'static> {
+        JsonRef(Ref::Tree(&NULL))
+    }
+
+    pub(crate) fn empty_object() -> JsonRef<'static> {
+        JsonRef(Ref::Tree(&EMPTY_OBJECT))
+    }
+
+    /// The `serde_json` value, when this is one.
+    pub fn as_tree(self) -> Option<&'a Value> {
+        match self.0 {
+            Ref::Tree(v) => Some(v),
+            Ref::Doc(..) => None,
+        }
+    }
+
+    pub(crate) fn shape(self) -> Shape<'a> {
+        match self.0 {
+            Ref::Tree(v) => match v {
+                Value::Null => Shape::Null,
+                Value::Bool(b) => Shape::Bool(*b),
+                Value::Number(n) => Shape::Num(n),
+                Value::String(s) => Shape::Str(s, false),
+                Value::Array(items) => Shape::Array(Items::Tree(items.iter())),
+                Value::Object(map) => Shape::Object(Members::Tree(map.iter())),
+            },
+            Ref::Doc(doc, i) => doc.shape(i),
+        }
+    }
+
+    pub fn is_null(self) -> bool {
+        matches!(self.shape(), Shape::Null)
+    }
+
+    pub fn is_object(self) -> bool {
+        matches!(self.shape(), Shape::Object(_))
+    }
+
+    pub fn as_str(self) -> Option<&'a str> {
+        match self.shape() {
+            Shape::Str(s, _) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value of member `key`, when this is an object that has one.
+    pub fn get(self, key: &str) -> Option<JsonRef<'a>> {
+        match self.0 {
+            Ref::Tree(v) => v.as_object()?.get(key).map(JsonRef::tree),
+            Ref::Doc(..) => match self.shape() {
+                Shape::Object(mut members) => members.find(|m| m.key == key).map(|m| m.value),
+                _ => None,
+            },
+        }
+    }
+
+    /// The value as a `serde_json` tree (copied).
+    pub fn to_value(self) -> Value {
+        match self.shape() {
+            Shape::Null => Value::Null,
+            Shape::Bool(b) => Value::Bool(b),
+            Shape::Num(n) => Value::Number(n.clone()),
+            Shape::Str(s, _) => Value::String(s.to_owned()),
+            Shape::Array(items) => Value::Array(items.map(JsonRef::to_value).collect()),
+            Shape::Object(members) => Value::Object(
+                members
+                    .map(|m| (m.key.to_owned(), m.value.to_value()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// `a string`, `an object`, …: for messages.
+    pub fn kind(self) -> &'static str {
+        match self.shape() {
+            Shape::Null => "null",
+            Shape::Bool(_) => "a boolean",
+            Shape::Num(_) => "a number",
+            Shape::Str(..) => "a string",
+            Shape::Array(_) => "an array",
+            Shape::Object(_) => "an object",
+        }
+    }
+}
+
+/// The elements of an array.
+#[derive(Debug, Clone)]
+pub(crate) enum Items<'a> {
+    Tree(std::slice::Iter<'a, Value>),
+    Doc(&'a Doc<'a>, std::slice::Iter<'a, u32>),
+}
+
+impl<'a> Iterator for Items<'a> {
+    type Item = JsonRef<'a>;
+
+    fn next(&mut self) -> Option<JsonRef<'a>> {
+        match self {
+            Items::Tree(it) => it.next().map(JsonRef::tree),
+            Items::Doc(doc, it) => it.next().map(|&i| JsonRef(Ref::Doc(doc, i))),
+        }
+    }
+}
+
+/// The members of an object: in the map's order for a tree (bytewise by key), in the order of
+/// the UTF-16 code units of their keys for a document.
+#[derive(Debug, Clone)]
+pub(crate) enum Members<'a> {
+    Tree(serde_json::map::Iter<'a>),
+    Doc(&'a Doc<'a>, std::slice::Iter<'a, (Text<'a>, u32)>),
+}
+
+impl Members<'_> {
+    /// True when the members come in the order of the UTF-16 code units of their keys.
+    pub(crate) fn in_utf16_order(&self) -> bool {
+        match self {
+            Members::Tree(it) => keys_in_utf16_order(it.clone().map(|(k, _)| k.as_str())),
+            Members::Doc(..) => true,
+        }
+    }
+}
+
+impl<'a> Iterator for Members<'a> {
+    type Item = Member<'a>;
+
+    fn next(&mut self) -> Option<Member<'a>> {
+        match self {
+            Members::Tree(it) => it.next().map(|(k, v)| Member {
+                key: k,
+                plain: false,
+                value: JsonRef::tree(v),
+            }),
+            Members::Doc(doc, it) => it.next().map(|(key, i)| Member {
+                key: &key.s,
+                plain: key.plain,
+                value: JsonRef(Ref::Doc(doc, *i)),
+            }),
+        }
+    }
+}
+
+/// True when the keys ascend in the order of their UTF-16 code units: bytewise (UTF-8 order,
+/// which is code point order), none holding a character at or above U+E000, the only ones whose
+/// UTF-16 order differs from their code point order (a supplementary character's surrogates
+/// sort below U+E000–U+FFFF). UTF-8 lead bytes of such characters are 0xEE and above.
+fn keys_in_utf16_order<'k>(keys: impl Iterator<Item = &'k str>) -> bool {
+    let mut prev: Option<&[u8]> = None;
+    for k in keys {
+        let k = k.as_bytes();
+        if k.iter().any(|&b| b >= 0xEE) || prev.is_some_and(|p| !ascends(p, k)) {
+            return false;
+        }
+        prev = Some(k);
+    }
+    true
+}
+
+/// `a < b` bytewise; keys mostly differ in their first byte, so this beats a `memcmp` call.
+fn ascends(a: &[u8], b: &[u8]) -> bool {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x < y;
+        }
+    }
+    a.len() < b.len()
+}
+
+/// The order of RFC 8785 object members: by the UTF-16 code units of their keys.
+pub(crate) fn utf16_cmp(a: &str, b: &str) -> Ordering {
+    let high = |s: &str| s.bytes().any(|b| b >= 0xEE);
+    if high(a) || high(b) {
+        a.encode_utf16().cmp(b.encode_utf16())
+    } else {
+        a.as_bytes().cmp(b.as_bytes())
+    }
+}
+
+/// A string of a document: borrowed from the text when it has no escapes.
+#[derive(Debug)]
+pub(crate) struct Text<'t> {
+    s: Cow<'t, str>,
+    /// Written without escapes in the text, so it needs none in JSON text.
+    plain: bool,
+}
+
+#[derive(Debug)]
+enum Node<'t> {
+    Null,
+    Bool(bool),
+    Num(Number),
+    Str(Text<'t>),
+    /// A range of `Doc::items`.
+    Array(u32, u32),
+    /// A range of `Doc::members`, sorted by the UTF-16 code units of the keys.
+    Object(u32, u32),
+}
+
+/// A JSON text parsed into one flat structure: values in `nodes` (the root first), the
+/// elements of every array and the members of every object each in one run of `items` and
+/// `members`.
+#[derive(Debug, Default)]
+pub(crate) struct Doc<'t> {
+    nodes: Vec<Node<'t>>,
+    items: Vec<u32>,
+    members: Vec<(Text<'t>, u32)>,
+}
+
+impl<'t> Doc<'t> {
+    /// Parses `text`, one JSON object, or gives up (see the module's comment). No container
+    /// may nest deeper than `max_depth` (the root is at depth 1) and no string or key may hold
+    /// a NUL.
+    pub(crate) fn parse(text: &'t str, max_depth: usize) -> Option<Doc<'t>> {
+        let mut p = Parser {
+            text,
+            at: 0,
+            max_depth: max_depth.min(MAX_DEPTH),
+            doc: Doc {
+                nodes: Vec::with_capacity(text.len() / 8),
+                items: Vec::new(),
+                members: Vec::with_capacity(text.len() / 16),
+            },
+            item_stack: Vec::new(),
+            member_stack: Vec::with_capacity(16),
+        };
+        p.skip_ws();
+        if p.peek() != Some(b'{') {
+            return None;
+        }
+        p.value(0)?;
+        p.skip_ws();
+        (p.at == text.len()).then_some(p.doc)
+    }
+
+    /// The root value.
+    pub(crate) fn root(&self) -> JsonRef<'_> {
+        JsonRef(Ref::Doc(self, 0))
+    }
+
+    fn shape<'a>(&'a self, i: u32) -> Shape<'a> {
+        let range = |a: u32, b: u32| a as usize..b as usize;
+        match self.nodes.get(i as usize) {
+            None | Some(Node::Null) => Shape::Null,
+            Some(Node::Bool(b)) => Shape::Bool(*b),
+            Some(Node::Num(n)) => Shape::Num(n),
+            Some(Node::Str(t)) => Shape::Str(&t.s, t.plain),
+            Some(Node::Array(a, b)) => Shape::Array(Items::Doc(
+                self,
+                self.items.get(range(*a, *b)).unwrap_or_default().iter(),
+            )),
+            Some(Node::Object(a, b)) => Shape::Object(Members::Doc(
+                self,
+                self.members.get(range(*a, *b)).unwrap_or_default().iter(),
+            )),
+        }
+    }
+}
+
+/// Deeper documents are left to `serde_json`, whose own limit is 128.
+const MAX_DEPTH: usize = 100;
+
+struct Parser<'t> {
+    text: &'t str,
+    at: usize,
+    max_depth: usize,
+    doc: Doc<'t>,
+    /// Elements and members of the containers still open.
+    item_stack: Vec<u32>,
+    member_stack: Vec<(Text<'t>, u32)>,
+}
+
+impl<'t> Parser<'t> {
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.at).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    /// Skips whitespace, then expects `b`.
+    fn expect(&mut self, b: u8) -> Option<()> {
+        self.skip_ws();
+        (self.peek() == Some(b)).then(|| self.at += 1)
+    }
+
+    fn push(&mut self, node: Node<'t>) -> Option<u32> {
+        let i = u32::try_from(self.doc.nodes.len()).ok()?;
+        self.doc.nodes.push(node);
+        Some(i)
+    }
+
+    /// A value at `depth` (its container's); its index in `nodes`.
+    fn value(&mut self, depth: usize) -> Option<u32> {
+        self.skip_ws();
+        let node = match self.peek()? {
+            b'{' => return self.object(depth + 1),
+            b'[' => return self.array(depth + 1),
+            b'"' => Node::Str(self.string()?),
+            b't' => self.literal("true", Node::Bool(true))?,
+            b'f' => self.literal("false", Node::Bool(false))?,
+            b'n' => self.literal("null", Node::Null)?,
+            b'-' | b'0'..=b'9' => Node::Num(self.number()?),
+            _ => return None,
+        };
+        self.push(node)
+    }
+
+    fn literal(&mut self, word: &str, node: Node<'t>) -> Option<Node<'t>> {
+        let rest = self.text.as_bytes().get(self.at..)?;
+        rest.starts_with(word.as_bytes()).then(|| {
+            self.at += word.len();
+            node
+        })
+    }
+
+    fn object(&mut self, depth: usize) -> Option<u32> {
+        if depth > self.max_depth {
+            return None;
+        }
+        self.at += 1;
+        let index = self.push(Node::Null)?;
+        let mark = self.member_stack.len();
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+        } else {
+            loop {
+                self.skip_ws();
+                if self.peek() != Some(b'"') {
+                    return None;
+                }
+                let key = self.string()?;
+                self.expect(b':')?;
+                let value = self.value(depth)?;
+                self.member_stack.push((key, value));
+                self.skip_ws();
+                match self.peek()? {
+                    b',' => self.at += 1,
+                    b'}' => {
+                        self.at += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        let members = self.member_stack.get_mut(mark..)?;
+        members.sort_unstable_by(|a, b| utf16_cmp(&a.0.s, &b.0.s));
+        // Sorted, duplicates are neighbours; readers differ on which one wins, so give up.
+        if members.windows(2).any(|w| w[0].0.s == w[1].0.s) {
+            return None;
+        }
+        let start = u32::try_from(self.doc.members.len()).ok()?;
+        self.doc.members.extend(self.member_stack.drain(mark..));
+        let end = u32::try_from(self.doc.members.len()).ok()?;
+        *self.doc.nodes.get_mut(index as usize)? = Node::Object(start, end);
+        Some(index)
+    }
+
+    fn array(&mut self, depth: usize) -> Option<u32> {
+        if depth > self.max_depth {
+            return None;
+        }
+        self.at += 1;
+        let index = self.push(Node::Null)?;
+        let mark = self.item_stack.len();
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.at += 1;
+        } else {
+            loop {
+                let item = self.value(depth)?;
+                self.item_stack.push(item);
+                self.skip_ws();
+                match self.peek()? {
+                    b',' => self.at += 1,
+                    b']' => {
+                        self.at += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        let start = u32::try_from(self.doc.items.len()).ok()?;
+        self.doc.items.extend(self.item_stack.drain(mark..));
+        let end = u32::try_from(self.doc.items.len()).ok()?;
+        *self.doc.nodes.get_mut(index as usize)? = Node::Array(start, end);
+        Some(index)
+    }
+
+    /// A string at `self.at` (its opening quote).
+    fn string(&mut self) -> Option<Text<'t>> {
+        let bytes = self.text.as_bytes();
+        let start = self.at + 1;
+        let mut i = start;
+        loop {
+            match *bytes.get(i)? {
+                b'"' => break,
+                b'\\' => return self.escaped_string(),
+                0..=0x1f => return None,
+                _ => i += 1,
+            }
+        }
+        self.at = i + 1;
+        Some(Text {
+            s: Cow::Borrowed(self.text.get(start..i)?),
+            plain: true,
+        })
+    }
+
+    /// A string with escapes, decoded by `serde_json` (surrogate pairs and all).
+    fn escaped_string(&mut self) -> Option<Text<'t>> {
+        let bytes = self.text.as_bytes();
+        let mut i = self.at + 1;
+        loop {
+            match *bytes.get(i)? {
+                b'"' => break,
+                b'\\' => i += 2,
+                0..=0x1f => return None,
+                _ => i += 1,
+            }
+        }
+        let s: String = serde_json::from_str(self.text.get(self.at..=i)?).ok()?;
+        if s.contains('\0') {
+            return None;
+        }
+        self.at = i + 1;
+        Some(Text {
+            s: Cow::Owned(s),
+            plain: false,
+        })
+    }
+
+    /// A number as `serde_json` reads it: short integers here, the rest by `serde_json`.
+    fn number(&mut self) -> Option<Number> {
+        let bytes = self.text.as_bytes();
+        let start = self.at;
+        let negative = bytes.get(start) == Some(&b'-');
+        let digits = start + usize::from(negative);
+        let mut i = digits;
+        while let Some(b'0'..=b'9') = bytes.get(i) {
+            i += 1;
+        }
+        let int_end = i;
+        while let Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') = bytes.get(i) {
+            i += 1;
+        }
+        self.at = i;
+        let int = bytes.get(digits..int_end)?;
+        // Up to 18 digits fit an `i64`; a leading zero, `-0`, fractions and exponents go to
+        // `serde_json`.
+        if i == int_end && (1..=18).contains(&int.len()) && (int[0] != b'0' || int.len() == 1) {
+            let n = int.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            if !negative {
+                return Some(Number::from(n));
+            }
+            if n != 0 {
+                return i64::try_from(n).ok().map(|n| Number::from(-n));
+            }
+        }
+        serde_json::from_str(self.text.get(start..i)?).ok()
+    }
+}
