@@ -202,23 +202,41 @@ impl<'a> RequestRef<'a> {
     /// The request in a parsed text, or `None` when a field has a type that
     /// [`ActionRequest`] does not take (`serde_json` then words the error).
     pub(crate) fn from_doc(doc: &'a Doc<'a>) -> Option<Self> {
-        let root = doc.root();
-        // Absent or `null` is `None`; a string is itself; anything else is refused.
-        let optional = |name: &str| match root.get(name) {
-            None => Some(None),
-            Some(v) if v.is_null() => Some(None),
-            Some(v) => v.as_str().map(Some),
+        let (mut agent, mut tool) = (None, None);
+        let mut req = RequestRef {
+            agent: "",
+            session: None,
+            tool: "",
+            args: JsonRef::null(),
+            principal: None,
+            call_id: None,
+            adapter: None,
+            defer_token: None,
         };
-        Some(RequestRef {
-            agent: root.get("agent")?.as_str()?,
-            session: optional("session")?,
-            tool: root.get("tool")?.as_str()?,
-            args: root.get("args").unwrap_or(JsonRef::null()),
-            principal: root.get("principal"),
-            call_id: optional("call_id")?,
-            adapter: optional("adapter")?,
-            defer_token: optional("defer_token")?,
-        })
+        // Absent or `null` is `None`; a string is itself; anything else is refused.
+        let optional = |v: JsonRef<'a>| {
+            if v.is_null() {
+                Some(None)
+            } else {
+                v.as_str().map(Some)
+            }
+        };
+        for (name, v) in doc.fields() {
+            match name {
+                "agent" => agent = Some(v.as_str()?),
+                "tool" => tool = Some(v.as_str()?),
+                "session" => req.session = optional(v)?,
+                "args" => req.args = v,
+                "principal" => req.principal = Some(v),
+                "call_id" => req.call_id = optional(v)?,
+                "adapter" => req.adapter = optional(v)?,
+                "defer_token" => req.defer_token = optional(v)?,
+                _ => {}
+            }
+        }
+        req.agent = agent?;
+        req.tool = tool?;
+        Some(req)
     }
 }
 

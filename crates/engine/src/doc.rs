@@ -80,17 +80,26 @@ impl<'a> JsonRef<'a> {
     }
 
     pub fn is_null(self) -> bool {
-        matches!(self.shape(), Shape::Null)
+        match self.0 {
+            Ref::Tree(v) => v.is_null(),
+            Ref::Doc(doc, i) => matches!(doc.node(i), Node::Null),
+        }
     }
 
     pub fn is_object(self) -> bool {
-        matches!(self.shape(), Shape::Object(_))
+        match self.0 {
+            Ref::Tree(v) => v.is_object(),
+            Ref::Doc(doc, i) => matches!(doc.node(i), Node::Object(..)),
+        }
     }
 
     pub fn as_str(self) -> Option<&'a str> {
-        match self.shape() {
-            Shape::Str(s, _) => Some(s),
-            _ => None,
+        match self.0 {
+            Ref::Tree(v) => v.as_str(),
+            Ref::Doc(doc, i) => match doc.node(i) {
+                Node::Str(t) => Some(&t.s),
+                _ => None,
+            },
         }
     }
 
@@ -98,10 +107,11 @@ impl<'a> JsonRef<'a> {
     pub fn get(self, key: &str) -> Option<JsonRef<'a>> {
         match self.0 {
             Ref::Tree(v) => v.as_object()?.get(key).map(JsonRef::tree),
-            Ref::Doc(..) => match self.shape() {
-                Shape::Object(mut members) => members.find(|m| m.key == key).map(|m| m.value),
-                _ => None,
-            },
+            Ref::Doc(doc, i) => doc
+                .members_of(i)
+                .iter()
+                .find(|m| m.key.s.as_bytes() == key.as_bytes())
+                .map(|m| JsonRef(Ref::Doc(doc, m.value))),
         }
     }
 
@@ -157,7 +167,7 @@ impl<'a> Iterator for Items<'a> {
 #[derive(Debug, Clone)]
 pub(crate) enum Members<'a> {
     Tree(serde_json::map::Iter<'a>),
-    Doc(&'a Doc<'a>, std::slice::Iter<'a, (Text<'a>, u32)>),
+    Doc(&'a Doc<'a>, std::slice::Iter<'a, Key<'a>>),
 }
 
 impl Members<'_> {
@@ -180,10 +190,10 @@ impl<'a> Iterator for Members<'a> {
                 plain: false,
                 value: JsonRef::tree(v),
             }),
-            Members::Doc(doc, it) => it.next().map(|(key, i)| Member {
-                key: &key.s,
-                plain: key.plain,
-                value: JsonRef(Ref::Doc(doc, *i)),
+            Members::Doc(doc, it) => it.next().map(|m| Member {
+                key: &m.key.s,
+                plain: m.key.plain,
+                value: JsonRef(Ref::Doc(doc, m.value)),
             }),
         }
     }
@@ -215,13 +225,47 @@ fn ascends(a: &[u8], b: &[u8]) -> bool {
     a.len() < b.len()
 }
 
+/// True when `s` holds a character whose UTF-16 order differs from its code point order.
+fn is_high(s: &str) -> bool {
+    s.bytes().any(|b| b >= 0xEE)
+}
+
 /// The order of RFC 8785 object members: by the UTF-16 code units of their keys.
 pub(crate) fn utf16_cmp(a: &str, b: &str) -> Ordering {
-    let high = |s: &str| s.bytes().any(|b| b >= 0xEE);
-    if high(a) || high(b) {
+    if is_high(a) || is_high(b) {
         a.encode_utf16().cmp(b.encode_utf16())
     } else {
-        a.as_bytes().cmp(b.as_bytes())
+        bytes_cmp(a.as_bytes(), b.as_bytes())
+    }
+}
+
+/// Bytewise order; keys mostly differ early, so this beats a `memcmp` call.
+fn bytes_cmp(a: &[u8], b: &[u8]) -> Ordering {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// An object member of a document.
+#[derive(Debug)]
+pub(crate) struct Key<'t> {
+    key: Text<'t>,
+    /// The key holds a character at or above U+E000 (see [`keys_in_utf16_order`]).
+    high: bool,
+    value: u32,
+}
+
+impl Key<'_> {
+    /// By the UTF-16 code units of the keys.
+    fn cmp(&self, other: &Self) -> Ordering {
+        if self.high || other.high {
+            self.key.s.encode_utf16().cmp(other.key.s.encode_utf16())
+        } else {
+            bytes_cmp(self.key.s.as_bytes(), other.key.s.as_bytes())
+        }
     }
 }
 
@@ -252,7 +296,7 @@ enum Node<'t> {
 pub(crate) struct Doc<'t> {
     nodes: Vec<Node<'t>>,
     items: Vec<u32>,
-    members: Vec<(Text<'t>, u32)>,
+    members: Vec<Key<'t>>,
 }
 
 impl<'t> Doc<'t> {
@@ -281,28 +325,73 @@ impl<'t> Doc<'t> {
         (p.at == text.len()).then_some(p.doc)
     }
 
-    /// The root value.
-    pub(crate) fn root(&self) -> JsonRef<'_> {
-        JsonRef(Ref::Doc(self, 0))
+    fn node(&self, i: u32) -> &Node<'t> {
+        self.nodes.get(i as usize).unwrap_or(&Node::Null)
+    }
+
+    /// The members of node `i` (none unless it is an object).
+    pub(crate) fn members_of(&self, i: u32) -> &[Key<'t>] {
+        match self.node(i) {
+            Node::Object(a, b) => self
+                .members
+                .get(*a as usize..*b as usize)
+                .unwrap_or_default(),
+            _ => &[],
+        }
+    }
+
+    /// The root's members: (key, value).
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&str, JsonRef<'_>)> {
+        self.members_of(0)
+            .iter()
+            .map(|m| (m.key.s.as_ref(), JsonRef(Ref::Doc(self, m.value))))
     }
 
     fn shape<'a>(&'a self, i: u32) -> Shape<'a> {
         let range = |a: u32, b: u32| a as usize..b as usize;
-        match self.nodes.get(i as usize) {
-            None | Some(Node::Null) => Shape::Null,
-            Some(Node::Bool(b)) => Shape::Bool(*b),
-            Some(Node::Num(n)) => Shape::Num(n),
-            Some(Node::Str(t)) => Shape::Str(&t.s, t.plain),
-            Some(Node::Array(a, b)) => Shape::Array(Items::Doc(
+        match self.node(i) {
+            Node::Null => Shape::Null,
+            Node::Bool(b) => Shape::Bool(*b),
+            Node::Num(n) => Shape::Num(n),
+            Node::Str(t) => Shape::Str(&t.s, t.plain),
+            Node::Array(a, b) => Shape::Array(Items::Doc(
                 self,
                 self.items.get(range(*a, *b)).unwrap_or_default().iter(),
             )),
-            Some(Node::Object(a, b)) => Shape::Object(Members::Doc(
+            Node::Object(a, b) => Shape::Object(Members::Doc(
                 self,
                 self.members.get(range(*a, *b)).unwrap_or_default().iter(),
             )),
         }
     }
+}
+
+/// The index of the first `"`, `\\` or control character in `bytes` at or after `i` (or the
+/// length): eight bytes at a time. In each test the lowest flagged byte is a true match
+/// (borrows only flag bytes above one), so the lowest of all is the first.
+fn special(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let slash = x ^ (ONES * u64::from(b'\\'));
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v;
+        let found = (zero(quote) | zero(slash) | (x.wrapping_sub(ONES * 0x20) & !x)) & HIGH;
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            return i;
+        }
+        i += 1;
+    }
+    i
 }
 
 /// Deeper documents are left to `serde_json`, whose own limit is 128.
@@ -315,7 +404,7 @@ struct Parser<'t> {
     doc: Doc<'t>,
     /// Elements and members of the containers still open.
     item_stack: Vec<u32>,
-    member_stack: Vec<(Text<'t>, u32)>,
+    member_stack: Vec<Key<'t>>,
 }
 
 impl<'t> Parser<'t> {
@@ -384,7 +473,8 @@ impl<'t> Parser<'t> {
                 let key = self.string()?;
                 self.expect(b':')?;
                 let value = self.value(depth)?;
-                self.member_stack.push((key, value));
+                let high = is_high(&key.s);
+                self.member_stack.push(Key { key, high, value });
                 self.skip_ws();
                 match self.peek()? {
                     b',' => self.at += 1,
@@ -397,9 +487,9 @@ impl<'t> Parser<'t> {
             }
         }
         let members = self.member_stack.get_mut(mark..)?;
-        members.sort_unstable_by(|a, b| utf16_cmp(&a.0.s, &b.0.s));
+        members.sort_unstable_by(Key::cmp);
         // Sorted, duplicates are neighbours; readers differ on which one wins, so give up.
-        if members.windows(2).any(|w| w[0].0.s == w[1].0.s) {
+        if members.windows(2).any(|w| w[0].cmp(&w[1]).is_eq()) {
             return None;
         }
         let start = u32::try_from(self.doc.members.len()).ok()?;
@@ -443,16 +533,12 @@ impl<'t> Parser<'t> {
 
     /// A string at `self.at` (its opening quote).
     fn string(&mut self) -> Option<Text<'t>> {
-        let bytes = self.text.as_bytes();
         let start = self.at + 1;
-        let mut i = start;
-        loop {
-            match *bytes.get(i)? {
-                b'"' => break,
-                b'\\' => return self.escaped_string(),
-                0..=0x1f => return None,
-                _ => i += 1,
-            }
+        let i = special(self.text.as_bytes(), start);
+        match self.text.as_bytes().get(i)? {
+            b'"' => {}
+            b'\\' => return self.escaped_string(),
+            _ => return None,
         }
         self.at = i + 1;
         Some(Text {
@@ -512,5 +598,95 @@ impl<'t> Parser<'t> {
             }
         }
         serde_json::from_str(self.text.get(start..i)?).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn parsed(text: &str) -> Option<Value> {
+        Doc::parse(text, 64).map(|doc| JsonRef(Ref::Doc(&doc, 0)).to_value())
+    }
+
+    #[test]
+    fn reads_what_serde_json_reads() {
+        let text = r#" { "b" : [1, -2, 3.5, 1e2, -0, 18446744073709551615, 123456789012345678901,
+            true, false, null, {}], "a": {"x\u00e9": "\ud83d\ude00\n", "": ""}, "\ue000": 0 } "#;
+        let v: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(parsed(text), Some(v));
+    }
+
+    #[test]
+    fn gives_up_on_what_it_does_not_take() {
+        for text in [
+            "",
+            "[1]",
+            "{",
+            r#"{"a":1,"a":2}"#,
+            r#"{"a":1,"\u0061":2}"#,
+            r#"{"a":"\u0000"}"#,
+            r#"{"a":"\ud800"}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1e400}"#,
+            "{\"a\":\"\t\"}",
+            r#"{"a":1,}"#,
+            r#"{"a":[1,]}"#,
+            r#"{"a":tru}"#,
+            r#"{} x"#,
+            r#"{"a":{"b":{"c":{}}}}"#,
+        ] {
+            let deep = text.starts_with(r#"{"a":{"b""#);
+            let doc = Doc::parse(text, if deep { 3 } else { 64 });
+            assert!(doc.is_none(), "{text}");
+        }
+    }
+
+    fn special_slowly(bytes: &[u8], i: usize) -> usize {
+        (i..bytes.len())
+            .find(|&j| matches!(bytes[j], b'"' | b'\\' | 0..=0x1f))
+            .unwrap_or(bytes.len())
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let text = "[a-c\u{0}-\u{1f}\"\\\\/\u{7f}\u{e9}\u{e000}\u{ffff}\u{10000}]{0,6}";
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_filter_map("finite", |f| Number::from_f64(f).map(Value::Number)),
+            text.prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map(text, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn special_finds_the_first_special_byte(s in "[a\"\\\\\u{1}\u{1f} \u{e9}\u{10000}]{0,40}", i in 0usize..8) {
+            let i = i.min(s.len());
+            prop_assert_eq!(special(s.as_bytes(), i), special_slowly(s.as_bytes(), i));
+        }
+
+        #[test]
+        fn a_document_is_the_value_serde_json_reads(v in value(), pretty in any::<bool>()) {
+            let v = json!({"v": v});
+            let text = if pretty { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) }.unwrap();
+            let nul = text.contains("\\u0000");
+            match parsed(&text) {
+                Some(doc) => prop_assert_eq!(doc, v),
+                None => prop_assert!(nul, "refused {}", text),
+            }
+        }
     }
 }
