@@ -19,7 +19,9 @@ use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
-use crate::doc::{Doc, JsonRef, Member, Members, Shape, utf16_cmp};
+use crate::doc::{
+    Doc, JsonRef, Member, Members, Shape, is_high, special, utf16_cmp, utf16_follows,
+};
 
 /// What an adapter sends (deserializable from the daemon's JSON and the CLI).
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
@@ -603,32 +605,6 @@ pub(crate) enum JcsError {
     NotFinite,
 }
 
-/// Where JCS text goes: a `String`, or straight into a hash.
-pub(crate) trait JcsSink {
-    fn put(&mut self, s: &str);
-    /// One ASCII character.
-    fn put_char(&mut self, c: char) {
-        let mut buf = [0u8; 4];
-        self.put(c.encode_utf8(&mut buf));
-    }
-    /// Bytes put so far, for the size limit.
-    fn written(&self) -> usize;
-}
-
-impl JcsSink for String {
-    fn put(&mut self, s: &str) {
-        self.push_str(s);
-    }
-
-    fn put_char(&mut self, c: char) {
-        self.push(c);
-    }
-
-    fn written(&self) -> usize {
-        self.len()
-    }
-}
-
 /// Appends the RFC 8785 (JCS) text of `v` to `out`; `Err(Over)` once more than `max` bytes
 /// have been written.
 ///
@@ -638,24 +614,21 @@ impl JcsSink for String {
 /// `\n`, `\r`, `\t`, other control characters as `\u00xx`, everything else as is), and object
 /// members are sorted by the UTF-16 code units of their keys. It writes straight into `out`,
 /// where that crate buffers every member of every object separately and parses each key back.
-pub(crate) fn write_jcs<S: JcsSink>(v: &Value, out: &mut S, max: usize) -> Result<(), JcsError> {
-    let mut w = Jcs {
-        out,
-        max,
-        max_depth: usize::MAX,
-        clean: true,
-    };
-    w.value(JsonRef::tree(v), 0)
+pub(crate) fn write_jcs(v: &Value, out: &mut String, max: usize) -> Result<(), JcsError> {
+    Jcs::new(out, max, usize::MAX).value(JsonRef::tree(v), 0)
 }
 
-/// A JCS writer that also notes, on the way, what [`Walk`] would refuse.
-struct Jcs<'o, S> {
-    out: &'o mut S,
+/// A JCS writer that also notes, on the way, what [`Walk`] would refuse, and where the values
+/// at the targets of [`Jcs::object_marked`] are.
+struct Jcs<'o> {
+    out: &'o mut String,
     max: usize,
     max_depth: usize,
     /// False once a string or key holding NUL, or a container nested deeper than `max_depth`,
     /// has been written.
     clean: bool,
+    /// (target, byte range) of each marked value, in text order.
+    found: Vec<(usize, std::ops::Range<usize>)>,
 }
 
 /// For each byte: 0 if it is written as is, else the letter of its escape (`u` for `\u00xx`).
@@ -676,43 +649,37 @@ static ESCAPE: [u8; 256] = {
     t
 };
 
-impl<S: JcsSink> Jcs<'_, S> {
+impl<'o> Jcs<'o> {
+    fn new(out: &'o mut String, max: usize, max_depth: usize) -> Self {
+        Jcs {
+            out,
+            max,
+            max_depth,
+            clean: true,
+            found: Vec::new(),
+        }
+    }
+
     fn value(&mut self, v: JsonRef<'_>, depth: usize) -> Result<(), JcsError> {
         match v.shape() {
-            Shape::Null => self.out.put("null"),
-            Shape::Bool(true) => self.out.put("true"),
-            Shape::Bool(false) => self.out.put("false"),
-            Shape::Num(n) => {
-                // A `serde_json::Number` is an `i64`, a `u64` or a finite `f64`; JCS formats
-                // each as a double, as serde_json_canonicalizer does (`value as f64`). An
-                // integer of magnitude up to 2^53 is exactly a double whose shortest form is
-                // its own digits, so it is written as an integer.
-                if let Some(i) = n.as_i64()
-                    && i.unsigned_abs() <= 1 << 53
-                {
-                    self.integer(i);
-                    return self.check_size();
-                }
-                let f = n.as_f64().ok_or(JcsError::NotFinite)?;
-                if !f.is_finite() {
-                    return Err(JcsError::NotFinite);
-                }
-                self.out.put(ryu_js::Buffer::new().format_finite(f));
-            }
+            Shape::Null => self.out.push_str("null"),
+            Shape::Bool(true) => self.out.push_str("true"),
+            Shape::Bool(false) => self.out.push_str("false"),
+            Shape::Num(n) => self.number(n)?,
             Shape::Str(s, true) => self.plain(s),
             Shape::Str(s, false) => self.string(s),
             Shape::Array(items) => {
                 if self.too_deep(depth) {
                     return Ok(());
                 }
-                self.out.put_char('[');
+                self.out.push('[');
                 for (i, item) in items.enumerate() {
                     if i > 0 {
-                        self.out.put_char(',');
+                        self.out.push(',');
                     }
                     self.value(item, depth + 1)?;
                 }
-                self.out.put_char(']');
+                self.out.push(']');
             }
             Shape::Object(members) => {
                 self.object(members, depth, |w, m| w.value(m.value, depth + 1))?;
@@ -721,8 +688,28 @@ impl<S: JcsSink> Jcs<'_, S> {
         self.check_size()
     }
 
+    /// A `serde_json::Number` is an `i64`, a `u64` or a finite `f64`; JCS formats each as a
+    /// double, as serde_json_canonicalizer does (`value as f64`). An integer of magnitude up to
+    /// 2^53 is exactly a double whose shortest form is its own digits, so it is written as an
+    /// integer.
+    fn number(&mut self, n: &Number) -> Result<(), JcsError> {
+        if let Some(i) = n.as_i64()
+            && i.unsigned_abs() <= 1 << 53
+        {
+            self.integer(i);
+            return Ok(());
+        }
+        let f = n.as_f64().ok_or(JcsError::NotFinite)?;
+        if !f.is_finite() {
+            return Err(JcsError::NotFinite);
+        }
+        self.out.push_str(ryu_js::Buffer::new().format_finite(f));
+        Ok(())
+    }
+
     /// `{`, the members in the order of the UTF-16 code units of their keys, `}`; `member`
-    /// writes each value.
+    /// writes each value. A tree's members are written as they come while their order is
+    /// checked; in the rare case it is wrong they are written again, sorted.
     fn object<'v>(
         &mut self,
         members: Members<'v>,
@@ -732,36 +719,52 @@ impl<S: JcsSink> Jcs<'_, S> {
         if self.too_deep(depth) {
             return Ok(());
         }
-        self.out.put_char('{');
-        let mut write = |w: &mut Self, i: usize, m: Member<'v>| {
-            if i > 0 {
-                w.out.put_char(',');
-            }
-            if m.plain {
-                w.plain(m.key);
-            } else {
-                w.string(m.key);
-            }
-            w.out.put_char(':');
-            member(w, m)
-        };
-        if members.in_utf16_order() {
-            for (i, m) in members.enumerate() {
-                write(self, i, m)?;
-            }
-        } else {
+        self.out.push('{');
+        let (open, found) = (self.out.len(), self.found.len());
+        let check = !members.sorted();
+        if !self.members(members.clone(), check, &mut member)? {
+            self.out.truncate(open);
+            self.found.truncate(found);
             let mut sorted: Vec<Member<'v>> = members.collect();
             sorted.sort_by(|a, b| utf16_cmp(a.key, b.key));
-            for (i, m) in sorted.into_iter().enumerate() {
-                write(self, i, m)?;
-            }
+            self.members(sorted.into_iter(), false, &mut member)?;
         }
-        self.out.put_char('}');
+        self.out.push('}');
         Ok(())
     }
 
+    /// Writes `members`; with `check`, stops and answers false at the first one out of the
+    /// order of the UTF-16 code units of the keys.
+    fn members<'v>(
+        &mut self,
+        members: impl Iterator<Item = Member<'v>>,
+        check: bool,
+        member: &mut impl FnMut(&mut Self, Member<'v>) -> Result<(), JcsError>,
+    ) -> Result<bool, JcsError> {
+        let mut prev: Option<&str> = None;
+        for m in members {
+            if let Some(p) = prev {
+                if check && !utf16_follows(p, m.key) {
+                    return Ok(false);
+                }
+                self.out.push(',');
+            } else if check && is_high(m.key) {
+                return Ok(false);
+            }
+            prev = Some(m.key);
+            if m.plain {
+                self.plain(m.key);
+            } else {
+                self.string(m.key);
+            }
+            self.out.push(':');
+            member(self, m)?;
+        }
+        Ok(true)
+    }
+
     fn check_size(&self) -> Result<(), JcsError> {
-        if self.out.written() > self.max {
+        if self.out.len() > self.max {
             return Err(JcsError::Over);
         }
         Ok(())
@@ -769,10 +772,13 @@ impl<S: JcsSink> Jcs<'_, S> {
 
     fn integer(&mut self, i: i64) {
         if i < 0 {
-            self.out.put("-");
+            self.out.push('-');
         }
         let mut buf = [0u8; 20];
-        self.out.put(decimal(i.unsigned_abs(), &mut buf));
+        let at = digits(i.unsigned_abs(), &mut buf);
+        for &d in buf.get(at..).unwrap_or_default() {
+            self.out.push(char::from(d));
+        }
     }
 
     /// Entering a container at `depth` makes it level `depth + 1` (as in [`Walk::enter`]). Past
@@ -788,56 +794,45 @@ impl<S: JcsSink> Jcs<'_, S> {
 
     /// A string known to need no escape.
     fn plain(&mut self, s: &str) {
-        self.out.put_char('"');
-        self.out.put(s);
-        self.out.put_char('"');
+        self.out.push('"');
+        self.out.push_str(s);
+        self.out.push('"');
     }
 
     /// A string as JSON text, escaped as `serde_json` escapes it.
     fn string(&mut self, s: &str) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        self.out.put_char('"');
         let bytes = s.as_bytes();
-        // Most strings need no escape: found without a branch per byte, written in one piece.
-        let plain = !bytes.iter().fold(false, |any, &b| {
-            any | (b < 0x20) | (b == b'"') | (b == b'\\')
-        });
-        if plain {
-            self.out.put(s);
-            self.out.put_char('"');
-            return;
+        // Most strings need no escape: found a word at a time, written in one piece.
+        let first = special(bytes, 0);
+        if first == bytes.len() {
+            return self.plain(s);
         }
+        self.out.push('"');
         let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
+        for (i, &b) in bytes.iter().enumerate().skip(first) {
             let escape = ESCAPE[usize::from(b)];
             if escape == 0 {
                 continue;
             }
             // `i` is at an ASCII byte, so both slices end on character boundaries.
-            self.out.put(&s[start..i]);
-            let mut buf = [b'\\', escape, b'0', b'0', 0, 0];
-            let text = if escape == b'u' {
+            self.out.push_str(s.get(start..i).unwrap_or_default());
+            self.out.push('\\');
+            self.out.push(char::from(escape));
+            if escape == b'u' {
                 if b == 0 {
                     self.clean = false;
                 }
-                buf[4] = HEX[usize::from(b >> 4)];
-                buf[5] = HEX[usize::from(b & 0x0f)];
-                &buf[..]
-            } else {
-                &buf[..2]
-            };
-            // Always ASCII.
-            if let Ok(text) = std::str::from_utf8(text) {
-                self.out.put(text);
+                self.out.push_str("00");
+                self.out.push(char::from(HEX[usize::from(b >> 4)]));
+                self.out.push(char::from(HEX[usize::from(b & 0x0f)]));
             }
             start = i + 1;
         }
-        self.out.put(&s[start..]);
-        self.out.put_char('"');
+        self.out.push_str(s.get(start..).unwrap_or_default());
+        self.out.push('"');
     }
-}
 
-impl Jcs<'_, String> {
     /// An object on the way to the targets in `mask`, whose paths match the keys so far in
     /// their first `at` bytes (dots included). The value at a target is marked and not looked
     /// into: a target inside it goes with it. Arrays and scalars end the way.
@@ -847,19 +842,19 @@ impl Jcs<'_, String> {
         depth: usize,
         mask: u64,
         at: usize,
-        marks: &mut Marks<'_>,
+        targets: &Targets<'_>,
     ) -> Result<(), JcsError> {
         self.object(members, depth, |w, m| {
-            let (whole, inner) = marks.targets.step(mask, at, m.key);
+            let (whole, inner) = targets.step(mask, at, m.key);
             if whole != 0 {
                 let start = w.out.len();
                 w.value(m.value, depth + 1)?;
                 // Targets are distinct paths, so `whole` is one of them.
                 let target = whole.trailing_zeros() as usize;
-                marks.found.push((target, start..w.out.len()));
+                w.found.push((target, start..w.out.len()));
                 Ok(())
             } else if let (Shape::Object(inside), true) = (m.value.shape(), inner != 0) {
-                w.object_marked(inside, depth + 1, inner, at + m.key.len() + 1, marks)
+                w.object_marked(inside, depth + 1, inner, at + m.key.len() + 1, targets)
             } else {
                 w.value(m.value, depth + 1)
             }
@@ -1029,19 +1024,17 @@ struct CanonicalArgs {
 
 impl CanonicalArgs {
     fn write(args: JsonRef<'_>, limits: &Limits, marks: &mut Marks<'_>) -> Self {
-        let mut out = String::with_capacity(256);
-        let mut w = Jcs {
-            out: &mut out,
-            max: limits.max_args_bytes,
-            max_depth: limits.max_depth,
-            clean: true,
-        };
+        // Room for the redaction tokens spliced in later.
+        let targets = marks.targets.len();
+        let mut out = String::with_capacity(256 + targets.min(4) * 96);
+        let mut w = Jcs::new(&mut out, limits.max_args_bytes, limits.max_depth);
         let written = match args.shape() {
-            Shape::Object(members) if marks.targets.len() > 0 => {
-                w.object_marked(members, 0, marks.targets.all(), 0, marks)
+            Shape::Object(members) if targets > 0 => {
+                w.object_marked(members, 0, marks.targets.all(), 0, &marks.targets)
             }
             _ => w.value(args, 0),
         };
+        marks.found = w.found;
         let clean = w.clean;
         CanonicalArgs {
             text: written.map(|()| out),
@@ -1140,11 +1133,10 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
-/// The decimal digits of `n`, written into `buf` without allocating (the hot path formats
-/// numbers and line numbers this way).
-pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+/// Writes the decimal digits of `n` at the end of `buf`; where they start.
+fn digits(mut n: u64, buf: &mut [u8; 20]) -> usize {
     let mut at = buf.len();
-    loop {
+    while at > 0 {
         at -= 1;
         // `n % 10` is a single digit.
         buf[at] = b'0' + (n % 10) as u8;
@@ -1153,8 +1145,7 @@ pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
             break;
         }
     }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&buf[at..]).unwrap_or("0")
+    at
 }
 
 #[cfg(test)]
@@ -1344,6 +1335,34 @@ mod tests {
             write_jcs(&json!({"s": "x".repeat(20)}), &mut out, 20),
             Err(JcsError::Over)
         );
+    }
+
+    #[test]
+    fn marks_survive_members_written_again_in_utf16_order() {
+        // "\u{10000}" sorts before "\u{e000}" in UTF-16 but after it bytewise.
+        let args = json!({
+            "\u{e000}": {"a": 1},
+            "\u{10000}": {"a": [2, "x"]},
+            "card": {"number": "4111"},
+        });
+        let paths: Vec<Arc<str>> = ["\u{10000}.a", "\u{e000}.a", "card.number"]
+            .into_iter()
+            .map(Arc::from)
+            .collect();
+        let r = req("t", args.clone());
+        let (car, marks) =
+            canonicalize_marking((&r).into(), &Limits::default(), |_| Targets::One(&paths))
+                .unwrap();
+        assert_eq!(
+            car.canonical_args,
+            serde_json_canonicalizer::to_string(&args).unwrap()
+        );
+        let found: Vec<&str> = marks
+            .found
+            .iter()
+            .map(|(_, range)| &car.canonical_args[range.clone()])
+            .collect();
+        assert_eq!(found, [r#""4111""#, r#"[2,"x"]"#, "1"]);
     }
 
     #[test]

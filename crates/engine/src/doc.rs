@@ -171,12 +171,10 @@ pub(crate) enum Members<'a> {
 }
 
 impl Members<'_> {
-    /// True when the members come in the order of the UTF-16 code units of their keys.
-    pub(crate) fn in_utf16_order(&self) -> bool {
-        match self {
-            Members::Tree(it) => keys_in_utf16_order(it.clone().map(|(k, _)| k.as_str())),
-            Members::Doc(..) => true,
-        }
+    /// True when the members are known to come in the order of the UTF-16 code units of their
+    /// keys (a tree's are in the order of their bytes, which differs for some keys).
+    pub(crate) fn sorted(&self) -> bool {
+        matches!(self, Members::Doc(..))
     }
 }
 
@@ -199,34 +197,17 @@ impl<'a> Iterator for Members<'a> {
     }
 }
 
-/// True when the keys ascend in the order of their UTF-16 code units: bytewise (UTF-8 order,
-/// which is code point order), none holding a character at or above U+E000, the only ones whose
-/// UTF-16 order differs from their code point order (a supplementary character's surrogates
-/// sort below U+E000–U+FFFF). UTF-8 lead bytes of such characters are 0xEE and above.
-fn keys_in_utf16_order<'k>(keys: impl Iterator<Item = &'k str>) -> bool {
-    let mut prev: Option<&[u8]> = None;
-    for k in keys {
-        let k = k.as_bytes();
-        if k.iter().any(|&b| b >= 0xEE) || prev.is_some_and(|p| !ascends(p, k)) {
-            return false;
-        }
-        prev = Some(k);
-    }
-    true
+/// True when key `b` may follow key `a` in the order of their UTF-16 code units, checked
+/// bytewise (UTF-8 order, which is code point order): neither may hold a character at or above
+/// U+E000 (see [`is_high`]); `a` is known not to.
+pub(crate) fn utf16_follows(a: &str, b: &str) -> bool {
+    !is_high(b) && bytes_cmp(a.as_bytes(), b.as_bytes()).is_lt()
 }
 
-/// `a < b` bytewise; keys mostly differ in their first byte, so this beats a `memcmp` call.
-fn ascends(a: &[u8], b: &[u8]) -> bool {
-    for (x, y) in a.iter().zip(b) {
-        if x != y {
-            return x < y;
-        }
-    }
-    a.len() < b.len()
-}
-
-/// True when `s` holds a character whose UTF-16 order differs from its code point order.
-fn is_high(s: &str) -> bool {
+/// True when `s` holds a character at or above U+E000, the only ones whose UTF-16 order differs
+/// from their code point order (a supplementary character's surrogates sort below
+/// U+E000–U+FFFF). UTF-8 lead bytes of such characters are 0xEE and above.
+pub(crate) fn is_high(s: &str) -> bool {
     s.bytes().any(|b| b >= 0xEE)
 }
 
@@ -253,7 +234,7 @@ fn bytes_cmp(a: &[u8], b: &[u8]) -> Ordering {
 #[derive(Debug)]
 pub(crate) struct Key<'t> {
     key: Text<'t>,
-    /// The key holds a character at or above U+E000 (see [`keys_in_utf16_order`]).
+    /// The key holds a character at or above U+E000 (see [`is_high`]).
     high: bool,
     value: u32,
 }
@@ -369,7 +350,7 @@ impl<'t> Doc<'t> {
 /// The index of the first `"`, `\\` or control character in `bytes` at or after `i` (or the
 /// length): eight bytes at a time. In each test the lowest flagged byte is a true match
 /// (borrows only flag bytes above one), so the lowest of all is the first.
-fn special(bytes: &[u8], mut i: usize) -> usize {
+pub(crate) fn special(bytes: &[u8], mut i: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     while let Some(chunk) = bytes.get(i..i + 8) {
