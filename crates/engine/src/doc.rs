@@ -97,7 +97,7 @@ impl<'a> JsonRef<'a> {
         match self.0 {
             Ref::Tree(v) => v.as_str(),
             Ref::Doc(doc, i) => match doc.node(i) {
-                Node::Str(t) => Some(&t.s),
+                Node::Str(t) => Some(t),
                 _ => None,
             },
         }
@@ -110,7 +110,7 @@ impl<'a> JsonRef<'a> {
             Ref::Doc(doc, i) => doc
                 .members_of(i)
                 .iter()
-                .find(|m| m.key.s.as_bytes() == key.as_bytes())
+                .find(|m| m.key.as_bytes() == key.as_bytes())
                 .map(|m| JsonRef(Ref::Doc(doc, m.value))),
         }
     }
@@ -189,8 +189,8 @@ impl<'a> Iterator for Members<'a> {
                 value: JsonRef::tree(v),
             }),
             Members::Doc(doc, it) => it.next().map(|m| Member {
-                key: &m.key.s,
-                plain: m.key.plain,
+                key: &m.key,
+                plain: is_plain(&m.key),
                 value: JsonRef(Ref::Doc(doc, m.value)),
             }),
         }
@@ -234,28 +234,17 @@ fn bytes_cmp(a: &[u8], b: &[u8]) -> Ordering {
 #[derive(Debug)]
 pub(crate) struct Key<'t> {
     key: Text<'t>,
-    /// The key holds a character at or above U+E000 (see [`is_high`]).
-    high: bool,
     value: u32,
 }
 
-impl Key<'_> {
-    /// By the UTF-16 code units of the keys.
-    fn cmp(&self, other: &Self) -> Ordering {
-        if self.high || other.high {
-            self.key.s.encode_utf16().cmp(other.key.s.encode_utf16())
-        } else {
-            bytes_cmp(self.key.s.as_bytes(), other.key.s.as_bytes())
-        }
-    }
-}
+/// A string of a document: borrowed from the text when it has no escapes there, and so needs
+/// none in JSON text; decoded otherwise. (A flag beside it would be stored as a byte and read
+/// back in a wider load when the string is moved: a store-forwarding stall per string.)
+type Text<'t> = Cow<'t, str>;
 
-/// A string of a document: borrowed from the text when it has no escapes.
-#[derive(Debug)]
-pub(crate) struct Text<'t> {
-    s: Cow<'t, str>,
-    /// Written without escapes in the text, so it needs none in JSON text.
-    plain: bool,
+/// True when `t` needs no escaping in JSON text.
+fn is_plain(t: &Text<'_>) -> bool {
+    matches!(t, Cow::Borrowed(_))
 }
 
 #[derive(Debug)]
@@ -296,6 +285,7 @@ impl<'t> Doc<'t> {
             },
             item_stack: Vec::new(),
             member_stack: Vec::with_capacity(16),
+            high: false,
         };
         p.skip_ws();
         if p.peek() != Some(b'{') {
@@ -325,7 +315,7 @@ impl<'t> Doc<'t> {
     pub(crate) fn fields(&self) -> impl Iterator<Item = (&str, JsonRef<'_>)> {
         self.members_of(0)
             .iter()
-            .map(|m| (m.key.s.as_ref(), JsonRef(Ref::Doc(self, m.value))))
+            .map(|m| (m.key.as_ref(), JsonRef(Ref::Doc(self, m.value))))
     }
 
     fn shape<'a>(&'a self, i: u32) -> Shape<'a> {
@@ -334,7 +324,7 @@ impl<'t> Doc<'t> {
             Node::Null => Shape::Null,
             Node::Bool(b) => Shape::Bool(*b),
             Node::Num(n) => Shape::Num(n),
-            Node::Str(t) => Shape::Str(&t.s, t.plain),
+            Node::Str(t) => Shape::Str(t, is_plain(t)),
             Node::Array(a, b) => Shape::Array(Items::Doc(
                 self,
                 self.items.get(range(*a, *b)).unwrap_or_default().iter(),
@@ -386,6 +376,8 @@ struct Parser<'t> {
     /// Elements and members of the containers still open.
     item_stack: Vec<u32>,
     member_stack: Vec<Key<'t>>,
+    /// Some key so far holds a character at or above U+E000 (see [`is_high`]).
+    high: bool,
 }
 
 impl<'t> Parser<'t> {
@@ -454,8 +446,8 @@ impl<'t> Parser<'t> {
                 let key = self.string()?;
                 self.expect(b':')?;
                 let value = self.value(depth)?;
-                let high = is_high(&key.s);
-                self.member_stack.push(Key { key, high, value });
+                self.high |= is_high(&key);
+                self.member_stack.push(Key { key, value });
                 self.skip_ws();
                 match self.peek()? {
                     b',' => self.at += 1,
@@ -467,10 +459,20 @@ impl<'t> Parser<'t> {
                 }
             }
         }
+        let high = self.high;
         let members = self.member_stack.get_mut(mark..)?;
-        members.sort_unstable_by(Key::cmp);
+        // By the UTF-16 code units of the keys: their bytes unless one holds a character at or
+        // above U+E000.
+        let order = |a: &Key<'_>, b: &Key<'_>| {
+            if high {
+                a.key.encode_utf16().cmp(b.key.encode_utf16())
+            } else {
+                bytes_cmp(a.key.as_bytes(), b.key.as_bytes())
+            }
+        };
+        members.sort_unstable_by(order);
         // Sorted, duplicates are neighbours; readers differ on which one wins, so give up.
-        if members.windows(2).any(|w| w[0].cmp(&w[1]).is_eq()) {
+        if members.windows(2).any(|w| order(&w[0], &w[1]).is_eq()) {
             return None;
         }
         let start = u32::try_from(self.doc.members.len()).ok()?;
@@ -512,7 +514,9 @@ impl<'t> Parser<'t> {
         Some(index)
     }
 
-    /// A string at `self.at` (its opening quote).
+    /// A string at `self.at` (its opening quote). Inlined: returned through memory, a `Text`
+    /// costs a store-forwarding stall per string.
+    #[inline(always)]
     fn string(&mut self) -> Option<Text<'t>> {
         let start = self.at + 1;
         let i = special(self.text.as_bytes(), start);
@@ -522,13 +526,11 @@ impl<'t> Parser<'t> {
             _ => return None,
         }
         self.at = i + 1;
-        Some(Text {
-            s: Cow::Borrowed(self.text.get(start..i)?),
-            plain: true,
-        })
+        Some(Cow::Borrowed(self.text.get(start..i)?))
     }
 
     /// A string with escapes, decoded by `serde_json` (surrogate pairs and all).
+    #[cold]
     fn escaped_string(&mut self) -> Option<Text<'t>> {
         let bytes = self.text.as_bytes();
         let mut i = self.at + 1;
@@ -545,10 +547,7 @@ impl<'t> Parser<'t> {
             return None;
         }
         self.at = i + 1;
-        Some(Text {
-            s: Cow::Owned(s),
-            plain: false,
-        })
+        Some(Cow::Owned(s))
     }
 
     /// A number as `serde_json` reads it: short integers here, the rest by `serde_json`.
