@@ -661,31 +661,62 @@ impl<'o> Jcs<'o> {
     }
 
     fn value(&mut self, v: JsonRef<'_>, depth: usize) -> Result<(), JcsError> {
-        match v.shape() {
+        // A tree's values are read directly: building their shapes costs more.
+        match v.as_tree() {
+            Some(tree) => self.tree(tree, depth),
+            None => self.shaped(v.shape(), depth),
+        }
+    }
+
+    fn tree(&mut self, v: &Value, depth: usize) -> Result<(), JcsError> {
+        match v {
+            Value::Null => self.out.push_str("null"),
+            Value::Bool(true) => self.out.push_str("true"),
+            Value::Bool(false) => self.out.push_str("false"),
+            Value::Number(n) => self.number(n)?,
+            Value::String(s) => self.string(s),
+            Value::Array(items) => self.array(items.iter().map(JsonRef::tree), depth)?,
+            Value::Object(map) => {
+                let members = Members::Tree(map.iter());
+                self.object(members, depth, |w, m| w.value(m.value, depth + 1))?;
+            }
+        }
+        self.check_size()
+    }
+
+    fn shaped(&mut self, shape: Shape<'_>, depth: usize) -> Result<(), JcsError> {
+        match shape {
             Shape::Null => self.out.push_str("null"),
             Shape::Bool(true) => self.out.push_str("true"),
             Shape::Bool(false) => self.out.push_str("false"),
             Shape::Num(n) => self.number(n)?,
             Shape::Str(s, true) => self.plain(s),
             Shape::Str(s, false) => self.string(s),
-            Shape::Array(items) => {
-                if self.too_deep(depth) {
-                    return Ok(());
-                }
-                self.out.push('[');
-                for (i, item) in items.enumerate() {
-                    if i > 0 {
-                        self.out.push(',');
-                    }
-                    self.value(item, depth + 1)?;
-                }
-                self.out.push(']');
-            }
+            Shape::Array(items) => self.array(items, depth)?,
             Shape::Object(members) => {
                 self.object(members, depth, |w, m| w.value(m.value, depth + 1))?;
             }
         }
         self.check_size()
+    }
+
+    fn array<'v>(
+        &mut self,
+        items: impl Iterator<Item = JsonRef<'v>>,
+        depth: usize,
+    ) -> Result<(), JcsError> {
+        if self.too_deep(depth) {
+            return Ok(());
+        }
+        self.out.push('[');
+        for (i, item) in items.enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            self.value(item, depth + 1)?;
+        }
+        self.out.push(']');
+        Ok(())
     }
 
     /// A `serde_json::Number` is an `i64`, a `u64` or a finite `f64`; JCS formats each as a

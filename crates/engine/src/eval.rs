@@ -113,6 +113,10 @@ pub fn number(n: &serde_json::Number) -> Option<Decimal> {
 }
 
 fn from_json(v: JsonRef<'_>) -> Option<V<'_>> {
+    // A tree's values are read directly: building their shapes costs more.
+    if let Some(tree) = v.as_tree() {
+        return from_tree(tree);
+    }
     match v.shape() {
         Shape::Null => None,
         Shape::Bool(b) => Some(V::Bool(b)),
@@ -123,7 +127,24 @@ fn from_json(v: JsonRef<'_>) -> Option<V<'_>> {
     }
 }
 
+fn from_tree(v: &Json) -> Option<V<'_>> {
+    match v {
+        Json::Null => None,
+        Json::Bool(b) => Some(V::Bool(*b)),
+        Json::Number(n) => Some(number(n).map_or(V::Object, V::Num)),
+        Json::String(s) => Some(V::Str(Cow::Borrowed(s))),
+        Json::Array(items) => Some(V::List(items.iter().map(from_tree).collect())),
+        Json::Object(_) => Some(V::Object),
+    }
+}
+
 fn lookup<'j>(root: JsonRef<'j>, path: &[String]) -> Option<JsonRef<'j>> {
+    if let Some(tree) = root.as_tree() {
+        let found = path
+            .iter()
+            .try_fold(tree, |v, seg| v.as_object()?.get(seg.as_str()));
+        return found.map(JsonRef::tree);
+    }
     path.iter().try_fold(root, |v, seg| v.get(seg))
 }
 
