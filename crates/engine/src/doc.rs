@@ -1,10 +1,10 @@
 //! JSON the engine reads without owning it: a borrowed `serde_json` tree, or a [`Doc`] parsed
 //! from request text in one pass, whose strings borrow the text.
 //!
-//! The parser takes only what it can read exactly as `serde_json` reads it (the tests compare
-//! the two); on anything else (an escape it does not decode itself, a NUL, deep nesting,
-//! duplicate keys, a syntax error) it gives up, and the caller parses with `serde_json`, which
-//! also words the error.
+//! The parser reads values exactly as `serde_json` does (strings with escapes and numbers other
+//! than short integers are handed to it; the tests compare the two). On anything else (a string
+//! `serde_json` refuses, a NUL, deep nesting, duplicate keys, a syntax error) it gives up, and
+//! the caller parses the whole text with `serde_json`, which also words the error.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;

@@ -101,8 +101,8 @@ impl Engine {
     /// [`Engine::decide`] makes on the [`ActionRequest`] the text holds, read as
     /// [`crate::car::canonicalize_json`] reads it (text over [`Limits::max_text_bytes`] and
     /// duplicate keys refused, unknown fields ignored); deny `MALFORMED_REQUEST` when it holds
-    /// none. Most requests are read in one pass without `serde_json`; the others (escapes,
-    /// errors) through it.
+    /// none. Most requests are read in one pass into a [`Doc`]; the rest (NUL, deep nesting,
+    /// duplicate keys, wrong types, errors) go through `serde_json`, which words the refusal.
     pub fn decide_json(&self, params: &str) -> Decision {
         let limits = &self.config.limits;
         if params.len() <= limits.max_text_bytes()
