@@ -88,7 +88,7 @@ pub fn run_decide(a: DecideArgs) -> ExitCode {
         Some(Err(e)) => return fail(&format!("--principal is not JSON: {e}")),
     };
     let engine = engine(policy, dir, Arc::new(SystemClock));
-    let decision = engine.decide(ActionRequest {
+    let decision = engine.decide(&ActionRequest {
         agent: a.agent,
         session: a.session,
         tool: a.tool,
@@ -264,7 +264,7 @@ fn run_case(engine: &Engine, clock: &ManualClock, agent: &str, case: &Case) -> R
     }
     let mut last = None;
     for _ in 0..case.repeat.unwrap_or(1).max(1) {
-        last = Some(engine.decide(ActionRequest {
+        last = Some(engine.decide(&ActionRequest {
             agent: agent.to_string(),
             session: case.session.clone(),
             tool: case.tool.clone(),

@@ -22,14 +22,14 @@ pub async fn settle(
     engine: &Engine,
     decision: Decision,
     call: &CallKey,
-    retry: Option<(String, ActionRequest)>,
+    retry: Option<(&str, &ActionRequest)>,
     now: i64,
 ) -> (Outcome, Decision) {
     let outcome = Outcome::of(&decision);
     match retry.filter(|(t, _)| !t.is_empty()) {
         None => (open(core, outcome, &decision, call, now).await, decision),
         Some((token, request)) => {
-            let approved = match check(core, outcome, &decision, call, &token, now).await {
+            let approved = match check(core, outcome, &decision, call, token, now).await {
                 Ok(a) => a,
                 Err(outcome) => return (outcome, decision),
             };

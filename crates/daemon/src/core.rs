@@ -311,9 +311,9 @@ impl Core {
             o.retry_after_ms = Some(wait);
             return (facts, o, None);
         }
-        // The request is kept for an approved retry, decided again as approved.
-        let retry = req.defer_token.clone().map(|t| (t, req.clone()));
-        let decision = active.engine.decide(req);
+        let decision = active.engine.decide(&req);
+        // An approved retry is decided again, as approved.
+        let retry = req.defer_token.as_deref().map(|t| (t, &req));
         let (mut outcome, decision) = if decision.effect == Verdict::Defer {
             approvals::settle(self, &active.engine, decision, &key, retry, now).await
         } else {

@@ -6,10 +6,11 @@
 //! cargo bench -p faramesh-engine --bench decide
 //! ```
 //!
-//! - `decide/{N}`: `Engine::decide` on an `ActionRequest` (the request is cloned, and the
-//!   `Decision` dropped, outside the timed region), with a `ManualClock`: no clock syscall.
-//! - `decide_json/{N}`: the daemon's path, JSON text → `ActionRequest` (`serde_json::from_str`)
-//!   → `Engine::decide` (the `Decision` dropped outside the timed region).
+//! - `decide/{N}`: `Engine::decide` on a borrowed `ActionRequest` (the request is cloned, and
+//!   it and the `Decision` dropped, outside the timed region), with a `ManualClock`: no clock
+//!   syscall.
+//! - `decide_json/{N}`: the daemon's path, `Engine::decide_json` on the request's JSON text (the
+//!   `Decision` dropped outside the timed region).
 //! - `decide_system_clock/{N}`: as `decide`, with the `SystemClock`.
 //!
 //! Criterion reports medians; `examples/latency.rs` reports the tail percentiles.
@@ -24,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
-use engine::car::ActionRequest;
 use engine::clock::{ManualClock, SystemClock};
 use engine::compile::Verdict;
 use engine::decision::ReasonCode;
@@ -51,12 +51,12 @@ fn bench(c: &mut Criterion) {
     for (n, policy) in &policies {
         let engine = common::engine(policy.clone(), Arc::new(ManualClock::new(NOW_MS)));
         let req = common::request(*n);
-        let d = engine.decide(req.clone());
+        let d = engine.decide(&req);
         assert_eq!(d.effect, Verdict::Permit, "{d:?}");
         assert_eq!(d.reason_code, ReasonCode::RulePermit);
         assert_eq!(d.redacted.len(), 2);
         decide.bench_with_input(BenchmarkId::from_parameter(n), &req, |b, req| {
-            b.iter_batched(|| req.clone(), |r| black_box(engine.decide(r)), BATCH);
+            b.iter_batched_ref(|| req.clone(), |r| black_box(engine.decide(r)), BATCH);
         });
     }
     decide.finish();
@@ -67,14 +67,12 @@ fn bench(c: &mut Criterion) {
     for (n, policy) in &policies {
         let engine = common::engine(policy.clone(), Arc::new(ManualClock::new(NOW_MS)));
         let text = common::request_json(*n);
+        let d = engine.decide_json(&text);
+        assert_eq!(d.effect, Verdict::Permit, "{d:?}");
         json.bench_with_input(BenchmarkId::from_parameter(n), &text, |b, text| {
             b.iter_batched(
                 || text.as_str(),
-                |text| {
-                    let req: ActionRequest =
-                        serde_json::from_str(black_box(text)).expect("a valid request");
-                    black_box(engine.decide(req))
-                },
+                |text| black_box(engine.decide_json(black_box(text))),
                 BATCH,
             );
         });
@@ -88,7 +86,7 @@ fn bench(c: &mut Criterion) {
         let engine = common::engine(policy.clone(), Arc::new(SystemClock));
         let req = common::request(*n);
         system.bench_with_input(BenchmarkId::from_parameter(n), &req, |b, req| {
-            b.iter_batched(|| req.clone(), |r| black_box(engine.decide(r)), BATCH);
+            b.iter_batched_ref(|| req.clone(), |r| black_box(engine.decide(r)), BATCH);
         });
     }
     system.finish();

@@ -1,7 +1,7 @@
 //! Tail latency of single decisions: for each policy size, warms up, then times every one of
 //! many individual decisions with `std::time::Instant` and prints p50/p90/p99/p99.9, the
-//! maximum and the mean, for struct input (`ActionRequest` → `Engine::decide`) and JSON text
-//! input (`serde_json::from_str` → `Engine::decide`, the daemon's path).
+//! maximum and the mean, for struct input (`Engine::decide` on a borrowed `ActionRequest`) and
+//! JSON text input (`Engine::decide_json`, the daemon's path).
 //!
 //! ```sh
 //! cargo run --release -p faramesh-engine --example latency -- [N...] [--iters=K] [--system-clock]
@@ -10,8 +10,8 @@
 //! The default sizes are 100, 1,000, 10,000 and 100,000 rules and the default count 200,000
 //! decisions per size and input. A timed region is one decision: from the request (struct
 //! input) or its text (JSON input) to the returned `Decision`. Cloning the request is outside
-//! it, and so is dropping the `Decision` (freeing the recorded arguments, the trace, …), which
-//! happens after the answer is sent; that is timed separately and shown as `drop p50`. The cost
+//! it, and so is freeing the `Decision` (the recorded arguments, the trace, …) and the request,
+//! which happens after the answer is sent; that is timed separately and shown as `drop p50`. The cost
 //! of reading the clock twice is printed first: it is included in every sample. The policy and
 //! the call are those of `benches/decide.rs` (`benches/common/mod.rs`). Criterion gives
 //! medians; this gives tails.
@@ -26,7 +26,6 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
-use engine::car::ActionRequest;
 use engine::clock::{Clock, ManualClock, SystemClock};
 use engine::compile::Verdict;
 
@@ -133,20 +132,22 @@ fn main() {
         // Struct input.
         let engine = common::engine(policy.clone(), clock());
         let req = common::request(n);
-        let first = engine.decide(req.clone());
+        let first = engine.decide(&req);
         assert_eq!(first.effect, Verdict::Permit, "{first:?}");
         for _ in 0..warmup {
-            drop(black_box(engine.decide(req.clone())));
+            let r = req.clone();
+            drop(black_box(engine.decide(&r)));
         }
         let mut samples = Vec::with_capacity(iters);
         let mut drops = Vec::with_capacity(iters);
         for _ in 0..iters {
             let r = req.clone();
             let t = Instant::now();
-            let d = black_box(engine.decide(black_box(r)));
+            let d = black_box(engine.decide(black_box(&r)));
             samples.push(nanos(t));
             let t = Instant::now();
             drop(d);
+            drop(r);
             drops.push(nanos(t));
         }
         print(n, "struct", &stats(samples), &stats(drops));
@@ -154,19 +155,15 @@ fn main() {
         // JSON text input.
         let engine = common::engine(policy, clock());
         let text = common::request_json(n);
-        let decide_text = |text: &str| {
-            let r: ActionRequest = serde_json::from_str(text).expect("a valid request");
-            engine.decide(r)
-        };
-        assert_eq!(decide_text(&text).effect, Verdict::Permit);
+        assert_eq!(engine.decide_json(&text).effect, Verdict::Permit);
         for _ in 0..warmup {
-            drop(black_box(decide_text(black_box(&text))));
+            drop(black_box(engine.decide_json(black_box(&text))));
         }
         let mut samples = Vec::with_capacity(iters);
         let mut drops = Vec::with_capacity(iters);
         for _ in 0..iters {
             let t = Instant::now();
-            let d = black_box(decide_text(black_box(&text)));
+            let d = black_box(engine.decide_json(black_box(&text)));
             samples.push(nanos(t));
             let t = Instant::now();
             drop(d);

@@ -9,6 +9,7 @@
 //! spelling of numbers (`1.0` / `1` / `1e0`) give the identical `canonical_args` and
 //! `args_digest`.
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
@@ -17,6 +18,10 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
+
+use crate::doc::{
+    Doc, JsonRef, Member, Members, Shape, is_high, special, utf16_cmp, utf16_follows,
+};
 
 /// What an adapter sends (deserializable from the daemon's JSON and the CLI).
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
@@ -133,72 +138,178 @@ impl Malformed {
 /// `args` or `principal`, or in `agent`, `session`, `tool`, `call_id`, `adapter` or
 /// `defer_token`; nesting deeper than `max_depth`; canonical args longer than `max_args_bytes`.
 pub fn canonicalize(req: ActionRequest, limits: &Limits) -> Result<CanonicalRequest, Malformed> {
-    canonicalize_marking(req, limits, |_| Targets::None).map(|(car, _)| car)
-}
-
-/// [`canonicalize`], also finding where the values at some argument paths are in the canonical
-/// text: `targets` names them, given the tool id in NFKC (redactions depend on it).
-pub(crate) fn canonicalize_marking<'t>(
-    req: ActionRequest,
-    limits: &Limits,
-    targets: impl FnOnce(&str) -> Targets<'t>,
-) -> Result<(CanonicalRequest, Marks<'t>), Malformed> {
+    let (tool, canonical_args, args_digest) = {
+        let (car, _) = canonicalize_marking(RequestRef::from(&req), limits, |_| Targets::None)?;
+        (car.tool.into_owned(), car.canonical_args, car.args_digest)
+    };
     let ActionRequest {
         agent,
         session,
-        tool,
         args,
         principal,
         call_id,
         adapter,
         defer_token,
+        ..
     } = req;
+    Ok(CanonicalRequest {
+        agent,
+        session,
+        tool,
+        args: if args.is_null() {
+            Value::Object(Map::new())
+        } else {
+            args
+        },
+        canonical_args,
+        args_digest,
+        principal: principal.unwrap_or(Value::Null),
+        call_id,
+        adapter,
+        defer_token,
+    })
+}
 
-    if agent.is_empty() {
+/// A request the engine reads without owning: fields of an [`ActionRequest`] or of a parsed
+/// request text.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestRef<'a> {
+    pub(crate) agent: &'a str,
+    pub(crate) session: Option<&'a str>,
+    pub(crate) tool: &'a str,
+    /// `null` when absent.
+    pub(crate) args: JsonRef<'a>,
+    pub(crate) principal: Option<JsonRef<'a>>,
+    pub(crate) call_id: Option<&'a str>,
+    pub(crate) adapter: Option<&'a str>,
+    pub(crate) defer_token: Option<&'a str>,
+}
+
+impl<'a> From<&'a ActionRequest> for RequestRef<'a> {
+    fn from(r: &'a ActionRequest) -> Self {
+        RequestRef {
+            agent: &r.agent,
+            session: r.session.as_deref(),
+            tool: &r.tool,
+            args: JsonRef::tree(&r.args),
+            principal: r.principal.as_ref().map(JsonRef::tree),
+            call_id: r.call_id.as_deref(),
+            adapter: r.adapter.as_deref(),
+            defer_token: r.defer_token.as_deref(),
+        }
+    }
+}
+
+impl<'a> RequestRef<'a> {
+    /// The request in a parsed text, or `None` when a field has a type that
+    /// [`ActionRequest`] does not take (`serde_json` then words the error).
+    pub(crate) fn from_doc(doc: &'a Doc<'a>) -> Option<Self> {
+        let (mut agent, mut tool) = (None, None);
+        let mut req = RequestRef {
+            agent: "",
+            session: None,
+            tool: "",
+            args: JsonRef::null(),
+            principal: None,
+            call_id: None,
+            adapter: None,
+            defer_token: None,
+        };
+        // Absent or `null` is `None`; a string is itself; anything else is refused.
+        let optional = |v: JsonRef<'a>| {
+            if v.is_null() {
+                Some(None)
+            } else {
+                v.as_str().map(Some)
+            }
+        };
+        for (name, v) in doc.fields() {
+            match name {
+                "agent" => agent = Some(v.as_str()?),
+                "tool" => tool = Some(v.as_str()?),
+                "session" => req.session = optional(v)?,
+                "args" => req.args = v,
+                "principal" => req.principal = Some(v),
+                "call_id" => req.call_id = optional(v)?,
+                "adapter" => req.adapter = optional(v)?,
+                "defer_token" => req.defer_token = optional(v)?,
+                _ => {}
+            }
+        }
+        req.agent = agent?;
+        req.tool = tool?;
+        Some(req)
+    }
+}
+
+/// A canonical request borrowing what it can from the request it was made from: what the
+/// engine evaluates and records.
+#[derive(Debug)]
+pub(crate) struct Car<'a> {
+    pub(crate) session: Option<&'a str>,
+    /// In NFKC.
+    pub(crate) tool: Cow<'a, str>,
+    /// Always an object.
+    pub(crate) args: JsonRef<'a>,
+    /// An object, or `null`.
+    pub(crate) principal: JsonRef<'a>,
+    pub(crate) canonical_args: String,
+    pub(crate) args_digest: String,
+}
+
+/// [`canonicalize`], also finding where the values at some argument paths are in the canonical
+/// text: `targets` names them, given the tool id in NFKC (redactions depend on it).
+pub(crate) fn canonicalize_marking<'a, 't>(
+    req: RequestRef<'a>,
+    limits: &Limits,
+    targets: impl FnOnce(&str) -> Targets<'t>,
+) -> Result<(Car<'a>, Marks<'t>), Malformed> {
+    if req.agent.is_empty() {
         return Err(Malformed::new("agent is empty"));
     }
-    no_nul("agent", &agent)?;
+    no_nul("agent", req.agent)?;
     for (field, value) in [
-        ("session", &session),
-        ("call_id", &call_id),
-        ("adapter", &adapter),
-        ("defer_token", &defer_token),
+        ("session", req.session),
+        ("call_id", req.call_id),
+        ("adapter", req.adapter),
+        ("defer_token", req.defer_token),
     ] {
         if let Some(value) = value {
             no_nul(field, value)?;
         }
     }
 
-    let tool = canonical_tool(tool, limits)?;
+    let tool = canonical_tool(req.tool, limits)?;
     let mut marks = Marks::new(targets(&tool));
 
-    let args = match args {
-        Value::Null => Value::Object(Map::new()),
-        Value::Object(_) => args,
-        other => {
-            return Err(Malformed(format!(
-                "args must be a JSON object, not {}",
-                kind(&other)
-            )));
-        }
+    let args = if req.args.is_null() {
+        JsonRef::empty_object()
+    } else if req.args.is_object() {
+        req.args
+    } else {
+        return Err(Malformed(format!(
+            "args must be a JSON object, not {}",
+            req.args.kind()
+        )));
     };
     // The canonical text is written first; on the way it notes NUL characters and excess
     // depth, which are still refused first, as before the principal and the size limit.
-    let written = CanonicalArgs::write(&args, limits, &mut marks);
+    let written = CanonicalArgs::write(args, limits, &mut marks);
     if !written.clean || written.text.is_err() {
-        check_clean("args", &args, limits.max_depth)?;
+        check_clean("args", args, limits.max_depth)?;
     }
 
-    let principal = match principal {
-        None | Some(Value::Null) => Value::Null,
-        Some(p @ Value::Object(_)) => {
-            check_clean("principal", &p, limits.max_depth)?;
+    let principal = match req.principal {
+        None => JsonRef::null(),
+        Some(p) if p.is_null() => p,
+        Some(p) if p.is_object() => {
+            check_clean("principal", p, limits.max_depth)?;
             p
         }
         Some(other) => {
             return Err(Malformed(format!(
                 "principal must be a JSON object, not {}",
-                kind(&other)
+                other.kind()
             )));
         }
     };
@@ -208,17 +319,13 @@ pub(crate) fn canonicalize_marking<'t>(
     args_digest.push_str(DIGEST_PREFIX);
     push_hex(&mut args_digest, &Sha256::digest(canonical_args.as_bytes()));
 
-    let car = CanonicalRequest {
-        agent,
-        session,
+    let car = Car {
+        session: req.session,
         tool,
         args,
         canonical_args,
         args_digest,
         principal,
-        call_id,
-        adapter,
-        defer_token,
     };
     Ok((car, marks))
 }
@@ -230,6 +337,12 @@ pub(crate) fn canonicalize_marking<'t>(
 /// on which duplicate wins, so a request with them means different things to different readers.
 /// Fields other than those of [`ActionRequest`] are ignored.
 pub fn canonicalize_json(text: &str, limits: &Limits) -> Result<CanonicalRequest, Malformed> {
+    canonicalize(parse_request(text, limits)?, limits)
+}
+
+/// Reads a request from JSON text as [`canonicalize_json`] does, with `serde_json`: the
+/// reference `Engine::decide_json` is held to.
+pub fn parse_request(text: &str, limits: &Limits) -> Result<ActionRequest, Malformed> {
     let max = limits.max_text_bytes();
     if text.len() > max {
         return Err(Malformed(format!(
@@ -242,12 +355,11 @@ pub fn canonicalize_json(text: &str, limits: &Limits) -> Result<CanonicalRequest
     if !value.is_object() {
         return Err(Malformed(format!(
             "request must be a JSON object, not {}",
-            kind(&value)
+            JsonRef::tree(&value).kind()
         )));
     }
-    let req: ActionRequest = serde_json::from_value(value)
-        .map_err(|e| Malformed(format!("request is not a valid action request: {e}")))?;
-    canonicalize(req, limits)
+    serde_json::from_value(value)
+        .map_err(|e| Malformed(format!("request is not a valid action request: {e}")))
 }
 
 fn no_nul(field: &str, value: &str) -> Result<(), Malformed> {
@@ -276,13 +388,13 @@ pub(crate) fn push_hex(out: &mut String, digest: &[u8]) {
     }
 }
 
-fn canonical_tool(raw: String, limits: &Limits) -> Result<String, Malformed> {
-    no_nul("tool", &raw)?;
+fn canonical_tool<'a>(raw: &'a str, limits: &Limits) -> Result<Cow<'a, str>, Malformed> {
+    no_nul("tool", raw)?;
     // A string the quick check finds normalised (every ASCII string is) is its own NFKC form.
-    let tool: String = if raw.is_ascii() || is_nfkc_quick(raw.chars()) == IsNormalized::Yes {
-        raw
+    let tool = if raw.is_ascii() || is_nfkc_quick(raw.chars()) == IsNormalized::Yes {
+        Cow::Borrowed(raw)
     } else {
-        raw.nfkc().collect()
+        Cow::Owned(raw.nfkc().collect())
     };
     if tool.is_empty() {
         return Err(Malformed::new("tool is empty"));
@@ -354,20 +466,13 @@ fn shown(s: &str) -> String {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// Refuses NUL characters and excess depth in `v` (named `root` in the message). The fast walk
-/// decides; only a refused value is walked again, remembering the path, for the message.
-fn check_clean(root: &'static str, v: &Value, max_depth: usize) -> Result<(), Malformed> {
+/// decides; only a refused value is walked again, remembering the path, for the message. A
+/// parsed document holds neither: [`Doc::parse`] gives up on them.
+fn check_clean(root: &'static str, v: JsonRef<'_>, max_depth: usize) -> Result<(), Malformed> {
+    let Some(v) = v.as_tree() else {
+        return Ok(());
+    };
     if is_clean(v, 0, max_depth) {
         return Ok(());
     }
@@ -500,32 +605,6 @@ pub(crate) enum JcsError {
     NotFinite,
 }
 
-/// Where JCS text goes: a `String`, or straight into a hash.
-pub(crate) trait JcsSink {
-    fn put(&mut self, s: &str);
-    /// One ASCII character.
-    fn put_char(&mut self, c: char) {
-        let mut buf = [0u8; 4];
-        self.put(c.encode_utf8(&mut buf));
-    }
-    /// Bytes put so far, for the size limit.
-    fn written(&self) -> usize;
-}
-
-impl JcsSink for String {
-    fn put(&mut self, s: &str) {
-        self.push_str(s);
-    }
-
-    fn put_char(&mut self, c: char) {
-        self.push(c);
-    }
-
-    fn written(&self) -> usize {
-        self.len()
-    }
-}
-
 /// Appends the RFC 8785 (JCS) text of `v` to `out`; `Err(Over)` once more than `max` bytes
 /// have been written.
 ///
@@ -535,24 +614,21 @@ impl JcsSink for String {
 /// `\n`, `\r`, `\t`, other control characters as `\u00xx`, everything else as is), and object
 /// members are sorted by the UTF-16 code units of their keys. It writes straight into `out`,
 /// where that crate buffers every member of every object separately and parses each key back.
-pub(crate) fn write_jcs<S: JcsSink>(v: &Value, out: &mut S, max: usize) -> Result<(), JcsError> {
-    let mut w = Jcs {
-        out,
-        max,
-        max_depth: usize::MAX,
-        clean: true,
-    };
-    w.value(v, 0)
+pub(crate) fn write_jcs(v: &Value, out: &mut String, max: usize) -> Result<(), JcsError> {
+    Jcs::new(out, max, usize::MAX).value(JsonRef::tree(v), 0)
 }
 
-/// A JCS writer that also notes, on the way, what [`Walk`] would refuse.
-struct Jcs<'o, S> {
-    out: &'o mut S,
+/// A JCS writer that also notes, on the way, what [`Walk`] would refuse, and where the values
+/// at the targets of [`Jcs::object_marked`] are.
+struct Jcs<'o> {
+    out: &'o mut String,
     max: usize,
     max_depth: usize,
     /// False once a string or key holding NUL, or a container nested deeper than `max_depth`,
     /// has been written.
     clean: bool,
+    /// (target, byte range) of each marked value, in text order.
+    found: Vec<(usize, std::ops::Range<usize>)>,
 }
 
 /// For each byte: 0 if it is written as is, else the letter of its escape (`u` for `\u00xx`).
@@ -573,87 +649,153 @@ static ESCAPE: [u8; 256] = {
     t
 };
 
-impl<S: JcsSink> Jcs<'_, S> {
-    fn value(&mut self, v: &Value, depth: usize) -> Result<(), JcsError> {
+impl<'o> Jcs<'o> {
+    fn new(out: &'o mut String, max: usize, max_depth: usize) -> Self {
+        Jcs {
+            out,
+            max,
+            max_depth,
+            clean: true,
+            found: Vec::new(),
+        }
+    }
+
+    fn value(&mut self, v: JsonRef<'_>, depth: usize) -> Result<(), JcsError> {
+        // A tree's values are read directly: building their shapes costs more.
+        match v.as_tree() {
+            Some(tree) => self.tree(tree, depth),
+            None => self.shaped(v.shape(), depth),
+        }
+    }
+
+    fn tree(&mut self, v: &Value, depth: usize) -> Result<(), JcsError> {
         match v {
-            Value::Null => self.out.put("null"),
-            Value::Bool(true) => self.out.put("true"),
-            Value::Bool(false) => self.out.put("false"),
-            Value::Number(n) => {
-                // A `serde_json::Number` is an `i64`, a `u64` or a finite `f64`; JCS formats
-                // each as a double, as serde_json_canonicalizer does (`value as f64`). An
-                // integer of magnitude up to 2^53 is exactly a double whose shortest form is
-                // its own digits, so it is written as an integer.
-                if let Some(i) = n.as_i64()
-                    && i.unsigned_abs() <= 1 << 53
-                {
-                    self.integer(i);
-                    return self.check_size();
-                }
-                let f = n.as_f64().ok_or(JcsError::NotFinite)?;
-                if !f.is_finite() {
-                    return Err(JcsError::NotFinite);
-                }
-                self.out.put(ryu_js::Buffer::new().format_finite(f));
-            }
+            Value::Null => self.out.push_str("null"),
+            Value::Bool(true) => self.out.push_str("true"),
+            Value::Bool(false) => self.out.push_str("false"),
+            Value::Number(n) => self.number(n)?,
             Value::String(s) => self.string(s),
-            Value::Array(items) => {
-                if self.too_deep(depth) {
-                    return Ok(());
-                }
-                self.out.put_char('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        self.out.put_char(',');
-                    }
-                    self.value(item, depth + 1)?;
-                }
-                self.out.put_char(']');
-            }
+            Value::Array(items) => self.array(items.iter().map(JsonRef::tree), depth)?,
             Value::Object(map) => {
-                self.object(map, depth, |w, _, item| w.value(item, depth + 1))?;
+                let members = Members::Tree(map.iter());
+                self.object(members, depth, |w, m| w.value(m.value, depth + 1))?;
             }
         }
         self.check_size()
     }
 
-    /// `{`, the members in the order of the UTF-16 code units of their keys, `}`; `member`
-    /// writes each value.
-    fn object(
+    fn shaped(&mut self, shape: Shape<'_>, depth: usize) -> Result<(), JcsError> {
+        match shape {
+            Shape::Null => self.out.push_str("null"),
+            Shape::Bool(true) => self.out.push_str("true"),
+            Shape::Bool(false) => self.out.push_str("false"),
+            Shape::Num(n) => self.number(n)?,
+            Shape::Str(s, true) => self.plain(s),
+            Shape::Str(s, false) => self.string(s),
+            Shape::Array(items) => self.array(items, depth)?,
+            Shape::Object(members) => {
+                self.object(members, depth, |w, m| w.value(m.value, depth + 1))?;
+            }
+        }
+        self.check_size()
+    }
+
+    fn array<'v>(
         &mut self,
-        map: &Map<String, Value>,
+        items: impl Iterator<Item = JsonRef<'v>>,
         depth: usize,
-        mut member: impl FnMut(&mut Self, &str, &Value) -> Result<(), JcsError>,
     ) -> Result<(), JcsError> {
         if self.too_deep(depth) {
             return Ok(());
         }
-        self.out.put_char('{');
-        let mut write = |w: &mut Self, i: usize, k: &str, item: &Value| {
+        self.out.push('[');
+        for (i, item) in items.enumerate() {
             if i > 0 {
-                w.out.put_char(',');
+                self.out.push(',');
             }
-            w.string(k);
-            w.out.put_char(':');
-            member(w, k, item)
-        };
-        if in_utf16_order(map) {
-            for (i, (k, item)) in map.iter().enumerate() {
-                write(self, i, k, item)?;
-            }
-        } else {
-            let mut members: Vec<(&String, &Value)> = map.iter().collect();
-            members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
-            for (i, (k, item)) in members.into_iter().enumerate() {
-                write(self, i, k, item)?;
-            }
+            self.value(item, depth + 1)?;
         }
-        self.out.put_char('}');
+        self.out.push(']');
         Ok(())
     }
 
+    /// A `serde_json::Number` is an `i64`, a `u64` or a finite `f64`; JCS formats each as a
+    /// double, as serde_json_canonicalizer does (`value as f64`). An integer of magnitude up to
+    /// 2^53 is exactly a double whose shortest form is its own digits, so it is written as an
+    /// integer.
+    fn number(&mut self, n: &Number) -> Result<(), JcsError> {
+        if let Some(i) = n.as_i64()
+            && i.unsigned_abs() <= 1 << 53
+        {
+            self.integer(i);
+            return Ok(());
+        }
+        let f = n.as_f64().ok_or(JcsError::NotFinite)?;
+        if !f.is_finite() {
+            return Err(JcsError::NotFinite);
+        }
+        self.out.push_str(ryu_js::Buffer::new().format_finite(f));
+        Ok(())
+    }
+
+    /// `{`, the members in the order of the UTF-16 code units of their keys, `}`; `member`
+    /// writes each value. A tree's members are written as they come while their order is
+    /// checked; in the rare case it is wrong they are written again, sorted.
+    fn object<'v>(
+        &mut self,
+        members: Members<'v>,
+        depth: usize,
+        mut member: impl FnMut(&mut Self, Member<'v>) -> Result<(), JcsError>,
+    ) -> Result<(), JcsError> {
+        if self.too_deep(depth) {
+            return Ok(());
+        }
+        self.out.push('{');
+        let (open, found) = (self.out.len(), self.found.len());
+        let check = !members.sorted();
+        if !self.members(members.clone(), check, &mut member)? {
+            self.out.truncate(open);
+            self.found.truncate(found);
+            let mut sorted: Vec<Member<'v>> = members.collect();
+            sorted.sort_by(|a, b| utf16_cmp(a.key, b.key));
+            self.members(sorted.into_iter(), false, &mut member)?;
+        }
+        self.out.push('}');
+        Ok(())
+    }
+
+    /// Writes `members`; with `check`, stops and answers false at the first one out of the
+    /// order of the UTF-16 code units of the keys.
+    fn members<'v>(
+        &mut self,
+        members: impl Iterator<Item = Member<'v>>,
+        check: bool,
+        member: &mut impl FnMut(&mut Self, Member<'v>) -> Result<(), JcsError>,
+    ) -> Result<bool, JcsError> {
+        let mut prev: Option<&str> = None;
+        for m in members {
+            if let Some(p) = prev {
+                if check && !utf16_follows(p, m.key) {
+                    return Ok(false);
+                }
+                self.out.push(',');
+            } else if check && is_high(m.key) {
+                return Ok(false);
+            }
+            prev = Some(m.key);
+            if m.plain {
+                self.plain(m.key);
+            } else {
+                self.string(m.key);
+            }
+            self.out.push(':');
+            member(self, m)?;
+        }
+        Ok(true)
+    }
+
     fn check_size(&self) -> Result<(), JcsError> {
-        if self.out.written() > self.max {
+        if self.out.len() > self.max {
             return Err(JcsError::Over);
         }
         Ok(())
@@ -661,10 +803,13 @@ impl<S: JcsSink> Jcs<'_, S> {
 
     fn integer(&mut self, i: i64) {
         if i < 0 {
-            self.out.put("-");
+            self.out.push('-');
         }
         let mut buf = [0u8; 20];
-        self.out.put(decimal(i.unsigned_abs(), &mut buf));
+        let at = digits(i.unsigned_abs(), &mut buf);
+        for &d in buf.get(at..).unwrap_or_default() {
+            self.out.push(char::from(d));
+        }
     }
 
     /// Entering a container at `depth` makes it level `depth + 1` (as in [`Walk::enter`]). Past
@@ -678,75 +823,71 @@ impl<S: JcsSink> Jcs<'_, S> {
         false
     }
 
+    /// A string known to need no escape.
+    fn plain(&mut self, s: &str) {
+        self.out.push('"');
+        self.out.push_str(s);
+        self.out.push('"');
+    }
+
     /// A string as JSON text, escaped as `serde_json` escapes it.
     fn string(&mut self, s: &str) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        self.out.put_char('"');
         let bytes = s.as_bytes();
-        // Most strings need no escape: found without a branch per byte, written in one piece.
-        let plain = !bytes.iter().fold(false, |any, &b| {
-            any | (b < 0x20) | (b == b'"') | (b == b'\\')
-        });
-        if plain {
-            self.out.put(s);
-            self.out.put_char('"');
-            return;
+        // Most strings need no escape: found a word at a time, written in one piece.
+        let first = special(bytes, 0);
+        if first == bytes.len() {
+            return self.plain(s);
         }
+        self.out.push('"');
         let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
+        for (i, &b) in bytes.iter().enumerate().skip(first) {
             let escape = ESCAPE[usize::from(b)];
             if escape == 0 {
                 continue;
             }
             // `i` is at an ASCII byte, so both slices end on character boundaries.
-            self.out.put(&s[start..i]);
-            let mut buf = [b'\\', escape, b'0', b'0', 0, 0];
-            let text = if escape == b'u' {
+            self.out.push_str(s.get(start..i).unwrap_or_default());
+            self.out.push('\\');
+            self.out.push(char::from(escape));
+            if escape == b'u' {
                 if b == 0 {
                     self.clean = false;
                 }
-                buf[4] = HEX[usize::from(b >> 4)];
-                buf[5] = HEX[usize::from(b & 0x0f)];
-                &buf[..]
-            } else {
-                &buf[..2]
-            };
-            // Always ASCII.
-            if let Ok(text) = std::str::from_utf8(text) {
-                self.out.put(text);
+                self.out.push_str("00");
+                self.out.push(char::from(HEX[usize::from(b >> 4)]));
+                self.out.push(char::from(HEX[usize::from(b & 0x0f)]));
             }
             start = i + 1;
         }
-        self.out.put(&s[start..]);
-        self.out.put_char('"');
+        self.out.push_str(s.get(start..).unwrap_or_default());
+        self.out.push('"');
     }
-}
 
-impl Jcs<'_, String> {
     /// An object on the way to the targets in `mask`, whose paths match the keys so far in
     /// their first `at` bytes (dots included). The value at a target is marked and not looked
     /// into: a target inside it goes with it. Arrays and scalars end the way.
     fn object_marked(
         &mut self,
-        map: &Map<String, Value>,
+        members: Members<'_>,
         depth: usize,
         mask: u64,
         at: usize,
-        marks: &mut Marks<'_>,
+        targets: &Targets<'_>,
     ) -> Result<(), JcsError> {
-        self.object(map, depth, |w, key, item| {
-            let (whole, inner) = marks.targets.step(mask, at, key);
+        self.object(members, depth, |w, m| {
+            let (whole, inner) = targets.step(mask, at, m.key);
             if whole != 0 {
                 let start = w.out.len();
-                w.value(item, depth + 1)?;
+                w.value(m.value, depth + 1)?;
                 // Targets are distinct paths, so `whole` is one of them.
                 let target = whole.trailing_zeros() as usize;
-                marks.found.push((target, start..w.out.len()));
+                w.found.push((target, start..w.out.len()));
                 Ok(())
-            } else if let (Value::Object(inside), true) = (item, inner != 0) {
-                w.object_marked(inside, depth + 1, inner, at + key.len() + 1, marks)
+            } else if let (Shape::Object(inside), true) = (m.value.shape(), inner != 0) {
+                w.object_marked(inside, depth + 1, inner, at + m.key.len() + 1, targets)
             } else {
-                w.value(item, depth + 1)
+                w.value(m.value, depth + 1)
             }
         })?;
         self.check_size()
@@ -913,20 +1054,18 @@ struct CanonicalArgs {
 }
 
 impl CanonicalArgs {
-    fn write(args: &Value, limits: &Limits, marks: &mut Marks<'_>) -> Self {
-        let mut out = String::with_capacity(256);
-        let mut w = Jcs {
-            out: &mut out,
-            max: limits.max_args_bytes,
-            max_depth: limits.max_depth,
-            clean: true,
-        };
-        let written = match args {
-            Value::Object(map) if marks.targets.len() > 0 => {
-                w.object_marked(map, 0, marks.targets.all(), 0, marks)
+    fn write(args: JsonRef<'_>, limits: &Limits, marks: &mut Marks<'_>) -> Self {
+        // Room for the redaction tokens spliced in later.
+        let targets = marks.targets.len();
+        let mut out = String::with_capacity(256 + targets.min(4) * 96);
+        let mut w = Jcs::new(&mut out, limits.max_args_bytes, limits.max_depth);
+        let written = match args.shape() {
+            Shape::Object(members) if targets > 0 => {
+                w.object_marked(members, 0, marks.targets.all(), 0, &marks.targets)
             }
             _ => w.value(args, 0),
         };
+        marks.found = w.found;
         let clean = w.clean;
         CanonicalArgs {
             text: written.map(|()| out),
@@ -946,33 +1085,6 @@ impl CanonicalArgs {
             )),
         }
     }
-}
-
-/// True when the map iterates in the order of the UTF-16 code units of its keys: the keys
-/// ascend bytewise (UTF-8 order, which is code point order) and none holds a character at or
-/// above U+E000, the only ones whose UTF-16 order differs from their code point order (a
-/// supplementary character's surrogates sort below U+E000–U+FFFF). UTF-8 lead bytes of such
-/// characters are 0xEE and above.
-fn in_utf16_order(map: &Map<String, Value>) -> bool {
-    let mut prev: Option<&[u8]> = None;
-    for k in map.keys() {
-        let k = k.as_bytes();
-        if k.iter().any(|&b| b >= 0xEE) || prev.is_some_and(|p| !ascends(p, k)) {
-            return false;
-        }
-        prev = Some(k);
-    }
-    true
-}
-
-/// `a < b` bytewise; keys mostly differ in their first byte, so this beats a `memcmp` call.
-fn ascends(a: &[u8], b: &[u8]) -> bool {
-    for (x, y) in a.iter().zip(b) {
-        if x != y {
-            return x < y;
-        }
-    }
-    a.len() < b.len()
 }
 
 /// A JSON value parsed with duplicate object keys refused.
@@ -1052,11 +1164,10 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
-/// The decimal digits of `n`, written into `buf` without allocating (the hot path formats
-/// numbers and line numbers this way).
-pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+/// Writes the decimal digits of `n` at the end of `buf`; where they start.
+fn digits(mut n: u64, buf: &mut [u8; 20]) -> usize {
     let mut at = buf.len();
-    loop {
+    while at > 0 {
         at -= 1;
         // `n % 10` is a single digit.
         buf[at] = b'0' + (n % 10) as u8;
@@ -1065,8 +1176,7 @@ pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
             break;
         }
     }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&buf[at..]).unwrap_or("0")
+    at
 }
 
 #[cfg(test)]
@@ -1256,6 +1366,34 @@ mod tests {
             write_jcs(&json!({"s": "x".repeat(20)}), &mut out, 20),
             Err(JcsError::Over)
         );
+    }
+
+    #[test]
+    fn marks_survive_members_written_again_in_utf16_order() {
+        // "\u{10000}" sorts before "\u{e000}" in UTF-16 but after it bytewise.
+        let args = json!({
+            "\u{e000}": {"a": 1},
+            "\u{10000}": {"a": [2, "x"]},
+            "card": {"number": "4111"},
+        });
+        let paths: Vec<Arc<str>> = ["\u{10000}.a", "\u{e000}.a", "card.number"]
+            .into_iter()
+            .map(Arc::from)
+            .collect();
+        let r = req("t", args.clone());
+        let (car, marks) =
+            canonicalize_marking((&r).into(), &Limits::default(), |_| Targets::One(&paths))
+                .unwrap();
+        assert_eq!(
+            car.canonical_args,
+            serde_json_canonicalizer::to_string(&args).unwrap()
+        );
+        let found: Vec<&str> = marks
+            .found
+            .iter()
+            .map(|(_, range)| &car.canonical_args[range.clone()])
+            .collect();
+        assert_eq!(found, [r#""4111""#, r#"[2,"x"]"#, "1"]);
     }
 
     #[test]

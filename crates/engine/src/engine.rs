@@ -11,11 +11,13 @@ use rust_decimal::Decimal;
 use serde_json::Value as Json;
 
 use crate::car::{
-    ActionRequest, CanonicalJson, CanonicalRequest, Limits, Marks, Targets, canonicalize_marking,
+    ActionRequest, CanonicalJson, Car, Limits, Marks, RequestRef, Targets, canonicalize_marking,
+    parse_request,
 };
 use crate::clock::{Clock, TimeFacts, time_facts_in, window_start_ms};
 use crate::compile::{CompiledAgent, CompiledPolicy, CompiledRule, Verdict};
 use crate::decision::{CredentialBinding, Decision, Event, Outcome, ReasonCode, TraceStep};
+use crate::doc::{Doc, JsonRef};
 use crate::eval::{EvalError, Facts, Tri, V, eval, truth};
 use crate::redact::{Plan, RedactionKey, plan, recorded, recorded_from_tree};
 use crate::selector::SelectorCache;
@@ -89,22 +91,50 @@ impl Engine {
         self.state.as_ref()
     }
 
-    /// Decides one call. Every path ends in a decision: errors deny (fail closed).
-    pub fn decide(&self, request: ActionRequest) -> Decision {
-        self.decide_as(request, false)
+    /// Decides one call. Every path ends in a decision: errors deny (fail closed). The request
+    /// is only read: the caller frees it after the answer has left.
+    pub fn decide(&self, request: &ActionRequest) -> Decision {
+        self.decide_ref(RequestRef::from(request), false)
     }
 
     /// Decides the retry of a call an operator approved (SPEC §5 step 8): a defer — from its
     /// rule, the default or a budget's `on_exceed` — becomes a permit with `APPROVED`, which
     /// must still pass rate limits, budgets that deny and egress. Denials, `deny!` included,
     /// stand. The caller checks that the approval binds this very call.
-    pub fn decide_approved(&self, request: ActionRequest) -> Decision {
-        self.decide_as(request, true)
+    pub fn decide_approved(&self, request: &ActionRequest) -> Decision {
+        self.decide_ref(RequestRef::from(request), true)
     }
 
-    fn decide_as(&self, request: ActionRequest, approved: bool) -> Decision {
-        let agent = self.policy.agents.get(&request.agent);
-        let early = if self.state.is_killed(&request.agent) {
+    /// Decides one call given as JSON text (the `params` of the daemon's request): the decision
+    /// [`Engine::decide`] makes on the [`ActionRequest`] the text holds, read as
+    /// [`crate::car::canonicalize_json`] reads it (text over [`Limits::max_text_bytes`] and
+    /// duplicate keys refused, unknown fields ignored); deny `MALFORMED_REQUEST` when it holds
+    /// none. Most requests are read in one pass into a [`Doc`]; the rest (NUL, deep nesting,
+    /// duplicate keys, wrong types, errors) go through `serde_json`, which words the refusal.
+    pub fn decide_json(&self, params: &str) -> Decision {
+        let limits = &self.config.limits;
+        if params.len() <= limits.max_text_bytes()
+            && let Some(doc) = Doc::parse(params, limits.max_depth.saturating_add(1))
+            && let Some(request) = RequestRef::from_doc(&doc)
+        {
+            return self.decide_ref(request, false);
+        }
+        match parse_request(params, limits) {
+            Ok(request) => self.decide(&request),
+            Err(e) => self.refused(e.to_string()),
+        }
+    }
+
+    /// The decision on a text that holds no request.
+    fn refused(&self, reason: String) -> Decision {
+        let v = Verdicts::new(Verdict::Deny, ReasonCode::MalformedRequest, reason);
+        let recorded = (String::new(), (CanonicalJson::null(), Vec::new()));
+        self.write_up(v, recorded, Vec::new(), Vec::new(), None, Vec::new())
+    }
+
+    fn decide_ref(&self, request: RequestRef<'_>, approved: bool) -> Decision {
+        let agent = self.policy.agents.get(request.agent);
+        let early = if self.state.is_killed(request.agent) {
             Some(Verdicts::new(
                 Verdict::Deny,
                 ReasonCode::KillSwitch,
@@ -160,7 +190,7 @@ impl Engine {
                 "the request could not be read",
             ),
         };
-        let (digest, (recorded_args, redacted)) = match (canonical, agent) {
+        let recorded = match (canonical, agent) {
             (Ok((car, marks)), Some(_)) => (
                 car.args_digest,
                 self.recorded(car.canonical_args, car.args, &marks, tree),
@@ -168,6 +198,25 @@ impl Engine {
             (Ok((car, _)), None) => (car.args_digest, (CanonicalJson::null(), Vec::new())),
             (Err(_), _) => (String::new(), (CanonicalJson::null(), Vec::new())),
         };
+        self.write_up(
+            verdicts,
+            recorded,
+            trace,
+            events,
+            credential,
+            selectors_used,
+        )
+    }
+
+    fn write_up(
+        &self,
+        verdicts: Verdicts<'_>,
+        (digest, (recorded_args, redacted)): (String, (CanonicalJson, Vec<Arc<str>>)),
+        trace: Vec<TraceStep>,
+        events: Vec<Event>,
+        credential: Option<CredentialBinding>,
+        selectors_used: Vec<(String, Json)>,
+    ) -> Decision {
         Decision {
             effect: verdicts.effect,
             reason_code: verdicts.code,
@@ -190,13 +239,13 @@ impl Engine {
     fn recorded(
         &self,
         text: String,
-        args: Json,
+        args: JsonRef<'_>,
         marks: &Marks<'_>,
         tree: Option<Vec<&crate::compile::Redaction>>,
     ) -> (CanonicalJson, Vec<Arc<str>>) {
         let key = &self.config.redaction_key;
         match tree {
-            Some(statements) => recorded_from_tree(args, &statements, key),
+            Some(statements) => recorded_from_tree(args.to_value(), &statements, key),
             None => recorded(text, marks, key),
         }
     }
@@ -217,13 +266,13 @@ impl Engine {
     fn evaluate<'a>(
         &self,
         agent: &'a CompiledAgent,
-        car: &CanonicalRequest,
+        car: &Car<'_>,
         facts: &CallFacts<'_>,
         trace: &mut Vec<TraceStep>,
         events: &mut Vec<Event>,
         approved: bool,
     ) -> Verdicts<'a> {
-        let tool = car.tool.as_str();
+        let tool = car.tool.as_ref();
         let decided = self
             .first_match(
                 &agent.mandatory,
@@ -350,14 +399,14 @@ impl Engine {
     fn admit<'a>(
         &self,
         agent: &'a CompiledAgent,
-        car: &CanonicalRequest,
+        car: &Car<'_>,
         facts: &CallFacts<'_>,
         permit: Verdicts<'a>,
         events: &mut Vec<Event>,
         approved: bool,
     ) -> Verdicts<'a> {
         let now = facts.now_ms;
-        let session = car.session.as_deref().unwrap_or("");
+        let session = car.session.unwrap_or("");
         let mut rate_keys = Vec::new();
         for r in &agent.rate_limits {
             if !r.matcher.matches(&car.tool) {
@@ -436,7 +485,7 @@ impl Engine {
                     .map(|w| budget_key(&agent.id, *w, now, session)),
             );
         }
-        if agent.egress.check_args(&car.args).is_err() {
+        if !self.egress_allows(agent, car.args) {
             // The reason names no host: the destination may be a redacted argument.
             return Verdicts::new(
                 Verdict::Deny,
@@ -455,17 +504,26 @@ impl Engine {
             self.state.budget_add(key, cost);
         }
         self.state.history_push(&agent.id, &car.tool, now);
-        if let Some(s) = car.session.as_deref() {
+        if let Some(s) = car.session {
             self.state.session_record(s, cost);
         }
         permit
+    }
+
+    /// Whether every destination in the arguments is within the agent's egress policy.
+    fn egress_allows(&self, agent: &CompiledAgent, args: JsonRef<'_>) -> bool {
+        let egress = &agent.egress;
+        match args.as_tree() {
+            Some(tree) => egress.check_args(tree).is_ok(),
+            None => egress.is_unrestricted() || egress.check_args(&args.to_value()).is_ok(),
+        }
     }
 
     /// What the call costs: the first matching `cost` rule, else nothing.
     fn cost(
         &self,
         agent: &CompiledAgent,
-        car: &CanonicalRequest,
+        car: &Car<'_>,
         facts: &CallFacts<'_>,
     ) -> Result<Decimal, String> {
         let Some((pattern, expr)) = agent.costs.iter().find(|(p, _)| p.matches(&car.tool)) else {
@@ -497,11 +555,11 @@ fn budget_key(agent: &str, window: BudgetWindow, now_ms: i64, session: &str) -> 
 
 /// Whether a rule fires: its clauses, then its condition.
 fn fires(rule: &CompiledRule, facts: &CallFacts<'_>) -> Result<Outcome, EvalError> {
-    let args = &facts.car.args;
+    let args = facts.car.args;
     if let Some(method) = &rule.method {
         let ok = args
             .get("method")
-            .and_then(Json::as_str)
+            .and_then(JsonRef::as_str)
             .is_some_and(|m| m.eq_ignore_ascii_case(method));
         if !ok {
             return Ok(Outcome::ClauseNotMet("method"));
@@ -512,7 +570,7 @@ fn fires(rule: &CompiledRule, facts: &CallFacts<'_>) -> Result<Outcome, EvalErro
             Some(h) => h.as_str().and_then(crate::egress::host_value),
             None => args
                 .get("url")
-                .and_then(Json::as_str)
+                .and_then(JsonRef::as_str)
                 .and_then(crate::egress::url_host),
         };
         if !value.is_some_and(|h| host.matches(&h)) {
@@ -522,7 +580,7 @@ fn fires(rule: &CompiledRule, facts: &CallFacts<'_>) -> Result<Outcome, EvalErro
     if let Some(path) = &rule.path
         && !args
             .get("path")
-            .and_then(Json::as_str)
+            .and_then(JsonRef::as_str)
             .is_some_and(|p| path.matches(p))
     {
         return Ok(Outcome::ClauseNotMet("path"));
@@ -545,7 +603,7 @@ type SelectorAnswer = Result<Option<Json>, String>;
 struct CallFacts<'a> {
     engine: &'a Engine,
     agent: &'a CompiledAgent,
-    car: &'a CanonicalRequest,
+    car: &'a Car<'a>,
     now_ms: i64,
     time: OnceCell<TimeFacts>,
     session: OnceCell<SessionStats>,
@@ -554,7 +612,7 @@ struct CallFacts<'a> {
 }
 
 impl<'a> CallFacts<'a> {
-    fn new(engine: &'a Engine, agent: &'a CompiledAgent, car: &'a CanonicalRequest) -> Self {
+    fn new(engine: &'a Engine, agent: &'a CompiledAgent, car: &'a Car<'a>) -> Self {
         CallFacts {
             engine,
             agent,
@@ -576,7 +634,6 @@ impl<'a> CallFacts<'a> {
         *self.session.get_or_init(|| {
             self.car
                 .session
-                .as_deref()
                 .map_or_else(SessionStats::default, |s| self.engine.state.session(s))
         })
     }
@@ -606,12 +663,12 @@ impl<'a> CallFacts<'a> {
 }
 
 impl Facts for CallFacts<'_> {
-    fn args(&self) -> &Json {
-        &self.car.args
+    fn args(&self) -> JsonRef<'_> {
+        self.car.args
     }
 
-    fn principal(&self) -> &Json {
-        &self.car.principal
+    fn principal(&self) -> JsonRef<'_> {
+        self.car.principal
     }
 
     fn agent_id(&self) -> &str {
@@ -623,7 +680,7 @@ impl Facts for CallFacts<'_> {
     }
 
     fn session_id(&self) -> Option<&str> {
-        self.car.session.as_deref()
+        self.car.session
     }
 
     fn session_calls(&self) -> u64 {
@@ -660,7 +717,7 @@ impl Facts for CallFacts<'_> {
             &self.agent.id,
             window,
             self.now_ms,
-            self.car.session.as_deref().unwrap_or(""),
+            self.car.session.unwrap_or(""),
         );
         self.engine.state.budget_spent(&key)
     }

@@ -11,6 +11,7 @@ use rust_decimal::Decimal;
 use serde_json::Value as Json;
 
 use crate::compile::{CExpr, Const};
+use crate::doc::{JsonRef, Shape};
 
 /// Three-valued truth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,8 +42,8 @@ pub enum EvalError {
 
 /// What an expression may read besides the arguments.
 pub trait Facts {
-    fn args(&self) -> &Json;
-    fn principal(&self) -> &Json;
+    fn args(&self) -> JsonRef<'_>;
+    fn principal(&self) -> JsonRef<'_>;
     fn agent_id(&self) -> &str;
     fn tool_id(&self) -> &str;
     fn session_id(&self) -> Option<&str>;
@@ -111,20 +112,40 @@ pub fn number(n: &serde_json::Number) -> Option<Decimal> {
         .ok()
 }
 
-fn from_json(v: &Json) -> Option<V<'_>> {
+fn from_json(v: JsonRef<'_>) -> Option<V<'_>> {
+    // A tree's values are read directly: building their shapes costs more.
+    if let Some(tree) = v.as_tree() {
+        return from_tree(tree);
+    }
+    match v.shape() {
+        Shape::Null => None,
+        Shape::Bool(b) => Some(V::Bool(b)),
+        Shape::Num(n) => Some(number(n).map_or(V::Object, V::Num)),
+        Shape::Str(s, _) => Some(V::Str(Cow::Borrowed(s))),
+        Shape::Array(items) => Some(V::List(items.map(from_json).collect())),
+        Shape::Object(_) => Some(V::Object),
+    }
+}
+
+fn from_tree(v: &Json) -> Option<V<'_>> {
     match v {
         Json::Null => None,
         Json::Bool(b) => Some(V::Bool(*b)),
         Json::Number(n) => Some(number(n).map_or(V::Object, V::Num)),
         Json::String(s) => Some(V::Str(Cow::Borrowed(s))),
-        Json::Array(items) => Some(V::List(items.iter().map(from_json).collect())),
+        Json::Array(items) => Some(V::List(items.iter().map(from_tree).collect())),
         Json::Object(_) => Some(V::Object),
     }
 }
 
-fn lookup<'j>(root: &'j Json, path: &[String]) -> Option<&'j Json> {
-    path.iter()
-        .try_fold(root, |v, seg| v.as_object()?.get(seg.as_str()))
+fn lookup<'j>(root: JsonRef<'j>, path: &[String]) -> Option<JsonRef<'j>> {
+    if let Some(tree) = root.as_tree() {
+        let found = path
+            .iter()
+            .try_fold(tree, |v, seg| v.as_object()?.get(seg.as_str()));
+        return found.map(JsonRef::tree);
+    }
+    path.iter().try_fold(root, |v, seg| v.get(seg))
 }
 
 /// How an operand is named in an error message.
@@ -427,7 +448,7 @@ fn selector<'a>(index: usize, path: &[String], f: &'a dyn Facts) -> R<'a> {
         .map_err(|message| EvalError::Selector { index, message })?;
     Ok(answer
         .as_ref()
-        .and_then(|v| lookup(v, path))
+        .and_then(|v| lookup(JsonRef::tree(v), path))
         .and_then(from_json)
         .map(V::into_owned))
 }

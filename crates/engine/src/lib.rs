@@ -8,6 +8,7 @@ pub mod car;
 pub mod clock;
 pub mod compile;
 pub mod decision;
+pub mod doc;
 pub mod egress;
 pub mod engine;
 pub mod eval;

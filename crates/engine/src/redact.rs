@@ -18,6 +18,11 @@ use crate::compile::Redaction;
 /// The prefix of every redaction token.
 pub const TOKEN_PREFIX: &str = "hmac-sha256:";
 
+/// What a redacted value's text begins with.
+const REDACTION_OPEN: &str = "{\"redacted\":\"hmac-sha256:";
+/// The length of a redacted value's text: the opening, 64 hex digits and `"}`.
+const REDACTION_LEN: usize = REDACTION_OPEN.len() + 64 + 2;
+
 /// A per-stack secret key for HMAC-SHA256.
 #[derive(Clone)]
 pub struct RedactionKey {
@@ -62,6 +67,20 @@ impl RedactionKey {
     fn push_token(&self, jcs: &str, out: &mut String) {
         out.push_str(TOKEN_PREFIX);
         push_hex(out, &self.hmac(jcs.as_bytes()));
+    }
+
+    /// `{"redacted":"hmac-sha256:<hex>"}` for the value whose JCS text is `jcs`, as bytes.
+    fn redaction(&self, jcs: &str) -> [u8; REDACTION_LEN] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; REDACTION_LEN];
+        let (head, rest) = out.split_at_mut(REDACTION_OPEN.len());
+        head.copy_from_slice(REDACTION_OPEN.as_bytes());
+        for (pair, b) in rest.chunks_exact_mut(2).zip(self.hmac(jcs.as_bytes())) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0x0f)];
+        }
+        out[REDACTION_LEN - 2..].copy_from_slice(b"\"}");
+        out
     }
 }
 
@@ -161,33 +180,31 @@ pub(crate) fn recorded(
     marks: &Marks<'_>,
     key: &RedactionKey,
 ) -> (CanonicalJson, Vec<Arc<str>>) {
-    if marks.found.is_empty() {
-        return (CanonicalJson::from_jcs(text), Vec::new());
-    }
-    const OPEN: &str = "{\"redacted\":\"";
-    const TOKEN_LEN: usize = OPEN.len() + TOKEN_PREFIX.len() + 64 + 2;
-    let len = marks.found.iter().fold(text.len(), |n, (_, r)| {
-        n.saturating_add(TOKEN_LEN).saturating_sub(r.len())
-    });
-    let mut out = String::with_capacity(len);
-    let mut copied = 0;
+    let mut text = text;
     let mut done = 0u64;
-    for (target, range) in &marks.found {
-        out.push_str(text.get(copied..range.start).unwrap_or_default());
-        out.push_str(OPEN);
-        key.push_token(text.get(range.clone()).unwrap_or_default(), &mut out);
-        out.push_str("\"}");
-        copied = range.end;
+    // From the last mark back, so the ranges before it stay where they are; the text was
+    // written with room for the tokens.
+    for (target, range) in marks.found.iter().rev() {
+        let redaction = text.get(range.clone()).map(|value| key.redaction(value));
+        match redaction.as_ref().map(|r| std::str::from_utf8(r)) {
+            // Two moves of the tail, no `splice`.
+            Some(Ok(r)) => {
+                text.insert_str(range.end, r);
+                text.drain(range.clone());
+            }
+            // Never taken (marks are on character boundaries); record nothing rather than a
+            // value that should have been redacted.
+            _ => text = String::from("null"),
+        }
         done |= 1 << target;
     }
-    out.push_str(text.get(copied..).unwrap_or_default());
     let mut redacted = Vec::with_capacity(marks.found.len());
     while done != 0 {
         let target = done.trailing_zeros() as usize;
         done &= done - 1;
         redacted.extend(marks.targets.get(target).cloned());
     }
-    (CanonicalJson::from_jcs(out), redacted)
+    (CanonicalJson::from_jcs(text), redacted)
 }
 
 /// What is recorded of `args` under statements applied one after another, each to the
@@ -605,7 +622,7 @@ mod tests {
                 ..ActionRequest::default()
             };
             let mut tree = None;
-            let (car, marks) = canonicalize_marking(req, &Limits::default(), |tool| {
+            let (car, marks) = canonicalize_marking((&req).into(), &Limits::default(), |tool| {
                 match plan(&compiled, tool) {
                     Plan::Splice(targets) => targets,
                     Plan::Tree(statements) => {
@@ -618,13 +635,13 @@ mod tests {
             // Each marked slice is the JCS text of the value at its path.
             for (target, range) in &marks.found {
                 let path = marks.targets.get(*target).unwrap();
-                let value = lookup(&car.args, path).unwrap();
+                let value = lookup(car.args.as_tree().unwrap(), path).unwrap();
                 let jcs = serde_json_canonicalizer::to_string(value).unwrap();
                 assert_eq!(&car.canonical_args[range.clone()], jcs, "{path}");
             }
             let spliced = tree.is_none();
             let (text, redacted) = match tree {
-                Some(statements) => recorded_from_tree(car.args, &statements, k),
+                Some(statements) => recorded_from_tree(car.args.to_value(), &statements, k),
                 None => recorded(car.canonical_args, &marks, k),
             };
             let redacted = redacted.iter().map(|p| p.to_string()).collect();

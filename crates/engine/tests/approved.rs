@@ -33,7 +33,7 @@ fn approved(
     tool: &str,
     args: serde_json::Value,
 ) -> engine::decision::Decision {
-    h.engine.decide_approved(request("bot", tool, args))
+    h.engine.decide_approved(&request("bot", tool, args))
 }
 
 #[test]

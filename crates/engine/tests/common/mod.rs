@@ -3,6 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -64,6 +65,9 @@ pub struct Harness {
     pub engine: Engine,
     pub clock: Arc<ManualClock>,
     pub state: Arc<MemoryState>,
+    /// Calls so far: every other one goes to the engine as JSON text, so every test also
+    /// checks `Engine::decide_json`.
+    calls: Cell<u64>,
 }
 
 /// An engine for a checked policy, its clock at [`START`], selectors read relative to the
@@ -95,6 +99,7 @@ pub fn from_policy(policy: CompiledPolicy, dir: &Path, start_ms: i64) -> Harness
         engine,
         clock,
         state,
+        calls: Cell::new(0),
     }
 }
 
@@ -111,12 +116,12 @@ pub fn request(agent: &str, tool: &str, args: Value) -> ActionRequest {
 impl Harness {
     /// Decides a call without session or principal.
     pub fn decide(&self, agent: &str, tool: &str, args: Value) -> Decision {
-        self.engine.decide(request(agent, tool, args))
+        self.send(&request(agent, tool, args))
     }
 
     /// Decides a call in a session.
     pub fn decide_in(&self, session: &str, agent: &str, tool: &str, args: Value) -> Decision {
-        self.engine.decide(ActionRequest {
+        self.send(&ActionRequest {
             session: Some(session.into()),
             ..request(agent, tool, args)
         })
@@ -124,10 +129,22 @@ impl Harness {
 
     /// Decides a call made for a principal.
     pub fn decide_as(&self, principal: Value, agent: &str, tool: &str, args: Value) -> Decision {
-        self.engine.decide(ActionRequest {
+        self.send(&ActionRequest {
             principal: Some(principal),
             ..request(agent, tool, args)
         })
+    }
+
+    /// Decides a request, as a struct or (every other call) as JSON text.
+    pub fn send(&self, req: &ActionRequest) -> Decision {
+        let n = self.calls.get();
+        self.calls.set(n + 1);
+        if n.is_multiple_of(2) {
+            self.engine.decide(req)
+        } else {
+            self.engine
+                .decide_json(&serde_json::to_string(req).expect("a request serialises"))
+        }
     }
 
     /// Moves the clock to an RFC 3339 instant.
