@@ -21,7 +21,7 @@ pub async fn settle(
     core: &Core,
     engine: &Engine,
     decision: Decision,
-    call: &CallKey,
+    call: &CallKey<'_>,
     retry: Option<(&str, &ActionRequest)>,
     now: i64,
 ) -> (Outcome, Decision) {
@@ -49,12 +49,12 @@ async fn open(
     core: &Core,
     mut outcome: Outcome,
     decision: &Decision,
-    call: &CallKey,
+    call: &CallKey<'_>,
     now: i64,
 ) -> Outcome {
     let new = NewApproval {
-        agent: call.agent.clone(),
-        tool: call.tool.clone(),
+        agent: call.agent.to_string(),
+        tool: call.tool.to_string(),
         args: decision.recorded_args.as_str().to_string(),
         args_digest: decision.args_digest.clone(),
         rule_ref: outcome.rule_ref.clone(),
@@ -76,7 +76,7 @@ async fn check(
     core: &Core,
     outcome: Outcome,
     decision: &Decision,
-    call: &CallKey,
+    call: &CallKey<'_>,
     token: &str,
     now: i64,
 ) -> Result<Approval, Outcome> {
@@ -128,14 +128,14 @@ async fn consume(
     core: &Core,
     outcome: Outcome,
     decision: &Decision,
-    call: &CallKey,
+    call: &CallKey<'_>,
     approval: Approval,
     now: i64,
 ) -> Outcome {
     let token = approval.token;
     let spent = ApprovedCall {
-        agent: call.agent.clone(),
-        tool: call.tool.clone(),
+        agent: call.agent.to_string(),
+        tool: call.tool.to_string(),
         args_digest: decision.args_digest.clone(),
     };
     let t = token.clone();
@@ -183,7 +183,7 @@ fn unavailable(outcome: Outcome, e: &StoreError) -> Outcome {
 }
 
 /// An approval binds the agent, the tool and the digest of the arguments it was given for.
-fn binds(a: &Approval, call: &CallKey, decision: &Decision) -> bool {
+fn binds(a: &Approval, call: &CallKey<'_>, decision: &Decision) -> bool {
     a.agent == call.agent && a.tool == call.tool && a.args_digest == decision.args_digest
 }
 

@@ -299,9 +299,9 @@ impl Core {
     ) -> (CallFacts, Outcome, Option<Decision>) {
         let facts = CallFacts::of(&req);
         let key = CallKey {
-            agent: req.agent.clone(),
-            tool: req.tool.clone(),
-            dpr_id: dpr_id.to_string(),
+            agent: &req.agent,
+            tool: &req.tool,
+            dpr_id,
         };
         if let Some(wait) = self.not_ready(now) {
             let mut o = Outcome::deny(
@@ -497,11 +497,11 @@ impl Core {
 }
 
 /// Agent, tool and whatever else approvals and the broker key on.
-#[derive(Debug, Clone)]
-pub struct CallKey {
-    pub agent: String,
-    pub tool: String,
-    pub dpr_id: String,
+#[derive(Debug, Clone, Copy)]
+pub struct CallKey<'a> {
+    pub agent: &'a str,
+    pub tool: &'a str,
+    pub dpr_id: &'a str,
 }
 
 fn selectors(d: &Decision) -> Option<Canonical> {

@@ -76,16 +76,16 @@ impl Broker {
         &self,
         mut outcome: Outcome,
         binding: &CredentialBinding,
-        call: &CallKey,
+        call: &CallKey<'_>,
         now: i64,
     ) -> Outcome {
         let req = MintRequest {
             provider: binding.provider.clone(),
             path: binding.path.clone(),
-            scope: call.tool.clone(),
-            agent: call.agent.clone(),
-            tool: call.tool.clone(),
-            call_id: call.dpr_id.clone(),
+            scope: call.tool.to_string(),
+            agent: call.agent.to_string(),
+            tool: call.tool.to_string(),
+            call_id: call.dpr_id.to_string(),
             ttl_ms: binding.ttl_ms,
             now_ms: now,
         };
