@@ -281,25 +281,9 @@ pub enum ApprovalsCommand {
         json: bool,
     },
     /// Approve a pending call: its identical retry is then permitted once.
-    Approve {
-        token: String,
-        #[command(flatten)]
-        stack: StackArg,
-        #[arg(long)]
-        comment: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Approve(ResolveArgs),
     /// Reject a pending call.
-    Reject {
-        token: String,
-        #[command(flatten)]
-        stack: StackArg,
-        #[arg(long)]
-        comment: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Reject(ResolveArgs),
     /// Print pending approvals as they arrive and change, until interrupted.
     Watch {
         #[command(flatten)]
@@ -307,6 +291,18 @@ pub enum ApprovalsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResolveArgs {
+    token: String,
+    #[command(flatten)]
+    stack: StackArg,
+    /// Why; recorded with the approval.
+    #[arg(long)]
+    comment: Option<String>,
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn approvals(cmd: ApprovalsCommand) -> ExitCode {
@@ -332,30 +328,15 @@ pub fn approvals(cmd: ApprovalsCommand) -> ExitCode {
         ApprovalsCommand::Show { token, stack, json } => {
             one(&stack, "approvals.show", json!({"token": token}), json)
         }
-        ApprovalsCommand::Approve {
-            token,
-            stack,
-            comment,
-            json,
-        } => one(
-            &stack,
-            "approvals.approve",
-            json!({"token": token, "comment": comment}),
-            json,
-        ),
-        ApprovalsCommand::Reject {
-            token,
-            stack,
-            comment,
-            json,
-        } => one(
-            &stack,
-            "approvals.reject",
-            json!({"token": token, "comment": comment}),
-            json,
-        ),
+        ApprovalsCommand::Approve(a) => resolve(&a, "approvals.approve"),
+        ApprovalsCommand::Reject(a) => resolve(&a, "approvals.reject"),
         ApprovalsCommand::Watch { stack, json } => watch(&stack, json),
     }
+}
+
+fn resolve(a: &ResolveArgs, method: &str) -> ExitCode {
+    let params = json!({"token": a.token, "comment": a.comment});
+    one(&a.stack, method, params, a.json)
 }
 
 fn approval_line(a: &Value) -> String {

@@ -6,10 +6,10 @@
 
 mod common;
 
-use common::{expect, harness, request};
-use engine::compile::Verdict::{Defer, Deny, Permit};
+use common::{Harness, expect, harness, request};
+use engine::compile::Verdict::{self, Defer, Deny, Permit};
 use engine::decision::ReasonCode as R;
-use serde_json::json;
+use serde_json::{Value, json};
 
 const POLICY: &str = r#"
 agent "bot" {
@@ -28,112 +28,85 @@ agent "bot" {
 }
 "#;
 
-fn approved(
-    h: &common::Harness,
-    tool: &str,
-    args: serde_json::Value,
-) -> engine::decision::Decision {
-    h.engine.decide_approved(&request("bot", tool, args))
+const REFUND: &str = "stripe/refund";
+
+fn refund(amount: u64) -> Value {
+    json!({ "amount": amount })
+}
+
+/// The retry of an approved call, decided: asserts its effect and reason code.
+#[track_caller]
+fn approved(h: &Harness, tool: &str, args: Value, effect: Verdict, code: R) {
+    expect(
+        &h.engine.decide_approved(&request("bot", tool, args)),
+        effect,
+        code,
+    );
+}
+
+/// The same call without an approval.
+#[track_caller]
+fn plain(h: &Harness, tool: &str, args: Value, effect: Verdict, code: R) {
+    expect(&h.decide("bot", tool, args), effect, code);
 }
 
 #[test]
 fn an_approval_turns_only_a_defer_into_a_permit() {
     let h = harness(POLICY);
-    expect(
-        &h.decide("bot", "stripe/refund", json!({"amount": 8000})),
-        Defer,
-        R::RuleDefer,
-    );
-    expect(
-        &approved(&h, "stripe/refund", json!({"amount": 8000})),
-        Permit,
-        R::Approved,
-    );
+    plain(&h, REFUND, refund(8000), Defer, R::RuleDefer);
+    approved(&h, REFUND, refund(8000), Permit, R::Approved);
     // A rule that denies, a mandatory deny and the default deny are not defers.
-    expect(
-        &approved(&h, "stripe/payouts", json!({})),
-        Deny,
-        R::RuleDeny,
-    );
-    expect(
-        &approved(&h, "stripe/refund", json!({"amount": 200000})),
-        Deny,
-        R::RuleDeny,
-    );
-    expect(
-        &approved(&h, "unknown/tool", json!({})),
-        Deny,
-        R::DefaultDeny,
-    );
+    approved(&h, "stripe/payouts", json!({}), Deny, R::RuleDeny);
+    approved(&h, REFUND, refund(200_000), Deny, R::RuleDeny);
+    approved(&h, "unknown/tool", json!({}), Deny, R::DefaultDeny);
 }
 
 #[test]
 fn the_approved_permit_still_passes_rate_limits_and_counts() {
     let h = harness(POLICY);
-    expect(
-        &approved(&h, "stripe/refund", json!({"amount": 600})),
-        Permit,
-        R::Approved,
-    );
-    expect(
-        &h.decide("bot", "stripe/refund", json!({"amount": 10})),
-        Permit,
-        R::RulePermit,
-    );
+    approved(&h, REFUND, refund(600), Permit, R::Approved);
+    plain(&h, REFUND, refund(10), Permit, R::RulePermit);
     // Two refunds an hour: the approved one counted.
-    expect(
-        &approved(&h, "stripe/refund", json!({"amount": 700})),
-        Deny,
-        R::RateExceeded,
-    );
+    approved(&h, REFUND, refund(700), Deny, R::RateExceeded);
 }
 
 #[test]
 fn a_budget_that_defers_is_satisfied_by_the_approval_one_that_denies_is_not() {
     let h = harness(POLICY);
+    let nine = refund(9000);
     // $9,000 then $9,000: the daily budget ($10,000, defer) is exceeded; the approval is
     // the human that budget asks for.
-    expect(
-        &approved(&h, "stripe/refund", json!({"amount": 9000})),
-        Permit,
-        R::Approved,
-    );
+    approved(&h, REFUND, nine.clone(), Permit, R::Approved);
     h.advance(3_600_000);
-    expect(
-        &h.decide("bot", "stripe/refund", json!({"amount": 9000})),
-        Defer,
-        R::RuleDefer,
-    );
-    expect(
-        &approved(&h, "stripe/refund", json!({"amount": 9000})),
-        Permit,
-        R::Approved,
-    );
+    plain(&h, REFUND, nine.clone(), Defer, R::RuleDefer);
+    approved(&h, REFUND, nine, Permit, R::Approved);
     h.advance(3_600_000);
     // $18,000 spent this month; $5,000 more passes the monthly budget, which denies.
-    expect(
-        &approved(&h, "stripe/refund", json!({"amount": 5000})),
-        Deny,
-        R::BudgetExceeded,
-    );
+    approved(&h, REFUND, refund(5000), Deny, R::BudgetExceeded);
 }
 
 #[test]
 fn egress_still_applies_to_an_approved_call() {
     let h = harness(POLICY);
-    let url = |u: &str| json!({"url": u});
-    expect(
-        &h.decide("bot", "http/get", url("https://api.stripe.com/v1")),
+    let url = |u: &str| json!({ "url": u });
+    plain(
+        &h,
+        "http/get",
+        url("https://api.stripe.com/v1"),
         Defer,
         R::RuleDefer,
     );
-    expect(
-        &approved(&h, "http/get", url("https://api.stripe.com/v1")),
+    approved(
+        &h,
+        "http/get",
+        url("https://api.stripe.com/v1"),
         Permit,
         R::Approved,
     );
-    expect(
-        &approved(&h, "http/get", url("https://evil.example/x")),
+    approved(
+        &h,
+        "http/get",
+        url("https://evil.example/x"),
         Deny,
         R::EgressDenied,
     );
