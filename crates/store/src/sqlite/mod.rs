@@ -28,7 +28,7 @@ use crate::{
     Health, Kill, NewApproval, PolicyApplied, PolicyApply, PolicyVersion, Record, Resolution,
     Store, StoreError, Ticket,
 };
-use writer::{Batch, Finish, Head, Job, Op, Writer};
+use writer::{Batch, Finish, Head, Job, Op, Sealing, Writer};
 
 /// The database file inside a data directory.
 pub const FILE_NAME: &str = "faramesh.db";
@@ -219,6 +219,9 @@ impl AuditRead for SqliteReader {
 pub struct SqliteStore {
     reader: SqliteReader,
     sender: SyncSender<Op>,
+    /// The chain; in interval mode appends seal into it in the caller's thread.
+    sealing: Arc<Sealing>,
+    durability: Durability,
     writer: Mutex<Option<JoinHandle<()>>>,
     checkpointer: Mutex<Option<Background>>,
     state: Arc<DurableState>,
@@ -250,14 +253,15 @@ impl SqliteStore {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpointer = spawn_checkpointer(&path)?;
         let (sender, rx) = sync_channel(QUEUE);
+        let sealing = Arc::new(Sealing::new(Head {
+            chain,
+            signer,
+            every: config.checkpoint_every.max(1),
+            last_checkpoint,
+        }));
         let writer = Writer {
             conn,
-            head: Head {
-                chain,
-                signer,
-                every: config.checkpoint_every.max(1),
-                last_checkpoint,
-            },
+            sealing: Arc::clone(&sealing),
             rx,
             state: Arc::clone(&state),
             health: Arc::clone(&health),
@@ -279,6 +283,8 @@ impl SqliteStore {
                 },
             },
             sender,
+            sealing,
+            durability: config.durability,
             writer: Mutex::new(Some(handle)),
             checkpointer: Mutex::new(Some(checkpointer)),
             state,
@@ -393,6 +399,14 @@ impl AuditRead for SqliteStore {
 
 impl Store for SqliteStore {
     fn append(&self, dpr: Dpr) -> Ticket {
+        if self.durability == Durability::Interval {
+            let (sealed, flush) = self.sealing.seal(dpr);
+            if flush {
+                // A full channel means the writer is awake anyway.
+                let _ = self.sender.try_send(Op::Flush);
+            }
+            return Ticket::ready(sealed);
+        }
         let (tx, ticket) = Ticket::pending();
         match self.sender.send(Op::Append(Box::new(dpr), tx)) {
             Ok(()) => ticket,

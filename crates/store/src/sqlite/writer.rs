@@ -1,17 +1,24 @@
 //! The single writer: group commit of records, jobs and state changes.
 //!
-//! Appends from any number of threads queue on one channel. The writer takes everything
-//! waiting, seals each record into the chain, inserts records, jobs' changes and the state
-//! changes marked since the last batch in ONE transaction, commits it (one fsync), then hands
-//! the batch's tickets to a second thread that answers them while the next transaction is
-//! written. A failed transaction fails every ticket of its batch and rewinds the chain, so the
-//! next batch continues from the last committed record.
+//! `durability = sync`: appends from any number of threads queue on one channel. The writer
+//! takes everything waiting, seals each record into the chain, inserts records, jobs' changes
+//! and the state changes marked since the last batch in ONE transaction, commits it (one
+//! fsync), then hands the batch's tickets to a second thread that answers them while the next
+//! transaction is written. A failed transaction fails every ticket of its batch and rewinds the
+//! chain, so the next batch continues from the last committed record.
+//!
+//! `durability = interval`: the caller seals its record itself, under the chain's lock, and
+//! leaves it in the [`Tip`]'s queue; its ticket is answered at once. The writer takes the
+//! queue every [`INTERVAL_WINDOW`] and commits it. No thread is woken for a record, so an
+//! answer costs no thread hand-offs. Whatever the writer seals itself (a job's record) it
+//! seals under the same lock after inserting the queue, so records always reach the disk in
+//! `seq` order and a crash loses a suffix of the chain, never a record in the middle.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SendError, Sender, TryRecvError};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SendError, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use audit::chain::Chain;
+use audit::chain::{Chain, Sealed};
 use audit::note::Signer;
 use audit::record::Dpr;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
@@ -24,9 +31,14 @@ use crate::{Appended, Durability, Health, StoreError};
 
 /// How long an idle writer waits before storing state changes that no record followed.
 const IDLE_FLUSH: Duration = Duration::from_millis(10);
-/// In interval mode a transaction stays open this long after its first record, so it is on
-/// disk within 10 ms of that record: this window plus one commit.
+/// In interval mode the writer commits what was sealed this often, so a record is on disk
+/// within 10 ms: this window plus one commit.
 const INTERVAL_WINDOW: Duration = Duration::from_millis(5);
+/// Records sealed and not yet taken by the writer before sealing waits (back-pressure): it
+/// bounds how far the disk may fall behind the answers under overload.
+const MAX_QUEUED: usize = 2_048;
+/// A queue this long is taken at once rather than at the next tick.
+const FLUSH_AT: usize = 256;
 
 /// Runs inside the writer's transaction and returns what to do once it commits or fails.
 pub(crate) type Job = Box<dyn FnOnce(&mut Batch<'_>) -> (bool, Finish) + Send>;
@@ -39,6 +51,8 @@ pub(crate) type CloseAck = std::sync::mpsc::SyncSender<Result<(), StoreError>>;
 pub(crate) enum Op {
     Append(Box<Dpr>, oneshot::Sender<Reply>),
     Job(Job),
+    /// Commit what callers sealed now (interval mode, the queue is long).
+    Flush,
     Close(CloseAck),
 }
 
@@ -51,10 +65,118 @@ pub(crate) struct Head {
     pub last_checkpoint: u64,
 }
 
+impl Head {
+    /// Signs a checkpoint of the chain as it stands when one is due. A signer that fails (a
+    /// KMS outage) does not fail the records: the next record tries again.
+    fn due_checkpoint(&mut self) -> Option<Note> {
+        if self.chain.len() < self.last_checkpoint.saturating_add(self.every) {
+            return None;
+        }
+        self.sign_checkpoint()
+    }
+
+    fn sign_checkpoint(&mut self) -> Option<Note> {
+        let size = self.chain.len();
+        let note = self.chain.checkpoint(now_ms()).sign(&*self.signer).ok()?;
+        self.last_checkpoint = size;
+        Some(Note { size, note })
+    }
+}
+
+/// A signed checkpoint to store.
+pub(crate) struct Note {
+    size: u64,
+    note: String,
+}
+
+/// The head and, in interval mode, what callers sealed that the writer has not taken yet.
+pub(crate) struct Tip {
+    pub head: Head,
+    sealed: Vec<Sealed>,
+    notes: Vec<Note>,
+    /// Set when sealing must stop: the store closed, or a commit lost acknowledged records.
+    refused: Option<StoreError>,
+}
+
+/// The chain, shared by the writer and (interval mode) the callers that seal.
+pub(crate) struct Sealing {
+    tip: Mutex<Tip>,
+    /// Signalled when the writer takes the queue.
+    room: Condvar,
+}
+
+impl std::fmt::Debug for Sealing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealing").finish_non_exhaustive()
+    }
+}
+
+impl Sealing {
+    pub fn new(head: Head) -> Sealing {
+        Sealing {
+            tip: Mutex::new(Tip {
+                head,
+                sealed: Vec::new(),
+                notes: Vec::new(),
+                refused: None,
+            }),
+            room: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tip> {
+        self.tip.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Seals `dpr` in the caller's thread and queues it for the writer (interval mode).
+    /// Also says whether the queue has grown long enough to wake the writer.
+    pub fn seal(&self, dpr: Dpr) -> (Result<Appended, StoreError>, bool) {
+        let mut tip = self.lock();
+        while tip.sealed.len() >= MAX_QUEUED && tip.refused.is_none() {
+            tip = self.room.wait(tip).unwrap_or_else(PoisonError::into_inner);
+        }
+        if let Some(e) = &tip.refused {
+            return (Err(e.clone()), false);
+        }
+        let s = tip.head.chain.seal(dpr);
+        let appended = Appended {
+            seq: s.dpr.seq,
+            hash: s.hash,
+        };
+        tip.sealed.push(s);
+        if let Some(note) = tip.head.due_checkpoint() {
+            tip.notes.push(note);
+        }
+        (Ok(appended), tip.sealed.len() == FLUSH_AT)
+    }
+
+    /// Inserts what callers sealed into `tx`, without holding the chain while inserting.
+    fn insert_taken(&self, tx: &Transaction<'_>, owed: &mut Owed) -> Result<(), StoreError> {
+        let (taken, chain) = {
+            let mut tip = self.lock();
+            if !tip.has_sealed() {
+                return Ok(());
+            }
+            (tip.take(&self.room), tip.head.chain.id().to_owned())
+        };
+        taken.insert(tx, &chain, owed)
+    }
+
+    /// Refuses every later seal with `e`.
+    fn refuse(&self, e: StoreError) {
+        let mut tip = self.lock();
+        if tip.refused.is_none() {
+            tip.refused = Some(e);
+        }
+        self.room.notify_all();
+    }
+}
+
 /// What a job sees: the open transaction and the chain.
 pub(crate) struct Batch<'a> {
     tx: &'a Transaction<'a>,
     head: &'a mut Head,
+    written: &'a mut u64,
 }
 
 impl Batch<'_> {
@@ -68,6 +190,7 @@ impl Batch<'_> {
 
     /// Seals and inserts a record into this transaction.
     pub fn append(&mut self, dpr: Dpr) -> Result<Appended, StoreError> {
+        *self.written += 1;
         append(self.tx, self.head, dpr)
     }
 }
@@ -84,6 +207,17 @@ fn now_ms() -> i64 {
 
 fn append(tx: &Transaction<'_>, head: &mut Head, dpr: Dpr) -> Result<Appended, StoreError> {
     let s = head.chain.seal(dpr);
+    insert(tx, &s)?;
+    if let Some(note) = head.due_checkpoint() {
+        store_note(tx, head.chain.id(), &note)?;
+    }
+    Ok(Appended {
+        seq: s.dpr.seq,
+        hash: s.hash,
+    })
+}
+
+fn insert(tx: &Transaction<'_>, s: &Sealed) -> Result<(), StoreError> {
     let mut insert = tx.prepare_cached(
         "INSERT INTO dpr (chain, seq, hash, body, id, time_ms, agent, effect)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -98,26 +232,53 @@ fn append(tx: &Transaction<'_>, head: &mut Head, dpr: Dpr) -> Result<Appended, S
         s.dpr.agent,
         s.dpr.effect,
     ])?;
-    if head.chain.len() >= head.last_checkpoint.saturating_add(head.every) {
-        checkpoint(tx, head)?;
-    }
-    Ok(Appended {
-        seq: s.dpr.seq,
-        hash: s.hash,
-    })
+    Ok(())
 }
 
-/// Signs and stores a checkpoint of the chain as it stands. A signer that fails (a KMS
-/// outage) does not fail the records: the next record tries again.
-fn checkpoint(tx: &Transaction<'_>, head: &mut Head) -> Result<(), StoreError> {
-    let size = head.chain.len();
-    let Ok(note) = head.chain.checkpoint(now_ms()).sign(&*head.signer) else {
-        return Ok(());
-    };
+fn store_note(tx: &Transaction<'_>, chain: &str, note: &Note) -> Result<(), StoreError> {
     tx.prepare_cached("INSERT INTO checkpoints (chain, size, note) VALUES (?1, ?2, ?3)")?
-        .execute(params![head.chain.id(), to_i64(size)?, note])?;
-    head.last_checkpoint = size;
+        .execute(params![chain, to_i64(note.size)?, note.note])?;
     Ok(())
+}
+
+/// What callers sealed since the writer last looked, in `seq` order.
+#[derive(Default)]
+pub(crate) struct Taken {
+    sealed: Vec<Sealed>,
+    notes: Vec<Note>,
+}
+
+impl Tip {
+    fn has_sealed(&self) -> bool {
+        !self.sealed.is_empty() || !self.notes.is_empty()
+    }
+
+    fn take(&mut self, room: &Condvar) -> Taken {
+        if self.sealed.is_empty() && self.notes.is_empty() {
+            return Taken::default();
+        }
+        let capacity = self.sealed.len();
+        room.notify_all();
+        Taken {
+            sealed: std::mem::replace(&mut self.sealed, Vec::with_capacity(capacity)),
+            notes: std::mem::take(&mut self.notes),
+        }
+    }
+}
+
+impl Taken {
+    /// Inserts the records and checkpoints. They count as written even when an insert fails:
+    /// they were acknowledged, and are lost with the transaction.
+    fn insert(self, tx: &Transaction<'_>, chain: &str, owed: &mut Owed) -> Result<(), StoreError> {
+        owed.written += self.sealed.len() as u64;
+        for s in &self.sealed {
+            insert(tx, s)?;
+        }
+        for note in &self.notes {
+            store_note(tx, chain, note)?;
+        }
+        Ok(())
+    }
 }
 
 /// What a batch owes its callers once it commits (or fails).
@@ -127,8 +288,8 @@ pub(crate) struct Owed {
     /// Records whose insert failed (the batch fails with them).
     failed: Vec<oneshot::Sender<Reply>>,
     finishes: Vec<Finish>,
-    /// Tickets already answered (interval mode): records lost if the commit fails.
-    answered: u64,
+    /// Records inserted by this transaction.
+    written: u64,
 }
 
 impl Owed {
@@ -153,23 +314,34 @@ fn refuse(op: Op, e: &StoreError) {
             let _ = tx.send(Err(e.clone()));
         }
         Op::Job(job) => drop(job),
+        Op::Flush => {}
         Op::Close(ack) => {
             let _ = ack.send(Err(e.clone()));
         }
     }
 }
 
+/// Stops callers from sealing once the writer is gone, however it ends, so none waits for
+/// room that no writer will make.
+struct RefuseOnDrop(Arc<Sealing>);
+
+impl Drop for RefuseOnDrop {
+    fn drop(&mut self) {
+        self.0.refuse(StoreError::Closed);
+    }
+}
+
 pub(crate) struct Writer {
     pub conn: Connection,
-    pub head: Head,
+    pub sealing: Arc<Sealing>,
     pub rx: Receiver<Op>,
     pub state: Arc<DurableState>,
     pub health: Arc<Mutex<Health>>,
     pub durability: Durability,
     pub max_batch: usize,
     pub history: persist::HistoryPruner,
-    /// Set when an interval-mode commit failed after its tickets were answered: nothing more
-    /// is written, so no acknowledged `seq` is ever given to another record.
+    /// Set when an interval-mode commit failed after its records were acknowledged: nothing
+    /// more is written, so no acknowledged `seq` is ever given to another record.
     pub poisoned: Option<StoreError>,
     /// Where settled batches go to have their tickets answered (see [`Writer::run`]).
     pub replies: Option<Sender<(Owed, Result<(), StoreError>)>>,
@@ -181,6 +353,7 @@ impl Writer {
     /// waking 64 callers first; it answers them in batch order, and only after the
     /// transaction committed.
     pub fn run(mut self) {
+        let _refuse = RefuseOnDrop(Arc::clone(&self.sealing));
         let (replies, pending) = std::sync::mpsc::channel::<(Owed, Result<(), StoreError>)>();
         let answerer = std::thread::Builder::new()
             .name("faramesh-store-replies".into())
@@ -205,16 +378,25 @@ impl Writer {
         }
     }
 
+    fn interval(&self) -> bool {
+        self.durability == Durability::Interval
+    }
+
     /// The batches, until the store closes; returns the close request.
     fn write(&mut self) -> Option<CloseAck> {
+        let wait = if self.interval() {
+            INTERVAL_WINDOW
+        } else {
+            IDLE_FLUSH
+        };
         loop {
-            let first = match self.rx.recv_timeout(IDLE_FLUSH) {
+            let first = match self.rx.recv_timeout(wait) {
                 Ok(Op::Close(ack)) => break Some(ack),
                 Ok(op) => Some(op),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break None,
             };
-            if first.is_none() && !self.state.has_changes() {
+            if first.is_none() && !self.state.has_changes() && !self.sealing.lock().has_sealed() {
                 continue;
             }
             if let Some(ack) = self.batch(first) {
@@ -223,37 +405,46 @@ impl Writer {
         }
     }
 
-    /// Writes what is still queued and a final checkpoint.
+    /// Writes what is still queued or sealed, and a final checkpoint.
     fn shutdown(&mut self) -> Result<(), StoreError> {
         while let Ok(op) = self.rx.try_recv() {
             if let Some(ack) = self.batch(Some(op)) {
                 let _ = ack.send(Ok(()));
             }
         }
-        if self.state.has_changes() {
+        // Nothing is sealed after this, so the last batch takes every sealed record.
+        self.sealing.refuse(StoreError::Closed);
+        if self.state.has_changes() || self.sealing.lock().has_sealed() {
             self.batch(None);
         }
         if let Some(e) = &self.poisoned {
             return Err(e.clone());
         }
-        if self.head.chain.len() > self.head.last_checkpoint {
+        let mut tip = self.sealing.lock();
+        if tip.head.chain.len() > tip.head.last_checkpoint {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            checkpoint(&tx, &mut self.head)?;
+            if let Some(note) = tip.head.sign_checkpoint() {
+                store_note(&tx, tip.head.chain.id(), &note)?;
+            }
             tx.commit()?;
         }
         Ok(())
     }
 
-    /// One transaction: `first` and whatever else is waiting. Returns a close request met on
-    /// the way, after the batch is done.
+    /// One transaction: what callers sealed, `first` and whatever else is waiting. Returns a
+    /// close request met on the way, after the batch is done.
     fn batch(&mut self, first: Option<Op>) -> Option<CloseAck> {
         if let Some(e) = &self.poisoned {
             let e = e.clone();
             return drain_refusing(&self.rx, first, &e);
         }
-        let saved = (self.head.chain.clone(), self.head.last_checkpoint);
+        // Only sync mode rewinds: in interval mode callers may have sealed on top.
+        let saved = (!self.interval()).then(|| {
+            let tip = self.sealing.lock();
+            (tip.head.chain.clone(), tip.head.last_checkpoint)
+        });
         let tx = match self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -266,12 +457,10 @@ impl Writer {
             }
         };
         let mut owed = Owed::default();
-        let mut result = Ok(());
+        let mut result = self.sealing.insert_taken(&tx, &mut owed);
         let mut close = None;
         let mut next = first;
-        let mut taken = 0usize;
-        let deadline = Instant::now() + INTERVAL_WINDOW;
-        let interval = self.durability == Durability::Interval;
+        let mut ops = 0usize;
         loop {
             match next.take() {
                 Some(Op::Close(ack)) => {
@@ -279,28 +468,22 @@ impl Writer {
                     break;
                 }
                 Some(op) if result.is_ok() => {
-                    taken += 1;
-                    result = process(&tx, &mut self.head, op, &mut owed, interval);
+                    ops += 1;
+                    result = process(&tx, &self.sealing, op, &mut owed);
                 }
                 Some(op) => refuse(op, &StoreError::Storage("the batch failed".into())),
                 None => {}
             }
-            if taken >= self.max_batch {
+            if ops >= self.max_batch {
                 break;
             }
             next = match self.rx.try_recv() {
                 Ok(op) => Some(op),
-                Err(TryRecvError::Empty) if interval && taken > 0 => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match self.rx.recv_timeout(left) {
-                        Ok(op) => Some(op),
-                        Err(_) => break,
-                    }
-                }
                 Err(_) => break,
             };
         }
-        // Marks made before any op of this batch was sent are visible here.
+        // Marks made before any op of this batch was sent, or any record of it sealed, are
+        // visible here.
         let changes = self.state.take_changes();
         if result.is_ok() {
             result = persist::store_changes(&tx, &changes, &mut self.history);
@@ -315,7 +498,7 @@ impl Writer {
         result: Result<(), StoreError>,
         owed: Owed,
         changes: Changes,
-        saved: (Chain, u64),
+        saved: Option<(Chain, u64)>,
     ) {
         match &result {
             Ok(()) => {
@@ -324,15 +507,18 @@ impl Writer {
             }
             Err(e) => {
                 fail_health(&self.health, e);
-                (self.head.chain, self.head.last_checkpoint) = saved;
                 self.state.requeue(changes);
-                if owed.answered > 0 {
+                if let Some(saved) = saved {
+                    let mut tip = self.sealing.lock();
+                    (tip.head.chain, tip.head.last_checkpoint) = saved;
+                } else if owed.written > 0 {
                     let lost = StoreError::Storage(format!(
                         "a commit failed after {} records were acknowledged (durability = \
                          interval); they are lost and the writer has stopped: {e}",
-                        owed.answered
+                        owed.written
                     ));
                     fail_health(&self.health, &lost);
+                    self.sealing.refuse(lost.clone());
                     self.poisoned = Some(lost);
                 }
             }
@@ -370,50 +556,60 @@ fn fail_health(health: &Mutex<Health>, e: &StoreError) {
 
 fn process(
     tx: &Transaction<'_>,
-    head: &mut Head,
+    sealing: &Sealing,
     op: Op,
     owed: &mut Owed,
-    interval: bool,
 ) -> Result<(), StoreError> {
     match op {
         Op::Append(dpr, reply) => {
-            let appended = append(tx, head, *dpr);
-            match appended {
-                Ok(a) if interval => {
-                    owed.answered += 1;
-                    let _ = reply.send(Ok(a));
+            let mut tip = sealing.lock();
+            let taken = tip.take(&sealing.room);
+            taken.insert(tx, tip.head.chain.id(), owed)?;
+            match append(tx, &mut tip.head, *dpr) {
+                Ok(a) => {
+                    owed.written += 1;
+                    owed.acks.push((reply, a));
+                    Ok(())
                 }
-                Ok(a) => owed.acks.push((reply, a)),
                 // Answered with the batch, after the health is updated.
                 Err(e) => {
                     owed.failed.push(reply);
-                    return Err(e);
+                    Err(e)
                 }
             }
-            Ok(())
         }
-        Op::Job(job) => run_job(tx, head, job, owed),
-        // Handled by the caller.
-        Op::Close(_) => Ok(()),
+        Op::Job(job) => run_job(tx, sealing, job, owed),
+        // The batch has taken the queue already; handled by the caller.
+        Op::Flush | Op::Close(_) => Ok(()),
     }
 }
 
 /// A job runs in a savepoint: a job that fails (an approval that is not pending) is undone
-/// alone; the records beside it still commit.
+/// alone; the records beside it still commit. It holds the chain throughout, so nothing is
+/// sealed on top of a record it may take back.
 fn run_job(
     tx: &Transaction<'_>,
-    head: &mut Head,
+    sealing: &Sealing,
     job: Job,
     owed: &mut Owed,
 ) -> Result<(), StoreError> {
-    let saved = (head.chain.clone(), head.last_checkpoint);
+    let mut tip = sealing.lock();
+    let taken = tip.take(&sealing.room);
+    taken.insert(tx, tip.head.chain.id(), owed)?;
+    let saved = (tip.head.chain.clone(), tip.head.last_checkpoint);
     tx.execute_batch("SAVEPOINT job")?;
-    let (keep, finish) = job(&mut Batch { tx, head });
+    let mut written = 0;
+    let (keep, finish) = job(&mut Batch {
+        tx,
+        head: &mut tip.head,
+        written: &mut written,
+    });
     owed.finishes.push(finish);
     if keep {
+        owed.written += written;
         tx.execute_batch("RELEASE job")?;
     } else {
-        (head.chain, head.last_checkpoint) = saved;
+        (tip.head.chain, tip.head.last_checkpoint) = saved;
         tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
     }
     Ok(())
