@@ -6,6 +6,7 @@
 //! cargo run --release -p faramesh-daemon --example load -- latency           # one client
 //! cargo run --release -p faramesh-daemon --example load -- throughput 16 64  # these counts
 //! cargo run --release -p faramesh-daemon --example load -- fsync
+//! LOAD_SECS=5 LOAD_DURABILITY=interval cargo run --release -p faramesh-daemon --example load -- throughput 16
 //! ```
 //!
 //! The daemon runs in this process (its own runtime, as `faramesh daemon` runs it) on a
@@ -192,17 +193,74 @@ fn throughput(durability: &str, clients: usize, secs: f64) {
     std::thread::sleep(Duration::from_millis(500));
     counting.store(true, Ordering::Relaxed);
     let t = Instant::now();
+    let cpu_before = cpu_by_role();
     std::thread::sleep(Duration::from_secs_f64(secs));
     let n = done.load(Ordering::Relaxed);
+    let cpu = cpu_by_role().since(&cpu_before);
     let took = t.elapsed();
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap();
     }
+    let per = |ticks: u64| ticks as f64 * 1e6 / ticks_per_sec() / n.max(1) as f64;
     println!(
-        "throughput durability={durability:<8} {clients:>3} clients  {:>8.0} decisions/s",
-        n as f64 / took.as_secs_f64()
+        "throughput durability={durability:<8} {clients:>3} clients  {:>8.0} decisions/s  \
+         CPU µs/decision: daemon {:.1}  store {:.1}  clients {:.1}",
+        n as f64 / took.as_secs_f64(),
+        per(cpu.daemon),
+        per(cpu.store),
+        per(cpu.clients),
     );
+}
+
+/// CPU time (clock ticks, user + system) of this process's threads, by role: the daemon's
+/// runtime workers, the store's threads, and everything else (the clients).
+#[derive(Default)]
+struct Cpu {
+    daemon: u64,
+    store: u64,
+    clients: u64,
+}
+
+impl Cpu {
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            daemon: self.daemon.saturating_sub(before.daemon),
+            store: self.store.saturating_sub(before.store),
+            clients: self.clients.saturating_sub(before.clients),
+        }
+    }
+}
+
+fn cpu_by_role() -> Cpu {
+    let mut cpu = Cpu::default();
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ...`: fields after the comm's closing parenthesis.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map_or("", |(_, c)| c);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the comm.
+        let t = ticks(11) + ticks(12);
+        if comm.starts_with("faramesh-store") {
+            cpu.store += t;
+        } else if comm.starts_with("faramesh") {
+            cpu.daemon += t;
+        } else {
+            cpu.clients += t;
+        }
+    }
+    cpu
+}
+
+fn ticks_per_sec() -> f64 {
+    // USER_HZ, which is 100 on every Linux this runs on.
+    100.0
 }
 
 /// The disk's fsync latency where the store lives: write 4 KiB, fdatasync, 500 times.
@@ -244,12 +302,20 @@ fn main() {
     if matches!(what, "all" | "fsync") {
         fsync();
     }
+    // LOAD_DURABILITY=interval|sync runs one mode only (for profiling).
+    let only = std::env::var("LOAD_DURABILITY").ok();
+    let modes: Vec<&str> = ["interval", "sync"]
+        .into_iter()
+        .filter(|m| only.as_deref().is_none_or(|o| o == *m))
+        .collect();
     if matches!(what, "all" | "latency") {
-        latency("interval", 50_000);
-        latency("sync", 5_000);
+        for &durability in &modes {
+            let n = if durability == "sync" { 5_000 } else { 50_000 };
+            latency(durability, n);
+        }
     }
     if matches!(what, "all" | "throughput") {
-        for durability in ["interval", "sync"] {
+        for &durability in &modes {
             for &c in &counts {
                 throughput(durability, c, secs);
             }

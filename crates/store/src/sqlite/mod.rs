@@ -36,8 +36,6 @@ pub const FILE_NAME: &str = "faramesh.db";
 const QUEUE: usize = 16_384;
 /// Idle reader connections kept for reuse.
 const IDLE_READERS: usize = 8;
-/// How often the background checkpointer copies the WAL into the database file.
-const CHECKPOINT_PERIOD: Duration = Duration::from_millis(100);
 
 /// How to open a store (SPEC §3.3 `runtime` keys).
 #[derive(Debug, Clone)]
@@ -223,7 +221,6 @@ pub struct SqliteStore {
     sealing: Arc<Sealing>,
     durability: Durability,
     writer: Mutex<Option<JoinHandle<()>>>,
-    checkpointer: Mutex<Option<Background>>,
     state: Arc<DurableState>,
     health: Arc<Mutex<Health>>,
     approval_ttl_ms: u64,
@@ -248,10 +245,14 @@ impl SqliteStore {
             healthy: true,
             ..Health::default()
         }));
-        // WAL checkpoints run on their own thread and connection, not inside the writer's
-        // commits, where they would stall every ticket of the batch.
+        // The writer checkpoints the WAL between its transactions (`Writer::checkpoint_wal`),
+        // not inside a commit, where it would stall every ticket of the batch.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpointer = spawn_checkpointer(&path)?;
+        // Statement journals (upserts inside the batch) in memory, not in temporary files
+        // created and deleted by the kernel on every batch; and room for a batch's pages, so
+        // a large batch is not spilled to the WAL before its commit.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        conn.pragma_update(None, "cache_size", -16_384)?;
         let (sender, rx) = sync_channel(QUEUE);
         let sealing = Arc::new(Sealing::new(Head {
             chain,
@@ -270,6 +271,7 @@ impl SqliteStore {
             history: persist::HistoryPruner::default(),
             poisoned: None,
             replies: None,
+            wal_checked: std::time::Instant::now(),
         };
         let handle = std::thread::Builder::new()
             .name("faramesh-store-writer".into())
@@ -286,7 +288,6 @@ impl SqliteStore {
             sealing,
             durability: config.durability,
             writer: Mutex::new(Some(handle)),
-            checkpointer: Mutex::new(Some(checkpointer)),
             state,
             health,
             approval_ttl_ms: config.approval_ttl_ms,
@@ -317,39 +318,6 @@ impl SqliteStore {
             .map_err(|_| StoreError::Closed)?;
         rx.recv().unwrap_or(Err(StoreError::Closed))
     }
-}
-
-/// A background thread and the channel whose closing stops it.
-#[derive(Debug)]
-struct Background {
-    stop: SyncSender<()>,
-    handle: JoinHandle<()>,
-}
-
-impl Background {
-    fn stop(self) {
-        drop(self.stop);
-        let _ = self.handle.join();
-    }
-}
-
-/// Copies the WAL back into the database every [`CHECKPOINT_PERIOD`] (PASSIVE: never waits
-/// for the writer or readers), and once more when stopped.
-fn spawn_checkpointer(path: &Path) -> Result<Background, StoreError> {
-    let conn = connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-    let (stop, rx) = sync_channel::<()>(1);
-    let handle = std::thread::Builder::new()
-        .name("faramesh-store-checkpointer".into())
-        .spawn(move || {
-            let pass = || conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                rx.recv_timeout(CHECKPOINT_PERIOD)
-            {
-                let _ = pass();
-            }
-            let _ = pass();
-        })?;
-    Ok(Background { stop, handle })
 }
 
 impl Drop for SqliteStore {
@@ -517,11 +485,9 @@ impl Store for SqliteStore {
             Ok(()) => rx.recv().unwrap_or(Err(StoreError::Closed)),
             Err(_) => Err(StoreError::Closed),
         };
-        let joined = handle.join();
-        if let Some(c) = lock(&self.checkpointer).take() {
-            c.stop();
-        }
-        joined.map_err(|_| StoreError::Storage("the writer thread panicked".into()))?;
+        handle
+            .join()
+            .map_err(|_| StoreError::Storage("the writer thread panicked".into()))?;
         result
     }
 }
