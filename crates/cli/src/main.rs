@@ -151,6 +151,12 @@ enum Form {
     Json,
 }
 
+/// mimalloc rather than glibc's malloc: the decision path allocates many small, short-lived
+/// buffers across threads, where glibc's arenas and fastbin consolidation cost the daemon
+/// about a tenth of its CPU per decision (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
