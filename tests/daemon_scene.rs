@@ -223,6 +223,14 @@ fn the_scene_by_hand_with_faramesh_dev() {
     assert_eq!(record["reason_code"], "APPROVED", "{record}");
     assert_eq!(record["defer"]["token"], token.as_str(), "{record}");
     assert_eq!(record["dev"], true, "dev records are tagged: {record}");
+    let all = export(stack);
+    assert!(
+        all.iter().any(|r| r["kind"] == "policy_change"),
+        "the dev daemon recorded its policy"
+    );
+    for r in &all {
+        assert_eq!(r["dev"], true, "every record of a dev run is tagged dev: {r}");
+    }
     assert_eq!(
         record["credential"]["lease_id"], retry["credential"]["lease_id"],
         "the record holds the lease, not the value: {record}"

@@ -124,6 +124,7 @@ async fn run_async(opts: Options) -> Result<(), String> {
     let signer = signer(&setup.data_dir, &chain, opts.dev)?;
     let mut store_config = StoreConfig::new(&setup.data_dir, &chain);
     store_config.durability = setup.durability;
+    store_config.dev = opts.dev;
     if let Some(n) = policy.runtime.checkpoint_every {
         store_config.checkpoint_every = n;
     }

@@ -49,6 +49,9 @@ pub struct Config {
     pub approval_ttl_ms: u64,
     /// Most records in one transaction; 1 turns group commit off (one fsync per record).
     pub max_batch: usize,
+    /// `faramesh dev`: every record sealed by this store is tagged dev, the store's own
+    /// (policy changes) included.
+    pub dev: bool,
 }
 
 impl Config {
@@ -60,6 +63,7 @@ impl Config {
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             approval_ttl_ms: DEFAULT_APPROVAL_TTL_MS,
             max_batch: 4_096,
+            dev: false,
         }
     }
 
@@ -259,6 +263,7 @@ impl SqliteStore {
             signer,
             every: config.checkpoint_every.max(1),
             last_checkpoint,
+            dev: config.dev,
         }));
         let writer = Writer {
             conn,

@@ -65,9 +65,16 @@ pub(crate) struct Head {
     pub every: u64,
     /// Tree size of the last stored checkpoint.
     pub last_checkpoint: u64,
+    /// Tag every record dev (`faramesh dev`).
+    pub dev: bool,
 }
 
 impl Head {
+    fn seal(&mut self, mut dpr: Dpr) -> Sealed {
+        dpr.dev |= self.dev;
+        self.chain.seal(dpr)
+    }
+
     /// Signs a checkpoint of the chain as it stands when one is due. A signer that fails (a
     /// KMS outage) does not fail the records: the next record tries again.
     fn due_checkpoint(&mut self) -> Option<Note> {
@@ -140,7 +147,7 @@ impl Sealing {
         if let Some(e) = &tip.refused {
             return (Err(e.clone()), false);
         }
-        let s = tip.head.chain.seal(dpr);
+        let s = tip.head.seal(dpr);
         let appended = Appended {
             seq: s.dpr.seq,
             hash: s.hash,
@@ -208,7 +215,7 @@ fn now_ms() -> i64 {
 }
 
 fn append(tx: &Transaction<'_>, head: &mut Head, dpr: Dpr) -> Result<Appended, StoreError> {
-    let s = head.chain.seal(dpr);
+    let s = head.seal(dpr);
     insert(tx, &s)?;
     if let Some(note) = head.due_checkpoint() {
         store_note(tx, head.chain.id(), &note)?;
