@@ -229,7 +229,10 @@ fn the_scene_by_hand_with_faramesh_dev() {
         "the dev daemon recorded its policy"
     );
     for r in &all {
-        assert_eq!(r["dev"], true, "every record of a dev run is tagged dev: {r}");
+        assert_eq!(
+            r["dev"], true,
+            "every record of a dev run is tagged dev: {r}"
+        );
     }
     assert_eq!(
         record["credential"]["lease_id"], retry["credential"]["lease_id"],
@@ -324,4 +327,59 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Each `faramesh dev` run signs with a key of its own; the stack keeps every one, and
+/// `audit verify` and `audit proof` trust them all, so a stack used by two dev runs verifies.
+#[test]
+fn a_stack_used_by_two_dev_runs_verifies_with_both_keys() {
+    let dir = support_stack();
+    let stack = dir.path();
+    let mut last_id = String::new();
+    for _run in 0..2 {
+        let daemon = Daemon::dev(stack);
+        let answer = daemon.decide(call(AGENT, "search_docs", json!({"q": "refunds"})));
+        expect(&answer, "permit", "RULE_PERMIT");
+        last_id = answer["dpr_id"].as_str().unwrap().to_string();
+        daemon.stop();
+    }
+    let keys = std::fs::read_dir(data_dir(stack).join("keys"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_str().unwrap().starts_with("dev-")
+        })
+        .count();
+    assert_eq!(keys, 2, "one key per dev run");
+    let verified = verify(stack);
+    assert!(verified.contains("verified"), "{verified}");
+
+    // The second run's record is proved against the second run's key.
+    let bundle = stack.join("proof.json");
+    let proof = faramesh_in(
+        stack,
+        &[
+            "audit",
+            "proof",
+            &last_id,
+            "--out",
+            bundle.to_str().unwrap(),
+        ],
+    );
+    ok(&proof, "faramesh audit proof");
+    let checked = faramesh_in(
+        stack,
+        &["audit", "verify", "--bundle", bundle.to_str().unwrap()],
+    );
+    ok(&checked, "faramesh audit verify --bundle");
+
+    // Trusting only the first run's key (the stack's own, which the first dev run wrote)
+    // names a checkpoint signed by the second.
+    let first_key = data_dir(stack).join("keys/audit.key.pub");
+    let only = faramesh_in(
+        stack,
+        &["audit", "verify", "--key", first_key.to_str().unwrap()],
+    );
+    assert_eq!(only.status.code(), Some(1), "{}", shown(&only));
+    assert!(stdout(&only).contains("not signed"), "{}", shown(&only));
 }

@@ -99,7 +99,7 @@ fn verify(c: &mut Criterion) {
     g.sample_size(30);
     g.bench_function("10000", |b| {
         b.iter(|| {
-            let mut v = Verifier::new("bench", &vk, &notes).unwrap();
+            let mut v = Verifier::new("bench", std::slice::from_ref(&vk), &notes).unwrap();
             for (seq, hash, body) in &rows {
                 v.push(Row {
                     seq: *seq,

@@ -117,16 +117,17 @@ pub struct Verifier {
 
 impl Verifier {
     /// A verifier for chain `chain` from its first record. Every checkpoint note must carry a
-    /// valid signature by `key` and name this chain.
-    pub fn new(chain: &str, key: &VerifierKey, notes: &[String]) -> Result<Verifier, Failure> {
-        Verifier::resume(chain, key, notes, Hash::genesis(chain), Frontier::new())
+    /// valid signature by one of `keys` and name this chain. (A stack holds several keys when
+    /// `faramesh dev`, which signs with a key of its own each run, shared its log.)
+    pub fn new(chain: &str, keys: &[VerifierKey], notes: &[String]) -> Result<Verifier, Failure> {
+        Verifier::resume(chain, keys, notes, Hash::genesis(chain), Frontier::new())
     }
 
     /// A verifier that starts after the records whose Merkle tree is `tree` and whose last
     /// hash is `prev`: for checking a range of a long log without rechecking its beginning.
     pub fn resume(
         chain: &str,
-        key: &VerifierKey,
+        keys: &[VerifierKey],
         notes: &[String],
         prev: Hash,
         tree: Frontier,
@@ -137,7 +138,7 @@ impl Verifier {
             let size = Checkpoint::parse(note.split("\n\n").next().unwrap_or(""))
                 .map(|c| c.size)
                 .unwrap_or(0);
-            let cp = Checkpoint::open(note, key)
+            let cp = open_with_any(note, keys)
                 .map_err(|e| Failure::checkpoint(size, signature_reason(&e)))?;
             if cp.origin != origin {
                 return Err(Failure::checkpoint(
@@ -320,6 +321,23 @@ impl Verifier {
             last_checkpoint: self.last_checkpoint,
         })
     }
+}
+
+/// The checkpoint of `note` signed by the first of `keys` that signed it. When none did, the
+/// error says why: a signature by a trusted key that does not verify (the note was altered)
+/// over one by no trusted key at all.
+fn open_with_any(note: &str, keys: &[VerifierKey]) -> Result<Checkpoint, NoteError> {
+    let mut refusal = None;
+    for key in keys {
+        match Checkpoint::open(note, key) {
+            Ok(cp) => return Ok(cp),
+            Err(e @ NoteError::BadSignature(_)) => return Err(e),
+            Err(e) => {
+                refusal.get_or_insert(e);
+            }
+        }
+    }
+    Err(refusal.unwrap_or_else(|| NoteError::Malformed("no trusted key to check it with".into())))
 }
 
 fn signature_reason(e: &NoteError) -> String {

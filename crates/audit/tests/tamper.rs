@@ -99,7 +99,7 @@ fn build(key: &LocalKey, rng: &mut Rng) -> Log {
 }
 
 fn verify(log: &Log, key: &LocalKey) -> Result<Summary, Failure> {
-    let mut v = Verifier::new(CHAIN, &key.verifier(), &log.notes)?;
+    let mut v = Verifier::new(CHAIN, &[key.verifier()], &log.notes)?;
     for r in &log.rows {
         v.push(Row {
             seq: r.seq,
@@ -374,7 +374,7 @@ fn verification_of_a_range_resumes_from_its_predecessors() {
     }
     let mut v = Verifier::resume(
         CHAIN,
-        &key.verifier(),
+        &[key.verifier()],
         &log.notes,
         log.rows[start - 1].hash,
         tree,
@@ -394,4 +394,44 @@ fn verification_of_a_range_resumes_from_its_predecessors() {
         (Some(101), Some(RECORDS), RECORDS - 100)
     );
     assert_eq!(s.checkpoints, RECORDS / EVERY - 100 / EVERY);
+}
+
+/// A stack that `faramesh dev` has written to holds checkpoints signed by several keys (each
+/// dev run signs with its own): all of them must be trusted to verify it, and any one missing
+/// names the first checkpoint it signed.
+#[test]
+fn checkpoints_signed_by_several_trusted_keys() {
+    let mut rng = Rng(0x5eed_0003);
+    let first = LocalKey::generate("faramesh-dev").unwrap();
+    let second = LocalKey::generate("faramesh-dev").unwrap();
+    let mut log = build(&first, &mut rng);
+    // The second half of the checkpoints is signed by a later run's key.
+    let half = log.notes.len() / 2;
+    let resigned: Vec<String> = log.notes[half..]
+        .iter()
+        .map(|n| {
+            let body = n.split("\n\n").next().unwrap();
+            let cp = audit::note::Checkpoint::parse(body).unwrap();
+            cp.sign(&second).unwrap()
+        })
+        .collect();
+    log.notes.truncate(half);
+    log.notes.extend(resigned);
+    let both = [first.verifier(), second.verifier()];
+    let mut v = Verifier::new(CHAIN, &both, &log.notes).unwrap();
+    for r in &log.rows {
+        v.push(Row {
+            seq: r.seq,
+            hash: r.hash,
+            body: &r.body,
+        })
+        .unwrap();
+    }
+    assert_eq!(v.finish().unwrap().records, RECORDS);
+
+    let failure = Verifier::new(CHAIN, &[first.verifier()], &log.notes)
+        .err()
+        .expect("a checkpoint by an untrusted key is refused");
+    assert_eq!(named(&failure).1, (half as u64 + 1) * EVERY, "{failure}");
+    assert!(failure.to_string().contains("not signed"), "{failure}");
 }

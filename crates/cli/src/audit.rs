@@ -216,6 +216,39 @@ fn trusted_key(dir: &Path, key: &Option<PathBuf>) -> Result<Option<VerifierKey>,
     }
 }
 
+/// The keys a stack's checkpoints may be signed by: `--key` alone when given; else the
+/// stack's own key and the ephemeral keys of its `faramesh dev` runs (`keys/dev-*.pub`).
+fn trusted_keys(dir: &Path, key: &Option<PathBuf>) -> Result<Vec<VerifierKey>, Fail> {
+    let mut keys: Vec<VerifierKey> = trusted_key(dir, key)?.into_iter().collect();
+    if key.is_some() {
+        return Ok(keys);
+    }
+    let keys_dir = daemon::stack::keys_dir(&stack::data_dir(dir));
+    let mut dev: Vec<PathBuf> = std::fs::read_dir(&keys_dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("dev-") && n.ends_with(".pub"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    dev.sort();
+    for path in dev {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Fail(format!("{}: {e}", path.display()), 2))?;
+        let k = VerifierKey::from_text(&text)
+            .map_err(|e| Fail(format!("{}: {e}", path.display()), 2))?;
+        if !keys.iter().any(|have| have.key_id() == k.key_id()) {
+            keys.push(k);
+        }
+    }
+    Ok(keys)
+}
+
 // ---------------------------------------------------------------------------------------------
 // verify
 
@@ -223,25 +256,27 @@ fn verify(a: &VerifyArgs) -> Result<(), Fail> {
     if let Some(bundle) = &a.bundle {
         return verify_bundle(bundle, a);
     }
-    let key = trusted_key(&a.stack.dir, &a.key)?.ok_or_else(|| {
-        Fail(
+    let keys = trusted_keys(&a.stack.dir, &a.key)?;
+    if keys.is_empty() {
+        return Err(Fail(
             format!(
                 "no verifier key: {} does not exist (pass --key)",
                 public_path(&stack::audit_key(&stack::data_dir(&a.stack.dir))).display()
             ),
             2,
-        )
-    })?;
+        ));
+    }
     let (from, to) = (time_arg(&a.from)?, time_arg(&a.to)?);
     let mut results = Vec::new();
     for reader in readers(&a.stack)? {
-        let outcome = verify_chain(&reader, &key, from, to)?;
+        let outcome = verify_chain(&reader, &keys, from, to)?;
         results.push((reader, outcome));
     }
     let failed = results.iter().any(|(_, r)| r.is_err());
     if a.format == Format::Json {
         let chains: Vec<Value> = results.iter().map(|(r, o)| chain_json(r, o)).collect();
-        let doc = json!({"verified": !failed, "key": key.to_text(), "chains": chains});
+        let texts: Vec<String> = keys.iter().map(VerifierKey::to_text).collect();
+        let doc = json!({"verified": !failed, "key": texts[0], "keys": texts, "chains": chains});
         crate::write_stdout(&format!("{doc:#}\n"));
     } else {
         for (r, o) in &results {
@@ -257,7 +292,7 @@ fn verify(a: &VerifyArgs) -> Result<(), Fail> {
 
 fn verify_chain(
     r: &SqliteReader,
-    key: &VerifierKey,
+    keys: &[VerifierKey],
     from: Option<i64>,
     to: Option<i64>,
 ) -> Result<Result<Summary, Failure>, Fail> {
@@ -292,12 +327,12 @@ fn verify_chain(
         let mut tree = Frontier::new();
         before.iter().for_each(|h| tree.push(leaf_hash(h)));
         let prev = before.last().copied().unwrap_or_default();
-        match Verifier::resume(r.chain_id(), key, &notes, prev, tree) {
+        match Verifier::resume(r.chain_id(), keys, &notes, prev, tree) {
             Ok(v) => v,
             Err(f) => return Ok(Err(f)),
         }
     } else {
-        match Verifier::new(r.chain_id(), key, &notes) {
+        match Verifier::new(r.chain_id(), keys, &notes) {
             Ok(v) => v,
             Err(f) => return Ok(Err(f)),
         }
@@ -634,8 +669,10 @@ fn proof(a: &ProofArgs) -> Result<(), Fail> {
     let (seq, hash, body) = r
         .row_by_id(&a.id)?
         .ok_or_else(|| Fail(format!("no record `{}` in chain {}", a.id, r.chain_id()), 1))?;
-    let key = trusted_key(&a.stack.dir, &None)?
-        .ok_or_else(|| Fail("the stack has no verifier key".into(), 2))?;
+    let keys = trusted_keys(&a.stack.dir, &None)?;
+    if keys.is_empty() {
+        return Err(Fail("the stack has no verifier key".into(), 2));
+    }
     let note = r
         .checkpoints()?
         .into_iter()
@@ -648,7 +685,16 @@ fn proof(a: &ProofArgs) -> Result<(), Fail> {
                 1,
             )
         })?;
-    let cp = Checkpoint::open(&note, &key).map_err(|e| Fail(format!("checkpoint: {e}"), 1))?;
+    // The bundle carries the key that signed its checkpoint (a dev run's, perhaps).
+    let (key, cp) = keys
+        .iter()
+        .find_map(|k| Checkpoint::open(&note, k).ok().map(|cp| (k, cp)))
+        .ok_or_else(|| {
+            Fail(
+                "checkpoint: it is not signed by any of the stack's keys".into(),
+                1,
+            )
+        })?;
     let leaves: Vec<_> = r.hashes(cp.size)?.iter().map(leaf_hash).collect();
     let path = inclusion_proof(&leaves, (seq - 1) as usize)
         .ok_or_else(|| Fail(format!("the store holds fewer than {} records", cp.size), 1))?;
@@ -664,7 +710,7 @@ fn proof(a: &ProofArgs) -> Result<(), Fail> {
     };
     // The bundle must check before it leaves.
     bundle
-        .verify(Some(&key))
+        .verify(Some(key))
         .map_err(|f| Fail(format!("the proof does not verify: {f}"), 1))?;
     let mut out = output(&a.out)?;
     out.write_all(format!("{:#}\n", serde_json::to_value(&bundle)?).as_bytes())?;

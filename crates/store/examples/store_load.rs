@@ -178,7 +178,7 @@ fn read_rates(dir: &Path, key: &LocalKey) -> (u64, f64, f64) {
     std::hint::black_box(bytes);
     let notes = reader.checkpoints().unwrap();
     let t = Instant::now();
-    let mut v = Verifier::new("bench", &key.verifier(), &notes).unwrap();
+    let mut v = Verifier::new("bench", &[key.verifier()], &notes).unwrap();
     reader
         .for_each_row(1, None, &mut |r| {
             v.push(r).unwrap();

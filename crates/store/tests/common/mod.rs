@@ -37,7 +37,7 @@ pub fn decision(id: &str, time_ms: i64, agent: &str, effect: &str) -> Dpr {
 /// Runs the offline verifier over everything the store holds.
 pub fn verify(store: &dyn AuditRead, key: &VerifierKey) -> Summary {
     let notes = store.checkpoints().unwrap();
-    let mut v = Verifier::new(store.chain_id(), key, &notes).unwrap();
+    let mut v = Verifier::new(store.chain_id(), std::slice::from_ref(key), &notes).unwrap();
     let mut failure = None;
     store
         .for_each_row(1, None, &mut |row| match v.push(row) {
