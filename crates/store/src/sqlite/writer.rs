@@ -19,6 +19,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use audit::chain::{Chain, Sealed};
+use audit::record::Hash;
 use audit::note::Signer;
 use audit::record::Dpr;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
@@ -69,10 +70,47 @@ pub(crate) struct Head {
     pub dev: bool,
 }
 
+/// What the writer stores of a sealed record. The rest of the record is freed by the thread
+/// that sealed it, which allocated it: freeing dozens of small allocations on the writer's
+/// thread instead costs the allocator cross-thread work on both.
+pub(crate) struct Row {
+    seq: u64,
+    hash: Hash,
+    body: String,
+    id: String,
+    time_ms: i64,
+    agent: Option<String>,
+    effect: Option<String>,
+}
+
+impl Row {
+    fn of(s: Sealed) -> (Row, Dpr) {
+        let mut dpr = s.dpr;
+        let row = Row {
+            seq: dpr.seq,
+            hash: s.hash,
+            body: s.body,
+            id: std::mem::take(&mut dpr.id),
+            time_ms: dpr.time_ms,
+            agent: dpr.agent.take(),
+            effect: dpr.effect.take(),
+        };
+        (row, dpr)
+    }
+
+    fn appended(&self) -> Appended {
+        Appended {
+            seq: self.seq,
+            hash: self.hash,
+        }
+    }
+}
+
 impl Head {
-    fn seal(&mut self, mut dpr: Dpr) -> Sealed {
+    /// Seals `dpr`; returns its row and what is left of the record, to free.
+    fn seal(&mut self, mut dpr: Dpr) -> (Row, Dpr) {
         dpr.dev |= self.dev;
-        self.chain.seal(dpr)
+        Row::of(self.chain.seal(dpr))
     }
 
     /// Signs a checkpoint of the chain as it stands when one is due. A signer that fails (a
@@ -101,7 +139,7 @@ pub(crate) struct Note {
 /// The head and, in interval mode, what callers sealed that the writer has not taken yet.
 pub(crate) struct Tip {
     pub head: Head,
-    sealed: Vec<Sealed>,
+    sealed: Vec<Row>,
     notes: Vec<Note>,
     /// Set when sealing must stop: the store closed, or a commit lost acknowledged records.
     refused: Option<StoreError>,
@@ -147,16 +185,16 @@ impl Sealing {
         if let Some(e) = &tip.refused {
             return (Err(e.clone()), false);
         }
-        let s = tip.head.seal(dpr);
-        let appended = Appended {
-            seq: s.dpr.seq,
-            hash: s.hash,
-        };
-        tip.sealed.push(s);
+        let (row, rest) = tip.head.seal(dpr);
+        let appended = row.appended();
+        tip.sealed.push(row);
         if let Some(note) = tip.head.due_checkpoint() {
             tip.notes.push(note);
         }
-        (Ok(appended), tip.sealed.len() == FLUSH_AT)
+        let flush = tip.sealed.len() == FLUSH_AT;
+        drop(tip);
+        drop(rest);
+        (Ok(appended), flush)
     }
 
     /// Inserts what callers sealed into `tx`, without holding the chain while inserting.
@@ -215,31 +253,28 @@ fn now_ms() -> i64 {
 }
 
 fn append(tx: &Transaction<'_>, head: &mut Head, dpr: Dpr) -> Result<Appended, StoreError> {
-    let s = head.seal(dpr);
-    insert(tx, &s)?;
+    let (row, _) = head.seal(dpr);
+    insert(tx, head.chain.id(), &row)?;
     if let Some(note) = head.due_checkpoint() {
         store_note(tx, head.chain.id(), &note)?;
     }
-    Ok(Appended {
-        seq: s.dpr.seq,
-        hash: s.hash,
-    })
+    Ok(row.appended())
 }
 
-fn insert(tx: &Transaction<'_>, s: &Sealed) -> Result<(), StoreError> {
+fn insert(tx: &Transaction<'_>, chain: &str, r: &Row) -> Result<(), StoreError> {
     let mut insert = tx.prepare_cached(
         "INSERT INTO dpr (chain, seq, hash, body, id, time_ms, agent, effect)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     insert.execute(params![
-        s.dpr.chain,
-        to_i64(s.dpr.seq)?,
-        &s.hash.0[..],
-        s.body,
-        s.dpr.id,
-        s.dpr.time_ms,
-        s.dpr.agent,
-        s.dpr.effect,
+        chain,
+        to_i64(r.seq)?,
+        &r.hash.0[..],
+        r.body,
+        r.id,
+        r.time_ms,
+        r.agent,
+        r.effect,
     ])?;
     Ok(())
 }
@@ -253,7 +288,7 @@ fn store_note(tx: &Transaction<'_>, chain: &str, note: &Note) -> Result<(), Stor
 /// What callers sealed since the writer last looked, in `seq` order.
 #[derive(Default)]
 pub(crate) struct Taken {
-    sealed: Vec<Sealed>,
+    sealed: Vec<Row>,
     notes: Vec<Note>,
 }
 
@@ -280,8 +315,8 @@ impl Taken {
     /// they were acknowledged, and are lost with the transaction.
     fn insert(self, tx: &Transaction<'_>, chain: &str, owed: &mut Owed) -> Result<(), StoreError> {
         owed.written += self.sealed.len() as u64;
-        for s in &self.sealed {
-            insert(tx, s)?;
+        for row in &self.sealed {
+            insert(tx, chain, row)?;
         }
         for note in &self.notes {
             store_note(tx, chain, note)?;
