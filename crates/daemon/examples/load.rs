@@ -238,7 +238,11 @@ impl Cpu {
 
 fn cpu_by_role() -> Cpu {
     let mut cpu = Cpu::default();
-    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
@@ -248,7 +252,12 @@ fn cpu_by_role() -> Cpu {
         };
         let comm = head.split_once('(').map_or("", |(_, c)| c);
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         // utime and stime are fields 14 and 15 of the line, 12 and 13 after the comm.
         let t = ticks(11) + ticks(12);
         if comm.starts_with("faramesh-store") {
