@@ -187,6 +187,18 @@ impl MemoryState {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// A copy of `agent`'s history ring, oldest first: lets a durable backend's tests compare
+    /// what it reloads with what was pushed.
+    pub fn history(&self, agent: &str) -> Vec<(i64, String)> {
+        lock(&self.history)
+            .get(agent)
+            .map_or_else(Vec::new, |ring| {
+                ring.iter()
+                    .map(|(t, tool)| (*t, tool.to_string()))
+                    .collect()
+            })
+    }
 }
 
 impl StateStore for MemoryState {

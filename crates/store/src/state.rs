@@ -120,6 +120,11 @@ impl DurableState {
         });
     }
 
+    /// A copy of `agent`'s history ring, oldest first (see [`MemoryState::history`]).
+    pub fn history(&self, agent: &str) -> Vec<(i64, String)> {
+        self.mem.history(agent)
+    }
+
     pub(crate) fn has_changes(&self) -> bool {
         self.any_dirty.load(Ordering::Acquire)
     }

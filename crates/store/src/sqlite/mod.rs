@@ -244,7 +244,7 @@ impl SqliteStore {
         let chain = Chain::resume(&config.chain, read::hashes(&conn, &config.chain, u64::MAX)?);
         let last_checkpoint = read::last_checkpoint(&conn, &config.chain)?;
         let state = Arc::new(DurableState::new());
-        persist::load(&conn, &state)?;
+        let history = persist::load(&conn, &state)?;
         let health = Arc::new(Mutex::new(Health {
             healthy: true,
             ..Health::default()
@@ -273,7 +273,7 @@ impl SqliteStore {
             health: Arc::clone(&health),
             durability: config.durability,
             max_batch: config.max_batch.max(1),
-            history: persist::HistoryPruner::default(),
+            history,
             poisoned: None,
             replies: None,
             wal_checked: std::time::Instant::now(),

@@ -9,7 +9,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::StoreError;
 
 /// Every step, in order; step `i` takes a database from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1_AUDIT, V2_CONTROL, V3_STATE];
+pub const MIGRATIONS: &[&str] = &[V1_AUDIT, V2_CONTROL, V3_STATE, V4_HISTORY_RUNS];
 
 /// The version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
@@ -99,6 +99,25 @@ CREATE TABLE state_history (
     time_ms INTEGER NOT NULL
 );
 CREATE INDEX state_history_agent ON state_history (agent, id);
+";
+
+/// The history ring as runs: one row per agent per writer transaction, `entries` holding that
+/// batch's `[[time_ms,"tool"],...]` in push order, so a decision adds no row of its own. `n`
+/// comes before `entries` and is in the index, so pruning counts entries without reading
+/// them. Each agent's old rows become one run (SQLite's JSON functions; PostgreSQL would
+/// spell them `json_agg`, `json_build_array`).
+const V4_HISTORY_RUNS: &str = "
+CREATE TABLE state_history_runs (
+    id      INTEGER PRIMARY KEY,
+    agent   TEXT    NOT NULL,
+    n       INTEGER NOT NULL,
+    entries TEXT    NOT NULL
+);
+CREATE INDEX state_history_runs_agent ON state_history_runs (agent, id, n);
+INSERT INTO state_history_runs (agent, n, entries)
+    SELECT agent, count(*), json_group_array(json_array(time_ms, tool) ORDER BY id)
+    FROM state_history GROUP BY agent;
+DROP TABLE state_history;
 ";
 
 fn version(conn: &Connection) -> Result<u32, StoreError> {
