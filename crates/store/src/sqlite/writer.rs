@@ -19,9 +19,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use audit::chain::{Chain, Sealed};
-use audit::record::Hash;
 use audit::note::Signer;
 use audit::record::Dpr;
+use audit::record::Hash;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
