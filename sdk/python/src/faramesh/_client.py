@@ -158,17 +158,16 @@ class _Connection:
                 raise _Broken(True, f"the connection broke before the answer: {e}") from None
             if not chunk:
                 raise _Broken(True, "the daemon closed the connection before answering")
+            size += len(chunk)
+            if size > limit:
+                raise ValueError(f"the answer is longer than {limit} bytes")
+            chunks.append(chunk)
             end = chunk.find(b"\n")
             if end >= 0:
                 if end != len(chunk) - 1:
                     # One request in flight: nothing may follow its answer.
                     raise ValueError("the daemon sent more than one answer")
-                chunks.append(chunk)
                 return b"".join(chunks) if len(chunks) > 1 else chunk
-            size += len(chunk)
-            if size > limit:
-                raise ValueError(f"the answer is longer than {limit} bytes")
-            chunks.append(chunk)
 
     def close(self) -> None:
         try:
