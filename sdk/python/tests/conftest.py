@@ -22,6 +22,10 @@ from typing import Any
 
 import pytest
 
+# Offline: LangChain must not try to send traces anywhere.
+os.environ["LANGSMITH_TRACING"] = "false"
+os.environ["LANGCHAIN_TRACING_V2"] = "false"
+
 REPO = Path(__file__).resolve().parents[3]
 SCENE = REPO / "examples" / "support-stack" / "governance.fms"
 AGENT = "support-bot"
