@@ -7,8 +7,9 @@ connections and answers can never be crossed.
 Resending (why a call is sent at most twice, and when):
 
 * A ``decide`` is resent only when the daemon cannot have read it: the pooled connection was
-  found closed before anything was written (checked with a non-blocking peek), or the write
-  failed before a single byte was accepted. Once a byte of a ``decide`` may have reached the
+  found closed before anything was written (a non-blocking peek, for connections idle over
+  half a second), or the write failed before a single byte was accepted (a Unix socket whose
+  peer has closed refuses the first byte with ``EPIPE``). Once a byte of a ``decide`` may have reached the
   daemon, a broken connection is *not* retried: the daemon may already have decided it, and a
   decision has effects (it is recorded, counts against rate limits and budgets, mints a
   credential, and a retry carrying an approved ``defer_token`` consumes the approval). The
@@ -26,8 +27,10 @@ import itertools
 import json
 import os
 import socket as _socket
+import struct
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,9 +53,14 @@ DEFAULT_APPROVAL_TIMEOUT = 300.0
 #: Answers larger than this are refused (the daemon's requests are limited to 1 MiB).
 MAX_ANSWER_BYTES = 16 << 20
 _RECV = 1 << 16
+# A pooled connection idle longer than this is checked before use (seconds).
+_IDLE_CHECK = 0.5
 _POLICY_FILES = ("governance.fms", "governance.fms.yaml", "governance.fms.json")
 _READ_ONLY = frozenset({"status", "approval.status"})
 _ids = itertools.count(1)
+# One compact line; NaN and infinities are not JSON. Made once: json.dumps with options builds
+# a new encoder on every call.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def find_stack(start: str | os.PathLike[str] | None = None) -> Path | None:
@@ -112,50 +120,72 @@ class _Broken(Exception):
 
 
 class _Connection:
-    __slots__ = ("sock", "reused")
+    """One connection to the agent socket. The socket stays in blocking mode with the kernel's
+    own send/receive timeouts (``SO_SNDTIMEO``/``SO_RCVTIMEO``), so a call costs two system
+    calls (send, receive) and no ``poll``."""
 
-    def __init__(self, path: Path, timeout: float) -> None:
+    __slots__ = ("sock", "timeout", "used")
+
+    def __init__(self, path: Path, connect_timeout: float, timeout: float) -> None:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
-            sock.settimeout(max(timeout, 0.001))
+            sock.settimeout(max(connect_timeout, 0.001))
             sock.connect(str(path))
+            sock.settimeout(None)
+            self.sock = sock
+            self._set_timeout(timeout)
         except BaseException:
             sock.close()
             raise
-        self.sock = sock
-        self.reused = False
+        self.used = time.monotonic()
 
-    def alive(self) -> bool:
-        """False when the daemon closed the connection (or sent something unasked) while it
-        sat in the pool: a non-blocking peek finds EOF or data instead of nothing."""
-        try:
-            # Timeout 0: a socket with a timeout would first wait for readability.
-            self.sock.settimeout(0.0)
-            return not self.sock.recv(1, _socket.MSG_PEEK)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
+    def _set_timeout(self, timeout: float) -> None:
+        sec = max(timeout, 0.001)
+        tv = struct.pack("ll", int(sec), int((sec - int(sec)) * 1e6))
+        self.sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVTIMEO, tv)
+        self.sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO, tv)
+        self.timeout = timeout
 
-    def send_line(self, data: bytes, deadline: float) -> None:
-        sent = 0
-        view = memoryview(data)
-        while sent < len(data):
-            self.sock.settimeout(_left(deadline))
+    def ready(self, timeout: float) -> bool:
+        """Whether this pooled connection can carry a call. One that sat idle is checked with
+        a non-blocking peek: EOF (the daemon closed it: idle timeout, restart) or unasked data
+        means it cannot. A connection closed in the last instant shows as a failed send."""
+        if time.monotonic() - self.used > _IDLE_CHECK:
             try:
-                sent += self.sock.send(view[sent:])
+                self.sock.recv(1, _socket.MSG_PEEK | _socket.MSG_DONTWAIT)
+                return False  # EOF (b"") or data nobody asked for
+            except BlockingIOError:
+                pass  # nothing to read: alive
+            except OSError:
+                return False
+        if timeout != self.timeout:
+            self._set_timeout(timeout)
+        return True
+
+    def send_line(self, data: bytes) -> None:
+        sent = 0
+        n = len(data)
+        while sent < n:
+            try:
+                sent += self.sock.send(data[sent:] if sent else data)
+            except BlockingIOError:
+                raise TimeoutError("the daemon does not read") from None
             except (BrokenPipeError, ConnectionResetError) as e:
                 raise _Broken(sent > 0, f"the connection broke while sending: {e}") from None
 
     def read_line(self, deadline: float, limit: int) -> bytes:
+        recv = self.sock.recv
+        try:
+            chunk = recv(_RECV)
+        except BlockingIOError:
+            raise TimeoutError("no answer") from None
+        except ConnectionResetError as e:
+            raise _Broken(True, f"the connection broke before the answer: {e}") from None
+        if chunk.endswith(b"\n") and chunk.find(b"\n") == len(chunk) - 1 and len(chunk) <= limit:
+            return chunk  # the usual case: the whole answer in one read
         chunks: list[bytes] = []
         size = 0
         while True:
-            self.sock.settimeout(_left(deadline))
-            try:
-                chunk = self.sock.recv(_RECV)
-            except ConnectionResetError as e:
-                raise _Broken(True, f"the connection broke before the answer: {e}") from None
             if not chunk:
                 raise _Broken(True, "the daemon closed the connection before answering")
             size += len(chunk)
@@ -167,20 +197,21 @@ class _Connection:
                 if end != len(chunk) - 1:
                     # One request in flight: nothing may follow its answer.
                     raise ValueError("the daemon sent more than one answer")
-                return b"".join(chunks) if len(chunks) > 1 else chunk
+                return b"".join(chunks)
+            if time.monotonic() > deadline:
+                raise TimeoutError("the answer did not arrive in time")
+            try:
+                chunk = recv(_RECV)
+            except BlockingIOError:
+                raise TimeoutError("no answer") from None
+            except ConnectionResetError as e:
+                raise _Broken(True, f"the connection broke before the answer: {e}") from None
 
     def close(self) -> None:
         try:
             self.sock.close()
         except OSError:
             pass
-
-
-def _left(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError("deadline passed")
-    return left
 
 
 class Client:
@@ -216,8 +247,7 @@ class Client:
         self.max_answer_bytes = max_answer_bytes
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
-        self._pid = os.getpid()
-        self._closed = False
+        _clients.add(self)
 
     # --- the methods of the agent socket -------------------------------------------------
 
@@ -366,12 +396,8 @@ class Client:
     def _request(self, method: str, params: dict[str, Any], tool: str | None = None) -> Any:
         rid = next(_ids)
         try:
-            line = json.dumps(
-                {"jsonrpc": "2.0", "id": rid, "method": method, "params": params},
-                separators=(",", ":"),
-                ensure_ascii=False,
-                allow_nan=False,
-            ).encode("utf-8") + b"\n"
+            line = _encode({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+            line = line.encode("utf-8") + b"\n"
         except (TypeError, ValueError) as e:
             raise TypeError(f"the {method} params are not JSON: {e}") from None
         deadline = time.monotonic() + self.timeout
@@ -383,7 +409,7 @@ class Client:
         while True:
             conn = self._take(deadline, tool)
             try:
-                conn.send_line(line, deadline)
+                conn.send_line(line)
                 raw = conn.read_line(deadline, self.max_answer_bytes)
             except _Broken as e:
                 conn.close()
@@ -434,31 +460,36 @@ class Client:
         )
 
     def _take(self, deadline: float, tool: str | None) -> _Connection:
-        """An open connection: a pooled one that is still alive, else a new one."""
+        """An open connection: a pooled one that is still usable, else a new one."""
         while True:
             with self._lock:
-                if self._pid != os.getpid():
-                    # After fork, the parent's connections are not ours to use.
-                    self._idle, self._pid = [], os.getpid()
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
                 return self._connect(deadline, tool)
-            if conn.alive():
+            if conn.ready(self.timeout):
                 return conn
             conn.close()
 
     def _give(self, conn: _Connection) -> None:
-        conn.reused = True
+        conn.used = time.monotonic()
         with self._lock:
-            if len(self._idle) < self.max_idle and self._pid == os.getpid():
+            if len(self._idle) < self.max_idle:
                 self._idle.append(conn)
                 return
         conn.close()
 
+    def _forked(self) -> None:
+        # In a child after fork: the parent's connections are the parent's. Closing our copies
+        # of the descriptors leaves the parent's connections open.
+        idle, self._idle, self._lock = self._idle, [], threading.Lock()
+        for c in idle:
+            c.close()
+
     def _connect(self, deadline: float, tool: str | None) -> _Connection:
         path = resolve_socket(self._socket, self._stack)
+        wait = min(self.connect_timeout, max(deadline - time.monotonic(), 0))
         try:
-            return _Connection(path, min(self.connect_timeout, max(deadline - time.monotonic(), 0)))
+            return _Connection(path, wait, self.timeout)
         except (TimeoutError, _socket.timeout):
             raise DaemonUnavailable(
                 DAEMON_TIMEOUT, f"connecting to {path} timed out", tool=tool
@@ -469,6 +500,18 @@ class Client:
                 f"cannot connect to {path}: {e.strerror or e} (is the daemon running?)",
                 tool=tool,
             ) from None
+
+
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for client in list(_clients):
+        client._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def _next_delay(delay: float, cap: float, deadline: float | None, token: str) -> float:
