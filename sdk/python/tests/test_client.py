@@ -247,3 +247,34 @@ def test_status_matches_the_admin_socket(daemon: Daemon) -> None:
     assert status["state"] == "READY"
     assert status["policy_version"] == admin["policy_version"]
     assert json.dumps(status["dev"]) == "true"
+
+
+def test_a_forked_child_uses_its_own_connection(daemon: Daemon) -> None:
+    """Parent and child calling at the same time through the client made before the fork:
+    each gets the answers to its own calls (shared connections would cross them)."""
+    c = Client(daemon.socket, agent=AGENT)
+    assert c.govern("search_docs", {"q": "before"}).permitted  # a pooled connection
+    calls = 150
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe and its exit code
+        try:
+            os.close(r)
+            got = [(c.govern("search_docs", {"q": f"child-{i}"}).dpr_id, f"child-{i}")
+                   for i in range(calls)]
+            os.write(w, json.dumps(got).encode())
+            os._exit(0)
+        except BaseException:
+            os._exit(2)
+    os.close(w)
+    mine = [(c.govern("search_docs", {"q": f"parent-{i}"}).dpr_id, f"parent-{i}")
+            for i in range(calls)]
+    with os.fdopen(r, "rb") as pipe:
+        theirs = [tuple(x) for x in json.loads(pipe.read() or b"[]")]
+    _, status = os.waitpid(pid, 0)
+    c.close()
+    assert os.waitstatus_to_exitcode(status) == 0, "the child got all its decisions"
+    records = {rec["id"]: rec for rec in export(daemon.stack)}
+    assert len(theirs) == calls
+    for dpr, q in mine + theirs:
+        assert records[dpr]["args"] == {"q": q}, "each answer belongs to its own call"
