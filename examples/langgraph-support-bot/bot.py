@@ -59,7 +59,7 @@ def stripe_call(what: str) -> str:
     """Where a real tool would call Stripe with the minted key. The key is the call's alone;
     this example shows its lease, never its value."""
     cred = faramesh.current_credential()
-    key = f"key lease {cred.lease_id}, {cred.ttl_ms // 1000} s" if cred else "no key"
+    key = f"key lease {cred.lease_id}, {(cred.ttl_ms or 0) // 1000} s" if cred else "no key"
     return f"{what} (Stripe {key})"
 
 

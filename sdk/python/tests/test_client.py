@@ -183,7 +183,7 @@ def test_many_threads_share_one_client(daemon: Daemon) -> None:
         t.join()
     c.close()
     assert not errors, errors
-    ids = set()
+    ids: set[str] = set()
     for i, got in results.items():
         assert len(got) == calls
         want = "deny" if i % 2 == 0 else "permit"

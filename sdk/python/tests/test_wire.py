@@ -39,6 +39,16 @@ def answer(req: dict[str, Any], result: Any) -> bytes:
     return json.dumps({"jsonrpc": "2.0", "id": req["id"], "result": result}).encode() + b"\n"
 
 
+def replying(make: Callable[[dict[str, Any]], bytes]) -> Handler:
+    """A handler that writes ``make(request)`` and keeps the connection open."""
+
+    def handle(conn: socket.socket, req: dict[str, Any], n: int) -> bool:
+        conn.sendall(make(req))
+        return True
+
+    return handle
+
+
 class Server:
     """A Unix-socket server on a thread; ``handler(conn, request, n)`` answers the n-th
     request (0-based, over all connections) and returns False to close the connection."""
@@ -137,7 +147,7 @@ def test_an_answer_in_small_fragments_is_put_together(serve: Callable[[Handler],
 
 
 def test_an_oversized_answer_is_refused(serve: Callable[[Handler], Server]) -> None:
-    s = serve(lambda conn, req, n: conn.sendall(answer(req, decision(reason="x" * 5000))) or True)
+    s = serve(replying(lambda req: answer(req, decision(reason="x" * 5000))))
     client = Client(s.path, agent="a", max_answer_bytes=1000)
     probe, ran = governed_probe(client)
     with pytest.raises(DaemonUnavailable) as e:
@@ -167,7 +177,7 @@ GARBAGE: dict[str, Callable[[dict[str, Any]], bytes]] = {
 
 @pytest.mark.parametrize("kind", sorted(GARBAGE))
 def test_garbage_fails_closed(kind: str, serve: Callable[[Handler], Server]) -> None:
-    s = serve(lambda conn, req, n: conn.sendall(GARBAGE[kind](req)) or True)
+    s = serve(replying(GARBAGE[kind]))
     probe, ran = governed_probe(Client(s.path, agent="a"))
     with pytest.raises(DaemonUnavailable) as e:
         probe()

@@ -396,8 +396,8 @@ class Client:
     def _request(self, method: str, params: dict[str, Any], tool: str | None = None) -> Any:
         rid = next(_ids)
         try:
-            line = _encode({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
-            line = line.encode("utf-8") + b"\n"
+            text = _encode({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+            line = text.encode("utf-8") + b"\n"
         except (TypeError, ValueError) as e:
             raise TypeError(f"the {method} params are not JSON: {e}") from None
         deadline = time.monotonic() + self.timeout

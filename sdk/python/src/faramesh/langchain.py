@@ -19,6 +19,7 @@ The wrapper is itself a ``BaseTool`` with the inner tool's name, description and
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from langchain_core.messages import ToolMessage
@@ -84,7 +85,7 @@ class GovernedTool(BaseTool):
         return getattr(self._inner, "coroutine", None)
 
     @property
-    def tool_call_schema(self) -> Any:  # type: ignore[override]
+    def tool_call_schema(self) -> Any:
         return self._inner.tool_call_schema
 
     def get_input_schema(self, config: Any = None) -> Any:
@@ -144,16 +145,19 @@ class GovernedTool(BaseTool):
 
     def _by_schema(self, tool_input: dict[str, Any]) -> dict[str, Any]:
         # Older langchain-core without the private helpers: the model-facing schema.
-        schema = self._inner.tool_call_schema
+        schema: Any = self._inner.tool_call_schema
         if isinstance(schema, dict):
             props = schema.get("properties")
             keep = {k: v for k, v in tool_input.items() if props is None or k in props}
             return to_json_args(keep)
-        names = set(schema.model_fields) | {
-            f.alias for f in schema.model_fields.values() if f.alias
-        }
-        model = schema.model_validate({k: v for k, v in tool_input.items() if k in names})
-        return to_json_args(model.model_dump(mode="json", by_alias=True))
+        fields = _fields(schema)
+        names = set(fields) | {a for f in fields.values() if (a := getattr(f, "alias", None))}
+        given = {k: v for k, v in tool_input.items() if k in names}
+        if hasattr(schema, "model_validate"):  # pydantic 2
+            dumped = schema.model_validate(given).model_dump(mode="json", by_alias=True)
+        else:  # pydantic 1 models, which LangChain still accepts
+            dumped = json.loads(schema.parse_obj(given).json(by_alias=True))
+        return to_json_args(dumped)
 
     def _denied(self, e: ToolDeniedException, tool_call_id: str | None) -> Any:
         if self._on_deny == "raise":
@@ -187,11 +191,19 @@ def denial_message(e: ToolDeniedException) -> str:
 
 
 def _first_field(tool: BaseTool) -> str:
-    schema = tool.tool_call_schema
+    schema: Any = tool.tool_call_schema
     if isinstance(schema, dict):
         props = schema.get("properties") or {}
         return next(iter(props), "input")
-    return next(iter(schema.model_fields), "input")
+    return next(iter(_fields(schema)), "input")
+
+
+def _fields(schema: Any) -> dict[str, Any]:
+    """A pydantic model's fields, v2 or v1."""
+    fields = getattr(schema, "model_fields", None)
+    if fields is None:
+        fields = getattr(schema, "__fields__", {})
+    return dict(fields)
 
 
 def _is_error(out: Any) -> bool:
