@@ -306,3 +306,13 @@ def test_governed_tools_look_like_the_originals(client: Client) -> None:
         assert convert_to_openai_tool(wrapped) == convert_to_openai_tool(inner)
     # Governing twice would decide every call twice: an already governed tool is kept.
     assert list(GovernedToolSet(governed, agent=AGENT, client=client)) == list(governed)
+
+
+def test_arguments_the_schema_refuses_never_reach_the_daemon(daemon: Daemon, client: Client) -> None:
+    t = Tools()
+    model = ScriptedChatModel(script=[calls(("stripe/refund", {"amount": "lots"})), say("sorry")])
+    out = create_react_agent(model, toolset(t.sync, client)).invoke({"messages": [("user", "x")]})
+    [msg] = [m for m in out["messages"] if isinstance(m, ToolMessage)]
+    assert msg.status == "error" and "amount" in str(msg.content), "the model hears why"
+    assert t.ran == []
+    assert not [r for r in export(daemon.stack) if r.get("tool")], "nothing to decide"
