@@ -301,3 +301,32 @@ def test_async_calls_do_not_block_the_event_loop(serve: Callable[[Handler], Serv
     result, ticks = asyncio.run(main())
     assert result == "ran"
     assert ticks >= 10, f"the loop ran only {ticks} times during a 0.3 s call"
+
+
+def test_the_arguments_sent_for_each_way_of_calling(serve: Callable[[Handler], Server]) -> None:
+    s = serve(replying(lambda req: answer(req, decision())))
+    client = Client(s.path, agent="a")
+
+    def sent() -> dict[str, Any]:
+        return dict(s.requests[-1]["params"]["args"])
+
+    @faramesh.governed(client=client, report=False)
+    def f(a: int, b: str = "x", *, c: float = 1.5) -> tuple[int, str, float]:
+        return a, b, c
+
+    assert f(1) == (1, "x", 1.5) and sent() == {"a": 1, "b": "x", "c": 1.5}
+    assert f(2, "y") == (2, "y", 1.5) and sent() == {"a": 2, "b": "y", "c": 1.5}
+    assert f(b="z", a=3, c=2.0) == (3, "z", 2.0) and sent() == {"a": 3, "b": "z", "c": 2.0}
+    n = len(s.requests)
+    for bad_args, bad_kw in (((), {}), ((1,), {"a": 1}), ((1, "y", 2.0), {}), ((1,), {"d": 4})):
+        with pytest.raises(TypeError):
+            f(*bad_args, **bad_kw)
+    assert len(s.requests) == n, "a call Python refuses is never sent"
+
+    @faramesh.governed(client=client, report=False)
+    def g(a: int, *rest: int, **extra: str) -> int:
+        return a + sum(rest)
+
+    assert g(1, 2, 3, note="hi") == 6
+    assert sent() == {"a": 1, "rest": [2, 3], "note": "hi"}
+    assert s.requests[-1]["params"]["tool"] == "g"

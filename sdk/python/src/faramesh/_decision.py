@@ -68,7 +68,7 @@ class Credential:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     """The daemon's answer to one ``decide`` (see docs/protocol.md).
 
@@ -135,7 +135,7 @@ class Decision:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Approval:
     """``approval.status``: where a deferred call's approval stands.
 

@@ -127,24 +127,24 @@ class Governor:
     def check(self, tool: str, args: dict[str, Any]) -> Decision:
         """The permit for this call, or ``ToolDeniedException`` (its subclasses for defer and
         an unavailable daemon)."""
-        client, key = self.client, self._key(tool, args)
-        token = self._recall(key)
+        client = self.client
+        key, token = self._recall(tool, args)
         d = client.decide(tool, args, defer_token=token, **self._who())
         if d.deferred and self.block_on_defer:
-            self._remember(key, d)
+            key = self._remember(tool, args, key, d)
             self._waited(d, tool, lambda: client.wait_for_approval(
                 d.defer_token or "", self.approval_timeout, poll_interval=self.poll_interval))
             token = d.defer_token
             d = client.decide(tool, args, defer_token=token, **self._who())
-        return self._settle(tool, key, token, d)
+        return self._settle(tool, args, key, token, d)
 
     async def acheck(self, tool: str, args: dict[str, Any]) -> Decision:
         """``check`` for asyncio: the socket calls run in a thread, waits use asyncio."""
-        client, key = self.client, self._key(tool, args)
-        token = self._recall(key)
+        client = self.client
+        key, token = self._recall(tool, args)
         d = await client.agovern(tool, args, defer_token=token, **self._who())
         if d.deferred and self.block_on_defer:
-            self._remember(key, d)
+            key = self._remember(tool, args, key, d)
             try:
                 await client.await_approval(
                     d.defer_token or "", self.approval_timeout, poll_interval=self.poll_interval
@@ -153,7 +153,7 @@ class Governor:
                 raise self._timed_out(d, tool) from None
             token = d.defer_token
             d = await client.agovern(tool, args, defer_token=token, **self._who())
-        return self._settle(tool, key, token, d)
+        return self._settle(tool, args, key, token, d)
 
     def ran(self, decision: Decision, ok: bool) -> None:
         """Reports the outcome of a permitted call; a failed report is logged, not raised
@@ -192,37 +192,45 @@ class Governor:
             decision=d,
         )
 
-    def _settle(self, tool: str, key: str | None, token: str | None, d: Decision) -> Decision:
+    def _settle(
+        self, tool: str, args: dict[str, Any], key: str | None, token: str | None, d: Decision
+    ) -> Decision:
         if d.permitted:
             if token:
                 self._forget(key, token)
             return d
         if d.deferred:
-            self._remember(key, d)
+            self._remember(tool, args, key, d)
         elif token and d.reason_code in _SPENT:
             self._forget(key, token)
         raise ToolDeniedException.from_decision(tool, d)
 
-    def _key(self, tool: str, args: dict[str, Any]) -> str | None:
-        if not self.remember_defers:
-            return None
+    @staticmethod
+    def _key(tool: str, args: dict[str, Any]) -> str:
         text = json.dumps([tool, args], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-    def _recall(self, key: str | None) -> str | None:
-        if key is None:
-            return None
+    def _recall(self, tool: str, args: dict[str, Any]) -> tuple[str | None, str | None]:
+        """The call's key and remembered token; nothing to compute while none is remembered
+        (the usual case, so the hot path does not hash every call)."""
+        if not self.remember_defers or not self._tokens:
+            return None, None
+        key = self._key(tool, args)
         with self._lock:
-            return self._tokens.get(key)
+            return key, self._tokens.get(key)
 
-    def _remember(self, key: str | None, d: Decision) -> None:
-        if key is None or not d.defer_token:
-            return
+    def _remember(
+        self, tool: str, args: dict[str, Any], key: str | None, d: Decision
+    ) -> str | None:
+        if not self.remember_defers or not d.defer_token:
+            return key
+        key = key or self._key(tool, args)
         with self._lock:
             self._tokens[key] = d.defer_token
             self._tokens.move_to_end(key)
             while len(self._tokens) > _MAX_REMEMBERED:
                 self._tokens.popitem(last=False)
+        return key
 
     def _forget(self, key: str | None, token: str) -> None:
         if key is None:
@@ -244,13 +252,21 @@ def to_json_args(value: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_SCALARS = (str, int, bool, type(None))
+
+
 def _json(v: Any, path: str) -> Any:
-    if v is None or isinstance(v, (str, bool, int)):
+    t = type(v)
+    if t in _SCALARS:
         return v
+    if t is dict and all(type(k) is str for k in v):
+        return {k: _json(x, path) for k, x in v.items()}
     if isinstance(v, float):
         if not math.isfinite(v):
             raise TypeError(f"{path}: {v} is not a JSON number")
         return v
+    if isinstance(v, _SCALARS):  # subclasses: str enums, IntEnum, …
+        return _json_object(v, path) if isinstance(v, Enum) else v
     if isinstance(v, Mapping):
         return {_key(k, path): _json(x, f"{path}.{k}") for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -443,23 +459,45 @@ def _arguments(
     """How a call's Python arguments become the JSON object the daemon decides on."""
     if custom is not None:
         return lambda a, kw: to_json_args(custom(*a, **kw))
-    names = list(sig.parameters)
+    params = sig.parameters
+    names = list(params)
     skip = {names[0]} if names and names[0] in ("self", "cls") else set()
+    P = inspect.Parameter
+    simple = all(p.kind in (P.POSITIONAL_OR_KEYWORD, P.KEYWORD_ONLY) for p in params.values())
+    positional = [n for n, p in params.items() if p.kind is P.POSITIONAL_OR_KEYWORD]
+    defaults = {n: p.default for n, p in params.items() if p.default is not P.empty}
+    required = frozenset(n for n, p in params.items() if p.default is P.empty)
 
-    def build(a: tuple[Any, ...], kw: dict[str, Any]) -> dict[str, Any]:
-        bound = sig.bind(*a, **kw)
+    def slow(a: tuple[Any, ...], kw: dict[str, Any]) -> dict[str, Any]:
+        bound = sig.bind(*a, **kw)  # raises TypeError as the call itself would
         bound.apply_defaults()
         out: dict[str, Any] = {}
         for name, value in bound.arguments.items():
-            kind = sig.parameters[name].kind
+            kind = params[name].kind
             if name in skip:
                 continue
-            if kind is inspect.Parameter.VAR_KEYWORD:
+            if kind is P.VAR_KEYWORD:
                 out.update(value)
-            elif kind is inspect.Parameter.VAR_POSITIONAL:
+            elif kind is P.VAR_POSITIONAL:
                 out[name] = list(value)
             else:
                 out[name] = value
+        return to_json_args(out)
+
+    def build(a: tuple[Any, ...], kw: dict[str, Any]) -> dict[str, Any]:
+        # The common shape (named parameters, no *args/**kwargs), without Signature.bind.
+        if not simple or len(a) > len(positional):
+            return slow(a, kw)
+        out = dict(defaults)
+        out.update(zip(positional, a))
+        for k, v in kw.items():
+            if k not in params or (a and k in positional[: len(a)]):
+                return slow(a, kw)  # unknown, or given twice: let bind raise the TypeError
+            out[k] = v
+        if not required.issubset(out):
+            return slow(a, kw)
+        for n in skip:
+            out.pop(n, None)
         return to_json_args(out)
 
     return build
