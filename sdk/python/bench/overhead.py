@@ -14,6 +14,12 @@ alike, it times:
 * ``governed``: a ``@governed`` function (``report=False``): argument binding, the decision,
   the credential context, the call.
 
+Besides the latency percentiles it prints each mode's CPU time per call in this process (the
+client's own work, system calls included): the SDK's cost without the daemon's. The latency
+difference is larger than the CPU difference: a client that spends longer between two calls
+finds the daemon's threads parked more often, and waking them costs tens of µs on this kind
+of machine (docs/performance.md, "The daemon").
+
     python sdk/python/bench/overhead.py [--calls 20000] [--warmup 2000] [--bin PATH]
 """
 
@@ -123,43 +129,49 @@ def governed_caller(client: faramesh.Client) -> Callable[[], None]:
 
 
 def measure(callers: dict[str, Callable[[], None]], calls: int, warmup: int,
-            rounds: int) -> dict[str, list[int]]:
+            rounds: int) -> tuple[dict[str, list[int]], dict[str, float]]:
+    """Per-call wall times (ns) of each mode, and each mode's CPU time per call (µs) in this
+    thread: the client's own work, system calls included, without the daemon's."""
     for call in callers.values():
         for _ in range(warmup):
             call()
     samples: dict[str, list[int]] = {name: [] for name in callers}
+    cpu_ns: dict[str, int] = {name: 0 for name in callers}
     per_round = max(1, calls // rounds)
-    now = time.perf_counter_ns
+    now, cpu = time.perf_counter_ns, time.thread_time_ns
     for _ in range(rounds):
         for name, call in callers.items():
             out = samples[name]
+            c0 = cpu()
             for _ in range(per_round):
                 t0 = now()
                 call()
                 out.append(now() - t0)
-    return samples
+            cpu_ns[name] += cpu() - c0
+    return samples, {n: cpu_ns[n] / len(samples[n]) / 1000.0 for n in callers}
 
 
 def pct(sorted_ns: list[int], p: float) -> float:
     return sorted_ns[min(len(sorted_ns) - 1, round((len(sorted_ns) - 1) * p))] / 1000.0
 
 
-def report(samples: dict[str, list[int]]) -> dict[str, dict[str, float]]:
+def report(samples: dict[str, list[int]], cpu: dict[str, float]) -> dict[str, dict[str, float]]:
     table: dict[str, dict[str, float]] = {}
-    print(f"{'':10} {'n':>7} {'p50 µs':>9} {'p90 µs':>9} {'p99 µs':>9} {'p99.9 µs':>9} {'mean µs':>9}")
+    print(f"{'':10} {'n':>7} {'p50 µs':>9} {'p90 µs':>9} {'p99 µs':>9} {'p99.9 µs':>9} "
+          f"{'mean µs':>9} {'CPU µs':>8}")
     for name, ns in samples.items():
         s = sorted(ns)
         row = {"n": len(s), "p50": pct(s, 0.50), "p90": pct(s, 0.90), "p99": pct(s, 0.99),
-               "p999": pct(s, 0.999), "mean": statistics.fmean(s) / 1000.0}
+               "p999": pct(s, 0.999), "mean": statistics.fmean(s) / 1000.0, "cpu": cpu[name]}
         table[name] = row
         print(f"{name:10} {row['n']:>7} {row['p50']:>9.1f} {row['p90']:>9.1f} "
-              f"{row['p99']:>9.1f} {row['p999']:>9.1f} {row['mean']:>9.1f}")
+              f"{row['p99']:>9.1f} {row['p999']:>9.1f} {row['mean']:>9.1f} {row['cpu']:>8.1f}")
     if "raw" in table:
         for name in table:
             if name != "raw":
-                d = {k: table[name][k] - table["raw"][k] for k in ("p50", "p90", "p99")}
+                d = {k: table[name][k] - table["raw"][k] for k in ("p50", "p90", "p99", "cpu")}
                 print(f"{name} − raw: p50 {d['p50']:+.1f} µs, p90 {d['p90']:+.1f} µs, "
-                      f"p99 {d['p99']:+.1f} µs")
+                      f"p99 {d['p99']:+.1f} µs; CPU {d['cpu']:+.1f} µs per call")
     return table
 
 
@@ -195,13 +207,13 @@ def main() -> None:
                   f"(durability interval); Python {sys.version.split()[0]}; "
                   f"{opts.calls} calls per mode after {opts.warmup} warm-up, "
                   f"{opts.rounds} interleaved rounds")
-            samples = measure(callers, opts.calls, opts.warmup, opts.rounds)
+            samples, cpu = measure(callers, opts.calls, opts.warmup, opts.rounds)
         finally:
             if proc is not None:
                 proc.terminate()
                 proc.wait(timeout=30)
     load_after = os.getloadavg()
-    table = report(samples)
+    table = report(samples, cpu)
     print(f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
           f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     if opts.json:
