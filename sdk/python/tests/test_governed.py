@@ -344,3 +344,16 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError:
         return b""
+
+
+def test_a_rate_limited_call_says_when_to_retry(client: Client) -> None:
+    s = Stripe(client)
+    for _ in range(30):  # the policy's `rate_limit "stripe/refund": 30 per hour`
+        s.refund(1, CUSTOMER)
+    with pytest.raises(ToolDeniedException) as e:
+        s.refund(1, CUSTOMER)
+    assert (e.value.effect, e.value.code) == ("deny", "RATE_EXCEEDED")
+    assert e.value.retry_after_ms is not None and 0 < e.value.retry_after_ms <= 3_600_000
+    assert e.value.retry_after == e.value.retry_after_ms / 1000
+    assert "retry after" in str(e.value)
+    assert len(s.calls) == 30

@@ -9,8 +9,8 @@ Resending (why a call is sent at most twice, and when):
 * A ``decide`` is resent only when the daemon cannot have read it: the pooled connection was
   found closed before anything was written (a non-blocking peek, for connections idle over
   half a second), or the write failed before a single byte was accepted (a Unix socket whose
-  peer has closed refuses the first byte with ``EPIPE``). Once a byte of a ``decide`` may have reached the
-  daemon, a broken connection is *not* retried: the daemon may already have decided it, and a
+  peer has closed refuses the first byte with ``EPIPE``). Once a byte of a ``decide`` may
+  have reached the daemon, a broken connection is *not* retried: the daemon may already have decided it, and a
   decision has effects (it is recorded, counts against rate limits and budgets, mints a
   credential, and a retry carrying an approved ``defer_token`` consumes the approval). The
   call then fails closed with ``DaemonUnavailable(DAEMON_CONNECTION_LOST)``; calling again is
@@ -53,6 +53,8 @@ DEFAULT_APPROVAL_TIMEOUT = 300.0
 #: Answers larger than this are refused (the daemon's requests are limited to 1 MiB).
 MAX_ANSWER_BYTES = 16 << 20
 _RECV = 1 << 16
+# EPIPE as an error, never as SIGPIPE (which a host program may not ignore, as Python does).
+_NOSIGNAL = getattr(_socket, "MSG_NOSIGNAL", 0)
 # A pooled connection idle longer than this is checked before use (seconds).
 _IDLE_CHECK = 0.5
 _POLICY_FILES = ("governance.fms", "governance.fms.yaml", "governance.fms.json")
@@ -167,7 +169,7 @@ class _Connection:
         n = len(data)
         while sent < n:
             try:
-                sent += self.sock.send(data[sent:] if sent else data)
+                sent += self.sock.send(data[sent:] if sent else data, _NOSIGNAL)
             except BlockingIOError:
                 raise TimeoutError("the daemon does not read") from None
             except (BrokenPipeError, ConnectionResetError) as e:
