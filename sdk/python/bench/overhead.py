@@ -21,6 +21,7 @@ finds the daemon's threads parked more often, and waking them costs tens of µs 
 of machine (docs/performance.md, "The daemon").
 
     python sdk/python/bench/overhead.py [--calls 20000] [--warmup 2000] [--bin PATH]
+                                        [--pace-us 500] [--socket PATH] [--json OUT]
 """
 
 from __future__ import annotations
@@ -129,9 +130,12 @@ def governed_caller(client: faramesh.Client) -> Callable[[], None]:
 
 
 def measure(callers: dict[str, Callable[[], None]], calls: int, warmup: int,
-            rounds: int) -> tuple[dict[str, list[int]], dict[str, float]]:
+            rounds: int, pace_us: int = 0) -> tuple[dict[str, list[int]], dict[str, float]]:
     """Per-call wall times (ns) of each mode, and each mode's CPU time per call (µs) in this
-    thread: the client's own work, system calls included, without the daemon's."""
+    thread: the client's own work, system calls included, without the daemon's. With
+    ``pace_us``, each call starts that long after the previous one ended (a busy wait, so
+    this thread stays on its core while the daemon's threads go idle, as between the tool
+    calls of a real agent); the pause is neither timed nor counted as CPU."""
     for call in callers.values():
         for _ in range(warmup):
             call()
@@ -139,15 +143,21 @@ def measure(callers: dict[str, Callable[[], None]], calls: int, warmup: int,
     cpu_ns: dict[str, int] = {name: 0 for name in callers}
     per_round = max(1, calls // rounds)
     now, cpu = time.perf_counter_ns, time.thread_time_ns
+    pace = pace_us * 1000
     for _ in range(rounds):
         for name, call in callers.items():
             out = samples[name]
-            c0 = cpu()
             for _ in range(per_round):
+                if pace:
+                    until = now() + pace
+                    while now() < until:
+                        pass
+                c0 = cpu()
                 t0 = now()
                 call()
-                out.append(now() - t0)
-            cpu_ns[name] += cpu() - c0
+                t1 = now()
+                cpu_ns[name] += cpu() - c0
+                out.append(t1 - t0)
     return samples, {n: cpu_ns[n] / len(samples[n]) / 1000.0 for n in callers}
 
 
@@ -185,6 +195,8 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=20_000, help="measured calls per mode")
     ap.add_argument("--warmup", type=int, default=2_000, help="calls per mode before measuring")
     ap.add_argument("--rounds", type=int, default=20, help="interleaved rounds")
+    ap.add_argument("--pace-us", type=int, default=0,
+                    help="busy-wait this long between calls (the daemon goes idle between them)")
     ap.add_argument("--bin", type=Path, default=default_bin(), help="the faramesh binary")
     ap.add_argument("--socket", type=Path, help="a running daemon's agent socket instead")
     ap.add_argument("--json", type=Path, help="also write the figures here")
@@ -206,8 +218,9 @@ def main() -> None:
             print(f"daemon: {'running at ' + str(opts.socket) if opts.socket else opts.bin} "
                   f"(durability interval); Python {sys.version.split()[0]}; "
                   f"{opts.calls} calls per mode after {opts.warmup} warm-up, "
-                  f"{opts.rounds} interleaved rounds")
-            samples, cpu = measure(callers, opts.calls, opts.warmup, opts.rounds)
+                  f"{opts.rounds} interleaved rounds"
+                  + (f", {opts.pace_us} µs between calls" if opts.pace_us else ""))
+            samples, cpu = measure(callers, opts.calls, opts.warmup, opts.rounds, opts.pace_us)
         finally:
             if proc is not None:
                 proc.terminate()
