@@ -46,6 +46,7 @@ from ._errors import (
     DaemonUnavailable,
     RpcError,
 )
+from ._jsonargs import json_default
 
 DEFAULT_CONNECT_TIMEOUT = 2.0
 DEFAULT_TIMEOUT = 10.0
@@ -60,9 +61,12 @@ _IDLE_CHECK = 0.5
 _POLICY_FILES = ("governance.fms", "governance.fms.yaml", "governance.fms.json")
 _READ_ONLY = frozenset({"status", "approval.status"})
 _ids = itertools.count(1)
-# One compact line; NaN and infinities are not JSON. Made once: json.dumps with options builds
-# a new encoder on every call.
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+# One compact line; NaN and infinities are not JSON; Decimals, dates, dataclasses, … through
+# json_default. Made once: json.dumps with options builds a new encoder on every call.
+_encode = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=json_default
+).encode
+_decode = json.JSONDecoder().decode
 
 
 def find_stack(start: str | os.PathLike[str] | None = None) -> Path | None:
@@ -442,8 +446,8 @@ class Client:
 
     def _answer(self, raw: bytes, rid: int, tool: str | None) -> Any:
         try:
-            msg = json.loads(raw)
-        except ValueError:
+            msg = _decode(raw.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError included
             raise DaemonUnavailable(
                 DAEMON_PROTOCOL_ERROR, "the daemon's answer is not JSON", tool=tool
             ) from None

@@ -8,23 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import dataclasses
 import functools
 import hashlib
 import inspect
-import json
 import logging
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from datetime import date, datetime
-from datetime import time as dtime
-from decimal import Decimal
-from enum import Enum
-from pathlib import PurePath
 from typing import Any, TypeVar, overload
-from uuid import UUID
 
 from ._client import DEFAULT_APPROVAL_TIMEOUT, Client
 from ._decision import Approval, Credential, Decision
@@ -35,6 +26,7 @@ from ._errors import (
     FarameshError,
     ToolDeniedException,
 )
+from ._jsonargs import canonical, to_json_args
 
 log = logging.getLogger("faramesh")
 
@@ -207,8 +199,7 @@ class Governor:
 
     @staticmethod
     def _key(tool: str, args: dict[str, Any]) -> str:
-        text = json.dumps([tool, args], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return hashlib.sha256(canonical([tool, args]).encode("utf-8")).hexdigest()
 
     def _recall(self, tool: str, args: dict[str, Any]) -> tuple[str | None, str | None]:
         """The call's key and remembered token; nothing to compute while none is remembered
@@ -238,73 +229,6 @@ class Governor:
         with self._lock:
             if self._tokens.get(key) == token:
                 del self._tokens[key]
-
-
-# --- arguments -----------------------------------------------------------------------------
-
-
-def to_json_args(value: Mapping[str, Any]) -> dict[str, Any]:
-    """The arguments as the daemon will see them: JSON values only. Decimals become numbers,
-    dates ISO strings, dataclasses and pydantic models their fields; anything else that is
-    not JSON raises ``TypeError`` (so the call does not run with arguments nobody governed)."""
-    out = _json(dict(value), "args")
-    assert isinstance(out, dict)
-    return out
-
-
-_SCALARS = (str, int, bool, type(None))
-
-
-def _json(v: Any, path: str) -> Any:
-    t = type(v)
-    if t in _SCALARS:
-        return v
-    if t is dict and all(type(k) is str for k in v):
-        return {k: _json(x, path) for k, x in v.items()}
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            raise TypeError(f"{path}: {v} is not a JSON number")
-        return v
-    if isinstance(v, _SCALARS):  # subclasses: str enums, IntEnum, …
-        return _json_object(v, path) if isinstance(v, Enum) else v
-    if isinstance(v, Mapping):
-        return {_key(k, path): _json(x, f"{path}.{k}") for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json(x, f"{path}[{i}]") for i, x in enumerate(v)]
-    if isinstance(v, (set, frozenset)):
-        items = [_json(x, f"{path}[]") for x in v]
-        return sorted(items, key=lambda x: json.dumps(x, sort_keys=True))
-    return _json_object(v, path)
-
-
-def _json_object(v: Any, path: str) -> Any:
-    if isinstance(v, Enum):
-        return _json(v.value, path)
-    if isinstance(v, Decimal):
-        if not v.is_finite():
-            raise TypeError(f"{path}: {v} is not a JSON number")
-        return int(v) if v == v.to_integral_value() else float(v)
-    if isinstance(v, (datetime, date, dtime)):
-        return v.isoformat()
-    if isinstance(v, (UUID, PurePath)):
-        return str(v)
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return _json(dataclasses.asdict(v), path)
-    dump = getattr(v, "model_dump", None)
-    if callable(dump) and not isinstance(v, type):
-        return _json(dump(mode="json"), path)
-    raise TypeError(
-        f"{path}: a {type(v).__name__} is not JSON; give @governed an args= function that "
-        "says what the daemon should decide on"
-    )
-
-
-def _key(k: Any, path: str) -> str:
-    if isinstance(k, str):
-        return k
-    if isinstance(k, (int, float, bool)) or k is None:
-        return json.dumps(k)
-    raise TypeError(f"{path}: key {k!r} is not a string")
 
 
 # --- @governed -----------------------------------------------------------------------------
@@ -482,7 +406,7 @@ def _arguments(
                 out[name] = list(value)
             else:
                 out[name] = value
-        return to_json_args(out)
+        return out
 
     def build(a: tuple[Any, ...], kw: dict[str, Any]) -> dict[str, Any]:
         # The common shape (named parameters, no *args/**kwargs), without Signature.bind.
@@ -498,6 +422,6 @@ def _arguments(
             return slow(a, kw)
         for n in skip:
             out.pop(n, None)
-        return to_json_args(out)
+        return out  # converted to JSON as it is encoded (json_default)
 
     return build

@@ -27,7 +27,8 @@ from langchain_core.tools import BaseTool
 from pydantic import PrivateAttr
 
 from ._errors import DaemonUnavailable, ToolDeferredException, ToolDeniedException
-from ._govern import Governor, _Running, to_json_args
+from ._govern import Governor, _Running
+from ._jsonargs import to_json_args
 
 ON_DENY = ("message", "raise")
 _FILTERED = ("run_manager", "callbacks")
