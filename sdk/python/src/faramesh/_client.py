@@ -226,7 +226,9 @@ class Client:
     ``socket``/``stack`` say where the daemon is (see ``resolve_socket``; resolved at each new
     connection, so a daemon started later is found). ``agent``, ``session`` and ``principal``
     are defaults for every call (``agent`` falls back to ``$FARAMESH_AGENT``).
-    ``connect_timeout`` bounds connecting; ``timeout`` bounds one whole call.
+    ``connect_timeout`` bounds connecting; ``timeout`` bounds each wait on the daemon (the
+    send, the answer), and a call whose answer trickles in gives up at the first read past it.
+    ``max_idle`` connections are kept for reuse.
     """
 
     def __init__(
