@@ -22,8 +22,11 @@ from ._decision import Approval, Credential, Decision
 from ._default import default_client
 from ._errors import (
     APPROVAL_TIMEOUT,
+    DAEMON_PROTOCOL_ERROR,
     ApprovalTimeout,
+    DaemonUnavailable,
     FarameshError,
+    RpcError,
     ToolDeniedException,
 )
 from ._jsonargs import canonical, to_json_args
@@ -143,6 +146,8 @@ class Governor:
                 )
             except ApprovalTimeout:
                 raise self._timed_out(d, tool) from None
+            except RpcError as e:
+                raise _status_refused(e, tool) from None
             token = d.defer_token
             d = await client.agovern(tool, args, defer_token=token, **self._who())
         return self._settle(tool, args, key, token, d)
@@ -171,6 +176,8 @@ class Governor:
             wait()
         except ApprovalTimeout:
             raise self._timed_out(d, tool) from None
+        except RpcError as e:
+            raise _status_refused(e, tool) from None
 
     def _timed_out(self, d: Decision, tool: str) -> ApprovalTimeout:
         return ApprovalTimeout(
@@ -229,6 +236,14 @@ class Governor:
         with self._lock:
             if self._tokens.get(key) == token:
                 del self._tokens[key]
+
+
+def _status_refused(e: RpcError, tool: str) -> DaemonUnavailable:
+    # The daemon refused to say where an approval it just issued stands: nothing can be
+    # decided, and a governed call must fail as one that did not run.
+    return DaemonUnavailable(
+        DAEMON_PROTOCOL_ERROR, f"approval.status was refused: {e.message}", tool=tool
+    )
 
 
 # --- @governed -----------------------------------------------------------------------------
