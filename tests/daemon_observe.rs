@@ -182,3 +182,36 @@ fn a_deny_alert_reaches_the_webhook_and_metrics_count_decisions() {
     }
     d.stop();
 }
+
+#[test]
+fn a_permitted_call_is_reported_once_and_nothing_else_can_be() {
+    let stack = stack(POLICY);
+    let d = Daemon::start(stack.path());
+    let permit = d.decide(call("ops", "logs/read", json!({"lines": 10})));
+    expect(&permit, "permit", "RULE_PERMIT");
+    let deny = d.decide(call("ops", "db/drop", json!({})));
+    let mut agent = d.agent();
+    let report = |agent: &mut daemon::client::Client, id: &Value| {
+        agent.call(
+            "report",
+            json!({"dpr_id": id, "outcome": "ok", "cost": 0.25}),
+        )
+    };
+    let first = report(&mut agent, &permit["dpr_id"]).unwrap();
+    assert_eq!(first["dpr_id"], permit["dpr_id"], "{first}");
+    assert_eq!(first["outcome"], "ok", "{first}");
+    // Once only; a deny was never permitted; an id of another daemon run is not ours.
+    assert_eq!(
+        rpc_code(&report(&mut agent, &permit["dpr_id"])),
+        Some(-32000)
+    );
+    assert_eq!(rpc_code(&report(&mut agent, &deny["dpr_id"])), Some(-32000));
+    let id = permit["dpr_id"].as_str().unwrap();
+    let other_boot = format!("{}{}{}", &id[..16], "00000000", &id[24..]);
+    assert_ne!(other_boot, id);
+    assert_eq!(
+        rpc_code(&report(&mut agent, &json!(other_boot))),
+        Some(-32000)
+    );
+    d.stop();
+}

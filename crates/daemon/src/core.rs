@@ -219,6 +219,7 @@ impl Core {
     ) -> Result<Core, String> {
         let now = clock.now_ms();
         let active = Arc::new(active(policy, &config, &store, &clock, now));
+        let ids = Ids::new().map_err(|e| e.to_string())?;
         Ok(Core {
             config,
             active: RwLock::new(active),
@@ -227,12 +228,12 @@ impl Core {
             broker,
             metrics: Metrics::new(),
             notices,
-            reports: Reports::default(),
+            reports: Reports::new(ids.boot),
             phase: AtomicU8::new(Phase::Initializing as u8),
             stop: tokio::sync::watch::channel(false).0,
             started: Instant::now(),
             started_ms: now,
-            ids: Ids::new().map_err(|e| e.to_string())?,
+            ids,
         })
     }
 
