@@ -70,17 +70,32 @@ fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// A DPR id as the daemon makes them (`dpr_<ms><boot><n>`, hex): ordered by time across all
+/// writers, so the id index grows at its end as it does under the daemon.
+fn daemon_id(n: u64) -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("dpr_{ms:012x}{:08x}{n:010x}", 0x5eed_u32)
+}
+
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn next_id() -> String {
+    daemon_id(NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
 /// `per` appends from each of 64 threads, each waiting for its ticket; returns records/s.
 fn append_load(dir: &Path, durability: Durability, max_batch: usize, per: usize) -> f64 {
     let store = Arc::new(open(dir, durability, max_batch));
     let cpu = cpu_time();
     let start = Instant::now();
     let threads: Vec<_> = (0..writers())
-        .map(|t| {
+        .map(|_| {
             let store = Arc::clone(&store);
             std::thread::spawn(move || {
                 for i in 0..per {
-                    let d = decision(format!("dpr-{t}-{i}"), i as i64);
+                    let d = decision(next_id(), i as i64);
                     store.append(d).wait().unwrap();
                 }
             })
@@ -118,7 +133,7 @@ fn append_in_flight(dir: &Path, per_thread: usize) -> f64 {
     let cpu = cpu_time();
     let start = Instant::now();
     let threads: Vec<_> = (0..2)
-        .map(|t| {
+        .map(|_| {
             let store = Arc::clone(&store);
             std::thread::spawn(move || {
                 let mut window = std::collections::VecDeque::new();
@@ -127,7 +142,7 @@ fn append_in_flight(dir: &Path, per_thread: usize) -> f64 {
                         let tk: store::Ticket = window.pop_front().unwrap();
                         tk.wait().unwrap();
                     }
-                    window.push_back(store.append(decision(format!("w-{t}-{i}"), i as i64)));
+                    window.push_back(store.append(decision(next_id(), i as i64)));
                 }
                 for tk in window {
                     tk.wait().unwrap();
