@@ -17,6 +17,9 @@ if [ -z "$python" ]; then
 fi
 if [ -z "${FARAMESH_BIN:-}" ]; then
   (cd "$repo" && cargo build -p faramesh --locked --quiet)
-  export FARAMESH_BIN="$repo/target/debug/faramesh"
+  # Where cargo put it: CARGO_TARGET_DIR or a config may move the target directory.
+  target=$(cd "$repo" && cargo metadata --format-version 1 --no-deps --locked \
+    | "$python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  export FARAMESH_BIN="$target/debug/faramesh"
 fi
 exec "$python" "$here/bot.py" "$@"
