@@ -352,3 +352,38 @@ fn apply_starts_the_daemon_when_none_runs() {
     );
     verify(stack);
 }
+
+/// What a swap cannot change (the runtime block's start-up keys, the providers) is named to
+/// the operator, and the daemon keeps running the new rules with the old settings.
+#[test]
+fn apply_names_the_settings_that_need_a_restart() {
+    let dir = stack(POLICY_A);
+    let stack = dir.path();
+    let out = faramesh_in(stack, &["apply"]);
+    ok(&out, "faramesh apply (start)");
+    let _guard = PidGuard(daemon::server::RunInfo::read(stack).unwrap().pid);
+    let with_provider = format!(
+        "provider \"hooks\" {{ type = \"webhook\"; url = \"http://127.0.0.1:9/alerts\" }}\n{}",
+        POLICY_B.replace("durability = \"interval\"", "durability = \"sync\"")
+    );
+    write_policy(stack, &with_provider);
+    let out = faramesh_in(stack, &["apply"]);
+    ok(&out, "faramesh apply (swap)");
+    let note = stderr(&out);
+    assert!(
+        note.contains("durability") && note.contains("providers") && note.contains("restarts"),
+        "{}",
+        shown(&out)
+    );
+    // The rules did swap.
+    let mut agent = daemon::client::Client::connect(
+        &daemon::stack::default_socket(stack),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let answer = agent
+        .call("decide", call("bot", "shell/exec", json!({})))
+        .unwrap();
+    expect(&answer, "permit", "RULE_PERMIT");
+    ok(&faramesh_in(stack, &["stop"]), "faramesh stop");
+}

@@ -91,10 +91,27 @@ pub fn apply(stack: &StackArg) -> ExitCode {
                     short(version)
                 ));
             }
+            warn_restart_needed(&v);
             ExitCode::SUCCESS
         }
         Err(ClientError::NotRunning(_)) => start(&dir, policy.version()),
         Err(e) => fail(&format!("apply: {e}")),
+    }
+}
+
+/// Settings the running daemon set up at start (sockets, store, providers) keep their old
+/// values until it restarts: the operator must hear that, not assume the swap took them.
+fn warn_restart_needed(answer: &serde_json::Value) {
+    let keys: Vec<&str> = answer["restart_needed_for"]
+        .as_array()
+        .map(|keys| keys.iter().filter_map(|k| k.as_str()).collect())
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        eprintln!(
+            "note: {} changed; the running daemon keeps the old settings until it restarts \
+             (faramesh stop, then faramesh apply)",
+            keys.join(", ")
+        );
     }
 }
 

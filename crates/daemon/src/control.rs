@@ -185,8 +185,12 @@ pub async fn apply(core: &Core, by: String) -> RpcResult {
 pub async fn put_in_force(core: &Core, loaded: LoadedPolicy, by: String) -> RpcResult {
     let active = core.active();
     let from = active.version.clone();
-    // Sockets, the store and its settings are set up at start: say so rather than pretend.
-    let restart = active.runtime.changed_keys(&loaded.runtime);
+    // Sockets, the store and its settings, the secrets and alert providers are set up at
+    // start: say so rather than pretend.
+    let mut restart = active.runtime.changed_keys(&loaded.runtime);
+    if loaded.providers != core.config.providers {
+        restart.push("providers");
+    }
     if !restart.is_empty() {
         tracing::warn!(keys = ?restart, "runtime keys changed: they take effect when the daemon restarts");
     }

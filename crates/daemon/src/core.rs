@@ -80,6 +80,8 @@ pub struct CoreConfig {
     pub engine: EngineConfig,
     pub dev: bool,
     pub cold_start_deny_window_ms: u64,
+    /// The providers (secrets, notifiers) set up at start: a swap cannot change them.
+    pub providers: Vec<crate::policy::ProviderSpec>,
 }
 
 #[derive(Debug)]

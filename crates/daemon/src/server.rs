@@ -150,6 +150,7 @@ async fn run_async(opts: Options) -> Result<(), String> {
         },
         dev: opts.dev,
         cold_start_deny_window_ms: policy.runtime.cold_start_deny_window_ms.unwrap_or(0),
+        providers: policy.providers.clone(),
     };
     let core = Arc::new(Core::new(
         config,
