@@ -278,6 +278,22 @@ fn decide_with_bad_params_is_a_recorded_malformed_deny() {
             ),
         ),
         (
+            "a key twice in args",
+            r#","params":{"agent":"bot","tool":"search_docs","args":{"q":"a","q":"b"}}"#.into(),
+        ),
+        (
+            "a key twice in nested args",
+            r#","params":{"agent":"bot","tool":"search_docs","args":{"o":{"k":1,"k":2}}}"#.into(),
+        ),
+        (
+            "a key twice in the principal",
+            r#","params":{"agent":"bot","tool":"search_docs","args":{},"principal":{"role":"a","role":"b"}}"#.into(),
+        ),
+        (
+            "a field twice",
+            r#","params":{"agent":"bot","tool":"shell/exec","tool":"search_docs","args":{}}"#.into(),
+        ),
+        (
             "args over 256 KiB",
             format!(r#","params":{{"agent":"bot","tool":"search_docs","args":{{"q":"{big}"}}}}"#),
         ),
@@ -309,6 +325,23 @@ fn decide_with_bad_params_is_a_recorded_malformed_deny() {
     ids.push((
         "govern",
         g["result"]["dpr_id"].as_str().unwrap().to_string(),
+    ));
+    send(
+        &mut w,
+        br#"{"jsonrpc":"2.0","id":"g2","method":"govern","params":{"agent_id":"bot","tool":"search_docs","args":{"q":"a","q":"b"}}}"#,
+    );
+    let g2 = answer(&mut r);
+    assert_eq!(g2["result"]["reason_code"], "MALFORMED_REQUEST", "{g2}");
+    assert!(
+        g2["result"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate"),
+        "{g2}"
+    );
+    ids.push((
+        "govern, a key twice",
+        g2["result"]["dpr_id"].as_str().unwrap().to_string(),
     ));
     drop((w, r));
     still_serving(&d);

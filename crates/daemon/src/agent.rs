@@ -86,7 +86,7 @@ struct GovernParams {
     tool: Option<String>,
     #[serde(default)]
     operation: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "engine::car::strict_value")]
     args: serde_json::Value,
     #[serde(default)]
     defer_token: Option<String>,

@@ -33,11 +33,12 @@ pub struct ActionRequest {
     pub session: Option<String>,
     /// The tool id, such as `stripe/refund`; normalised to NFKC.
     pub tool: String,
-    /// The tool's arguments: a JSON object (absent or `null` means `{}`).
-    #[serde(default)]
+    /// The tool's arguments: a JSON object (absent or `null` means `{}`). Read with duplicate
+    /// keys refused ([`strict_value`]).
+    #[serde(default, deserialize_with = "strict_value")]
     pub args: Value,
-    /// Who the agent acts for: a JSON object, or absent.
-    #[serde(default)]
+    /// Who the agent acts for: a JSON object, or absent. Read with duplicate keys refused.
+    #[serde(default, deserialize_with = "strict_option")]
     pub principal: Option<Value>,
     /// The adapter's id for this call.
     #[serde(default)]
@@ -466,9 +467,10 @@ fn shown(s: &str) -> String {
     }
 }
 
-/// Refuses NUL characters and excess depth in `v` (named `root` in the message). The fast walk
+/// Refuses NUL characters, inexact numbers ([`is_exact`]) and excess depth in `v` (named
+/// `root` in the message). The fast walk
 /// decides; only a refused value is walked again, remembering the path, for the message. A
-/// parsed document holds neither: [`Doc::parse`] gives up on them.
+/// parsed document holds none of them: [`Doc::parse`] gives up on them.
 fn check_clean(root: &'static str, v: JsonRef<'_>, max_depth: usize) -> Result<(), Malformed> {
     let Some(v) = v.as_tree() else {
         return Ok(());
@@ -479,10 +481,28 @@ fn check_clean(root: &'static str, v: JsonRef<'_>, max_depth: usize) -> Result<(
     Walk::new(root, max_depth).check(v)
 }
 
+/// Every integer up to this magnitude is exactly a double; above it, doubles skip integers.
+const EXACT: u64 = 1 << 53;
+
+/// False for a number that its double does not stand for exactly: an integer of magnitude
+/// over 2^53, or any other number of magnitude 2^53 or more. As RFC 8785 text, `2^53 + 1` and
+/// `2^53` would be one number, so an approval or a digest for one would hold for the other and
+/// the log would record a value the tool never received: such arguments are refused.
+pub(crate) fn is_exact(n: &Number) -> bool {
+    if let Some(i) = n.as_i64() {
+        return i.unsigned_abs() <= EXACT;
+    }
+    if let Some(u) = n.as_u64() {
+        return u <= EXACT;
+    }
+    n.as_f64().is_some_and(|f| f.abs() < EXACT as f64)
+}
+
 /// True when [`Walk::check`] finds nothing wrong with `v` at `depth`.
 fn is_clean(v: &Value, depth: usize, max_depth: usize) -> bool {
     match v {
         Value::String(s) => !s.contains('\0'),
+        Value::Number(n) => is_exact(n),
         Value::Array(items) => {
             depth < max_depth && items.iter().all(|i| is_clean(i, depth + 1, max_depth))
         }
@@ -502,7 +522,8 @@ enum Seg<'a> {
     Index(usize),
 }
 
-/// Walks a value for NUL characters and excess depth, remembering the path for the message.
+/// Walks a value for NUL characters, inexact numbers and excess depth, remembering the path
+/// for the message.
 struct Walk<'a> {
     root: &'static str,
     max_depth: usize,
@@ -527,6 +548,11 @@ impl<'a> Walk<'a> {
             Value::String(s) if s.contains('\0') => {
                 Err(Malformed(format!("{} contains a NUL byte", self.here())))
             }
+            Value::Number(n) if !is_exact(n) => Err(Malformed(format!(
+                "{} is {n}, beyond ±2^53 (9007199254740992), where JSON numbers (doubles) \
+                 are not exact: send it as a string",
+                self.here()
+            ))),
             Value::Array(items) => {
                 self.enter(depth)?;
                 for (i, item) in items.iter().enumerate() {
@@ -724,8 +750,11 @@ impl<'o> Jcs<'o> {
     /// 2^53 is exactly a double whose shortest form is its own digits, so it is written as an
     /// integer.
     fn number(&mut self, n: &Number) -> Result<(), JcsError> {
+        if !is_exact(n) {
+            self.clean = false;
+        }
         if let Some(i) = n.as_i64()
-            && i.unsigned_abs() <= 1 << 53
+            && i.unsigned_abs() <= EXACT
         {
             self.integer(i);
             return Ok(());
@@ -1087,6 +1116,20 @@ impl CanonicalArgs {
     }
 }
 
+/// Reads a JSON value with duplicate object keys refused (`#[serde(deserialize_with)]`).
+///
+/// A document with a key twice means different things to different readers (`serde_json` and
+/// Python keep the last, others the first), so a policy could be decided on one value while the
+/// tool acts on the other: such arguments are refused, never decided on.
+pub fn strict_value<'de, D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+    Strict::deserialize(d).map(|Strict(v)| v)
+}
+
+/// [`strict_value`] for an optional field (`null` is `None`).
+pub fn strict_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Ok(Some(strict_value(d)?).filter(|v| !v.is_null()))
+}
+
 /// A JSON value parsed with duplicate object keys refused.
 struct Strict(Value);
 
@@ -1301,12 +1344,17 @@ mod tests {
     fn numbers_follow_rfc_8785() {
         let c = ok(req(
             "t",
-            json!({"a": 1e21, "b": 1e-7, "c": 0.1, "d": -0.0, "e": 123456789.5, "f": 1e20}),
+            json!({"a": 9e15, "b": 1e-7, "c": 0.1, "d": -0.0, "e": 123456789.5, "f": 1e15}),
         ));
         assert_eq!(
             c.canonical_args,
-            r#"{"a":1e+21,"b":1e-7,"c":0.1,"d":0,"e":123456789.5,"f":100000000000000000000}"#
+            r#"{"a":9000000000000000,"b":1e-7,"c":0.1,"d":0,"e":123456789.5,"f":1000000000000000}"#
         );
+        // Beyond 2^53 args are refused (`numbers_beyond_2_to_the_53_…`), but the writer formats
+        // such numbers for other canonical texts.
+        let mut text = String::new();
+        write_jcs(&json!([1e21, 1e20]), &mut text, usize::MAX).unwrap();
+        assert_eq!(text, "[1e+21,100000000000000000000]");
     }
 
     #[test]
@@ -1521,6 +1569,63 @@ mod tests {
     }
 
     #[test]
+    fn numbers_beyond_2_to_the_53_are_refused_with_their_path() {
+        let exact = [
+            json!(9_007_199_254_740_992u64),
+            json!(-9_007_199_254_740_992i64),
+            json!(1.5),
+            json!(9_007_199_254_740_991.0),
+        ];
+        for n in exact {
+            assert!(
+                canonicalize(req("t", json!({ "n": n })), &Limits::default()).is_ok(),
+                "{n}"
+            );
+        }
+        let msg = |n: &str| {
+            format!(
+                "args.n is {n}, beyond ±2^53 (9007199254740992), where JSON numbers (doubles) are not exact: send it as a string"
+            )
+        };
+        assert_eq!(
+            bad(req("t", json!({"n": 9_007_199_254_740_993u64}))),
+            msg("9007199254740993")
+        );
+        assert_eq!(
+            bad(req("t", json!({"n": -9_007_199_254_740_993i64}))),
+            msg("-9007199254740993")
+        );
+        assert_eq!(
+            bad(req("t", json!({"n": u64::MAX}))),
+            msg(&u64::MAX.to_string())
+        );
+        assert_eq!(bad(req("t", json!({"n": 1e30}))), msg("1e+30"));
+        let m = bad(req("t", json!({"a": [{"id": 12_345_678_901_234_567u64}]})));
+        assert!(m.starts_with("args.a[0].id is 12345678901234567,"), "{m}");
+        let mut r = req("t", json!({}));
+        r.principal = Some(json!({"uid": 9_007_199_254_740_993u64}));
+        assert!(bad(r).starts_with("principal.uid is 9007199254740993,"));
+        // From JSON text, including integers too long for a u64 (serde_json reads them as
+        // doubles, which would make two different ids one).
+        for text in [
+            "9007199254740993",
+            "-9007199254740993",
+            "12345678901234567891",
+            "123456789012345678901234",
+            "9007199254740993.0",
+            "1e16",
+        ] {
+            let m = bad_json(&format!(
+                r#"{{"agent":"a","tool":"t","args":{{"n":{text}}}}}"#
+            ));
+            assert!(
+                m.starts_with("args.n is ") && m.contains(", beyond ±2^53"),
+                "{text}: {m}"
+            );
+        }
+    }
+
+    #[test]
     fn depth_is_limited() {
         assert!(canonicalize(req("t", nested(64)), &Limits::default()).is_ok());
         let m = bad(req("t", nested(65)));
@@ -1664,7 +1769,7 @@ mod tests {
             let leaf = prop_oneof![
                 Just(Value::Null),
                 any::<bool>().prop_map(Value::Bool),
-                any::<i64>().prop_map(Value::from),
+                (-(1i64 << 53)..=(1i64 << 53)).prop_map(Value::from),
                 (-1e12f64..1e12).prop_map(Value::from),
                 "[a-z\u{e9}\u{4e2d} \"\\\\]{0,8}".prop_map(Value::String),
             ];

@@ -254,6 +254,9 @@ fn wild_value() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
         (-1000i64..1000).prop_map(Value::from),
+        // Exact numbers are decided on; the ones beyond 2^53 (above) are refused by both.
+        (-(1i64 << 53)..=(1i64 << 53)).prop_map(Value::from),
+        (-1e15f64..1e15).prop_map(Value::from),
         any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f)
             .map(Value::Number)),
         (-1e25f64..1e25).prop_map(Value::from),

@@ -278,3 +278,38 @@ def test_a_forked_child_uses_its_own_connection(daemon: Daemon) -> None:
     assert len(theirs) == calls
     for dpr, q in mine + theirs:
         assert records[dpr]["args"] == {"q": q}, "each answer belongs to its own call"
+
+
+def test_a_request_over_the_line_limit_is_refused_before_sending(daemon: Daemon) -> None:
+    with Client(daemon.socket, agent=AGENT) as c:
+        with pytest.raises(ValueError, match="1 MiB"):
+            c.govern("search_docs", {"q": "x" * 2_000_000})
+        # Nothing was sent, so the connection is still in step.
+        assert c.govern("search_docs", {"q": "after"}).permitted
+
+
+def test_arguments_nested_too_deeply_are_refused_before_sending(daemon: Daemon) -> None:
+    deep: dict[str, object] = {}
+    for _ in range(5000):
+        deep = {"a": deep}
+    with Client(daemon.socket, agent=AGENT) as c:
+        with pytest.raises(ValueError, match="nested too deeply"):
+            c.govern("search_docs", deep)
+
+
+def test_keys_that_collide_as_json_are_refused_by_the_daemon(daemon: Daemon) -> None:
+    with Client(daemon.socket, agent=AGENT) as c:
+        d = c.govern("search_docs", {1: "a", "1": "b"})
+    assert (d.effect, d.reason_code) == ("deny", "MALFORMED_REQUEST")
+    assert "duplicate" in d.reason
+
+
+def test_integers_beyond_2_to_the_53_are_refused(daemon: Daemon) -> None:
+    # As doubles, 2**53 + 1 and 2**53 are one number: an approval for one must not be spent on
+    # the other, and the log must not record a value the tool never received.
+    with Client(daemon.socket, agent=AGENT) as c:
+        big = c.govern("stripe/refund", {"charge": "ch_1", "amount": 2**53 + 1})
+        edge = c.govern("search_docs", {"q": "x", "n": 2**53})
+    assert (big.effect, big.reason_code) == ("deny", "MALFORMED_REQUEST")
+    assert "2^53" in big.reason
+    assert edge.permitted, "2**53 itself is exact"

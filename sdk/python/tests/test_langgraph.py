@@ -297,6 +297,14 @@ def test_plain_functions_and_tool_ids(daemon: Daemon, client: Client) -> None:
     assert [r[0] for r in ran] == ["refund"]
 
 
+def test_a_misspelled_tool_id_key_is_refused(client: Client) -> None:
+    def refund(amount: int) -> str:
+        return "refunded"
+
+    with pytest.raises(ValueError, match="'refnd'.*not among the tools .*'refund'"):
+        toolset([refund], client, tool_ids={"refnd": "stripe/refund"})
+
+
 def test_governed_tools_look_like_the_originals(client: Client) -> None:
     t = Tools()
     governed = toolset(t.sync, client)

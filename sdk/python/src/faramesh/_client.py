@@ -51,8 +51,11 @@ from ._jsonargs import json_default
 DEFAULT_CONNECT_TIMEOUT = 2.0
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_APPROVAL_TIMEOUT = 300.0
-#: Answers larger than this are refused (the daemon's requests are limited to 1 MiB).
+#: Answers larger than this are refused.
 MAX_ANSWER_BYTES = 16 << 20
+#: The daemon reads request lines of at most this many bytes (newline excluded) and answers a
+#: longer one with an error it cannot tie to the request: the client refuses it before sending.
+MAX_REQUEST_BYTES = 1 << 20
 _RECV = 1 << 16
 # EPIPE as an error, never as SIGPIPE (which a host program may not ignore, as Python does).
 _NOSIGNAL = getattr(_socket, "MSG_NOSIGNAL", 0)
@@ -408,6 +411,13 @@ class Client:
             line = text.encode("utf-8") + b"\n"
         except (TypeError, ValueError) as e:
             raise TypeError(f"the {method} params are not JSON: {e}") from None
+        except RecursionError:
+            raise ValueError(f"the {method} params are nested too deeply to encode") from None
+        if len(line) - 1 > MAX_REQUEST_BYTES:
+            raise ValueError(
+                f"the {method} request is {len(line) - 1:,} bytes of JSON; the daemon reads at "
+                f"most {MAX_REQUEST_BYTES:,} (1 MiB) per request: pass large data by reference"
+            )
         deadline = time.monotonic() + self.timeout
         raw = self._round_trip(line, deadline, method in _READ_ONLY, tool)
         return self._answer(raw, rid, tool)
@@ -453,6 +463,13 @@ class Client:
             raise DaemonUnavailable(
                 DAEMON_PROTOCOL_ERROR, "the daemon's answer is not JSON", tool=tool
             ) from None
+        if isinstance(msg, dict) and msg.get("id") is None and isinstance(msg.get("error"), dict):
+            # The daemon could not read the request far enough to know its id.
+            raise DaemonUnavailable(
+                DAEMON_PROTOCOL_ERROR,
+                f"the daemon refused the request: {msg['error'].get('message', '')}",
+                tool=tool,
+            )
         if not isinstance(msg, dict) or msg.get("id") != rid:
             raise DaemonUnavailable(
                 DAEMON_PROTOCOL_ERROR, "the answer does not match the request", tool=tool

@@ -57,6 +57,19 @@ class GovernedToolSet(Sequence[Any]):
         self.tool_ids = dict(tool_ids or {})
         items = tools.items() if isinstance(tools, Mapping) else ((None, t) for t in tools)
         self._tools = [self._wrap(name, t) for name, t in items]
+        self._check_tool_ids()
+
+    def _check_tool_ids(self) -> None:
+        """A ``tool_ids`` key that names no tool is a typo whose tool would otherwise be
+        decided under its model-facing name (and, most likely, denied by default)."""
+        names = self.names
+        unknown = sorted(set(self.tool_ids) - set(names))
+        if unknown:
+            raise ValueError(
+                f"tool_ids names {', '.join(map(repr, unknown))}, which "
+                f"{'is' if len(unknown) == 1 else 'are'} not among the tools "
+                f"({', '.join(map(repr, names))})"
+            )
 
     def _wrap(self, name: str | None, tool: Any) -> Any:
         if getattr(tool, "faramesh_governor", None) is not None or _is_governed_tool(tool):
