@@ -254,6 +254,19 @@ fn the_scene_by_hand_with_faramesh_dev() {
         sink_text.contains(&retry_id),
         "the dev sink holds the records (so the check below means something)"
     );
+    let seqs: Vec<u64> = sink_text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=all.len() as u64).collect::<Vec<_>>(),
+        "the dev sink holds every record of the log once, in order"
+    );
     let mut files = files_under(&data_dir(stack));
     files.push(daemon.log.clone());
     assert!(

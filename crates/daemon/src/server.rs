@@ -176,7 +176,7 @@ async fn run_async(opts: Options) -> Result<(), String> {
     remove_run_files(&stack, &setup.socket);
     if let Some(sink) = sink {
         sink.abort();
-        follow_into_sink(&core, stack::dev_audit_log(&setup.data_dir)).await;
+        follow_into_sink(&core, stack::dev_audit_log(&setup.data_dir), None).await;
     }
     drop(core);
     // Connections still open hold senders: the alert queue gets a bounded time to drain.
@@ -448,33 +448,37 @@ fn secrets(providers: &[ProviderConfig], dev: bool) -> Secrets {
     })
 }
 
-/// `faramesh dev`'s audit sink: every record, as JSON lines, in a file beside the store.
+/// `faramesh dev`'s audit sink: every record, as JSON lines, in a file beside the store. It
+/// follows the store every 200 ms (and once more at shutdown), so a line appears within about
+/// 200 ms of its answer.
 async fn dev_sink(core: Arc<Core>, path: PathBuf) {
+    let mut last = None;
     loop {
-        follow_into_sink(&core, path.clone()).await;
+        last = follow_into_sink(&core, path.clone(), last).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-/// Appends the records the sink has not seen yet (the file's last line says where it is).
-async fn follow_into_sink(core: &Core, path: PathBuf) {
+/// Appends the records after `last` (the sequence number of the file's last line when not
+/// known yet); answers the new last, or `None` to look at the file again next time.
+async fn follow_into_sink(core: &Core, path: PathBuf, last: Option<u64>) -> Option<u64> {
     let done = tokio::task::spawn_blocking({
         let store = Arc::clone(&core.store);
-        move || sink_once(store.as_ref(), &path)
+        move || sink_once(store.as_ref(), &path, last)
     })
     .await;
-    if let Ok(Err(e)) = done {
-        tracing::warn!(error = %e, "dev audit sink");
+    match done {
+        Ok(Ok(last)) => Some(last),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "dev audit sink");
+            None
+        }
+        Err(_) => None,
     }
 }
 
-fn sink_once(store: &dyn Store, path: &Path) -> Result<(), String> {
-    let last = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| t.lines().last().map(str::to_string))
-        .and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
-        .and_then(|v| v["seq"].as_u64())
-        .unwrap_or(0);
+fn sink_once(store: &dyn Store, path: &Path, last: Option<u64>) -> Result<u64, String> {
+    let last = last.unwrap_or_else(|| last_sunk(path));
     let rows = store
         .query(&store::Filter {
             after_seq: Some(last),
@@ -482,9 +486,9 @@ fn sink_once(store: &dyn Store, path: &Path) -> Result<(), String> {
             ..store::Filter::default()
         })
         .map_err(|e| e.to_string())?;
-    if rows.is_empty() {
-        return Ok(());
-    }
+    let Some(&(new_last, _, _)) = rows.last() else {
+        return Ok(last);
+    };
     let sink = JsonlFileSink::open(path).map_err(|e| e.to_string())?;
     for (seq, hash, body) in rows {
         let mut v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
@@ -492,7 +496,17 @@ fn sink_once(store: &dyn Store, path: &Path) -> Result<(), String> {
         v["hash"] = hash.to_string().into();
         sink.send(&v.to_string()).map_err(|e| e.to_string())?;
     }
-    Ok(())
+    Ok(new_last)
+}
+
+/// The sequence number on the sink file's last line (0 for none).
+fn last_sunk(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.lines().last().map(str::to_string))
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .and_then(|v| v["seq"].as_u64())
+        .unwrap_or(0)
 }
 
 /// Binds a Unix socket with `mode`: bound under a temporary name, given its mode, then moved
