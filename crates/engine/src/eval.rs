@@ -154,8 +154,19 @@ fn name(e: &CExpr) -> String {
         CExpr::Arg(p) => p.join("."),
         CExpr::Principal(p) => format!("principal.{}", p.join(".")),
         CExpr::Selector(_, p) => format!("selector field {}", p.join(".")),
-        CExpr::Lit(c) => format!("{c:?}"),
+        CExpr::Lit(c) => literal(c),
         _ => "the value".into(),
+    }
+}
+
+/// A literal as FPL spells it (money as its number: `$500` is `500`).
+fn literal(c: &Const) -> String {
+    match c {
+        Const::Num(n) => n.normalize().to_string(),
+        Const::Str(s) => format!("{s:?}"),
+        Const::Bool(b) => b.to_string(),
+        Const::Duration(ms) => format!("{ms}ms"),
+        Const::Null => "null".into(),
     }
 }
 

@@ -620,6 +620,16 @@ fn type_errors_deny_with_eval_error_naming_the_field() {
             d.trace
         );
     }
+    // Literals are named as FPL spells them, not as the engine holds them.
+    let d = h.decide("bot", "t/lt", json!({"amount": "5"}));
+    assert!(
+        d.reason
+            .contains("`amount` is a string and `500` is a number"),
+        "{}",
+        d.reason
+    );
+    let d = h.decide("bot", "t/eq", json!({"flag": 1}));
+    assert!(d.reason.contains("and `true` is a boolean"), "{}", d.reason);
     // A principal field is named as such.
     let d = h.decide_as(json!({"mfa": "yes"}), "bot", "t/princ", json!({}));
     expect(&d, Deny, R::EvalError);
