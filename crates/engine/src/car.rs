@@ -19,9 +19,7 @@ use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
-use crate::doc::{
-    Doc, JsonRef, Member, Members, Shape, is_high, special, utf16_cmp, utf16_follows,
-};
+use crate::doc::{Doc, JsonRef, Key, Source, View, bytes_cmp, special, utf16_cmp};
 
 /// What an adapter sends (deserializable from the daemon's JSON and the CLI).
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
@@ -318,7 +316,10 @@ pub(crate) fn canonicalize_marking<'a, 't>(
     let canonical_args = written.finish(limits)?;
     let mut args_digest = String::with_capacity(DIGEST_PREFIX.len() + 64);
     args_digest.push_str(DIGEST_PREFIX);
-    push_hex(&mut args_digest, &Sha256::digest(canonical_args.as_bytes()));
+    push_hex(
+        &mut args_digest,
+        &Sha256::digest(canonical_args.as_bytes()).into(),
+    );
 
     let car = Car {
         session: req.session,
@@ -374,18 +375,40 @@ fn no_nul(field: &str, value: &str) -> Result<(), Malformed> {
 /// The prefix of `args_digest`.
 const DIGEST_PREFIX: &str = "sha256:";
 
-/// Appends the lowercase hex of a SHA-256 digest (32 bytes).
-pub(crate) fn push_hex(out: &mut String, digest: &[u8]) {
+/// Appends the lowercase hex of a SHA-256 digest.
+pub(crate) fn push_hex(out: &mut String, digest: &[u8; 32]) {
+    out.push_str(Hex::of(digest).as_str());
+}
+
+/// The lowercase hex of each byte.
+static HEX_PAIRS: [[u8; 2]; 256] = {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 64];
-    for (pair, &b) in buf.chunks_exact_mut(2).zip(digest) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 0x0f)];
+    let mut t = [[0u8; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = [HEX[b >> 4], HEX[b & 0x0f]];
+        b += 1;
     }
-    let n = 2 * digest.len().min(32);
-    // Always ASCII.
-    if let Ok(hex) = std::str::from_utf8(&buf[..n]) {
-        out.push_str(hex);
+    t
+};
+
+/// The 64 lowercase hex digits of a SHA-256 digest. Aligned, so that checking them for UTF-8
+/// (to hand them out as `str` without `unsafe`) runs a word at a time from the first byte.
+#[repr(align(16))]
+pub(crate) struct Hex(pub(crate) [u8; 64]);
+
+impl Hex {
+    pub(crate) fn of(digest: &[u8; 32]) -> Hex {
+        let mut hex = [0u8; 64];
+        for (pair, &b) in hex.chunks_exact_mut(2).zip(digest) {
+            pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
+        }
+        Hex(hex)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Always ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
@@ -675,6 +698,110 @@ static ESCAPE: [u8; 256] = {
     t
 };
 
+/// For each byte of a key: 1 if it needs an escape, 2 if it is the lead byte of a character at
+/// or above U+E000 (see [`is_high`]), else 0.
+static KEY_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        if ESCAPE[b] != 0 {
+            t[b] = 1;
+        } else if b >= 0xEE {
+            t[b] = 2;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// Which targets the members of an object being written lead to: those in `mask`, whose paths
+/// match the keys so far in their first `at` bytes (dots included). No mask, no targets.
+#[derive(Clone, Copy)]
+struct Way<'m, 't> {
+    targets: &'m Targets<'t>,
+    mask: u64,
+    at: usize,
+    /// The [`sketch`] bits of the segments of those targets after `at`: a key whose bit is not
+    /// here is none of them, which saves comparing it with each (most keys).
+    sketches: u64,
+}
+
+/// One bit of a `u64` for a key or path segment, from its length and its first and last bytes.
+fn sketch(segment: &[u8]) -> u64 {
+    let (first, last) = match segment {
+        [] => (0, 0),
+        [first, .., last] => (*first, *last),
+        [only] => (*only, *only),
+    };
+    let n = segment.len() as u32 ^ u32::from(first) ^ (u32::from(last) << 2);
+    1 << (n & 63)
+}
+
+/// Where an object member's value stands on the [`Way`] to the targets.
+enum Step<'m, 't> {
+    /// Off it: no target in or at the value.
+    Off,
+    /// At target `.0`: the value is marked whole, and not looked into (a target inside it
+    /// goes with it).
+    At(usize),
+    /// On the way: targets lie inside the value, if it is an object (arrays and scalars end
+    /// the way).
+    Into(Way<'m, 't>),
+}
+
+static NO_TARGETS: Targets<'static> = Targets::None;
+
+impl<'m, 't> Way<'m, 't> {
+    const OFF: Way<'static, 'static> = Way {
+        targets: &NO_TARGETS,
+        mask: 0,
+        at: 0,
+        sketches: 0,
+    };
+
+    fn new(targets: &'m Targets<'t>, mask: u64, at: usize) -> Self {
+        let mut sketches = 0;
+        let mut rest = mask;
+        while rest != 0 {
+            let i = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            let path = targets.get(i).map_or(&b""[..], |p| p.as_bytes());
+            let tail = path.get(at..).unwrap_or_default();
+            let end = tail.iter().position(|&b| b == b'.').unwrap_or(tail.len());
+            sketches |= sketch(tail.get(..end).unwrap_or_default());
+        }
+        Way {
+            targets,
+            mask,
+            at,
+            sketches,
+        }
+    }
+
+    #[inline]
+    fn step(self, key: &str) -> Step<'m, 't> {
+        if self.sketches & sketch(key.as_bytes()) == 0 {
+            return Step::Off;
+        }
+        self.step_on(key)
+    }
+
+    fn step_on(self, key: &str) -> Step<'m, 't> {
+        let (whole, inner) = self.targets.step(self.mask, self.at, key);
+        if whole != 0 {
+            // Targets are distinct paths, so `whole` is one of them.
+            Step::At(whole.trailing_zeros() as usize)
+        } else if inner != 0 {
+            Step::Into(Way::new(self.targets, inner, self.at + key.len() + 1))
+        } else {
+            Step::Off
+        }
+    }
+}
+
+// Trees and documents are written by separate functions, each reading its own kind of value
+// directly: a common view of both (`JsonRef::shape`) costs a dispatch at every value and
+// member, which was most of the writer's time.
 impl<'o> Jcs<'o> {
     fn new(out: &'o mut String, max: usize, max_depth: usize) -> Self {
         Jcs {
@@ -687,11 +814,34 @@ impl<'o> Jcs<'o> {
     }
 
     fn value(&mut self, v: JsonRef<'_>, depth: usize) -> Result<(), JcsError> {
-        // A tree's values are read directly: building their shapes costs more.
-        match v.as_tree() {
-            Some(tree) => self.tree(tree, depth),
-            None => self.shaped(v.shape(), depth),
+        match v.source() {
+            Source::Tree(tree) => self.tree(tree, depth),
+            Source::Doc(doc, i) => self.doc(doc, i, depth),
         }
+    }
+
+    /// An object (the args), marking the values at the targets of `way`.
+    fn marking(&mut self, v: JsonRef<'_>, way: Way<'_, '_>) -> Result<(), JcsError> {
+        match v.source() {
+            Source::Tree(Value::Object(map)) => self.tree_object(map, 0, way),
+            Source::Doc(doc, i) => match doc.view(i) {
+                View::Object(members) => self.doc_object(doc, members, 0, way),
+                _ => self.doc(doc, i, 0),
+            },
+            Source::Tree(tree) => self.tree(tree, 0),
+        }
+    }
+
+    /// A value at target `target`: written, and its range noted.
+    fn mark(
+        &mut self,
+        target: usize,
+        write: impl FnOnce(&mut Self) -> Result<(), JcsError>,
+    ) -> Result<(), JcsError> {
+        let start = self.out.len();
+        write(self)?;
+        self.found.push((target, start..self.out.len()));
+        Ok(())
     }
 
     fn tree(&mut self, v: &Value, depth: usize) -> Result<(), JcsError> {
@@ -701,48 +851,173 @@ impl<'o> Jcs<'o> {
             Value::Bool(false) => self.out.push_str("false"),
             Value::Number(n) => self.number(n)?,
             Value::String(s) => self.string(s),
-            Value::Array(items) => self.array(items.iter().map(JsonRef::tree), depth)?,
-            Value::Object(map) => {
-                let members = Members::Tree(map.iter());
-                self.object(members, depth, |w, m| w.value(m.value, depth + 1))?;
+            Value::Array(items) => {
+                if !self.too_deep(depth) {
+                    self.out.push('[');
+                    for (i, item) in items.iter().enumerate() {
+                        if i > 0 {
+                            self.out.push(',');
+                        }
+                        self.tree(item, depth + 1)?;
+                    }
+                    self.out.push(']');
+                }
             }
+            Value::Object(map) => return self.tree_object(map, depth, Way::OFF),
         }
         self.check_size()
     }
 
-    fn shaped(&mut self, shape: Shape<'_>, depth: usize) -> Result<(), JcsError> {
-        match shape {
-            Shape::Null => self.out.push_str("null"),
-            Shape::Bool(true) => self.out.push_str("true"),
-            Shape::Bool(false) => self.out.push_str("false"),
-            Shape::Num(n) => self.number(n)?,
-            Shape::Str(s, true) => self.plain(s),
-            Shape::Str(s, false) => self.string(s),
-            Shape::Array(items) => self.array(items, depth)?,
-            Shape::Object(members) => {
-                self.object(members, depth, |w, m| w.value(m.value, depth + 1))?;
-            }
-        }
-        self.check_size()
-    }
-
-    fn array<'v>(
+    /// `{`, the members in the order of the UTF-16 code units of their keys, `}`. A map's
+    /// members come in the order of the bytes of their keys, which is the same unless a key
+    /// holds a character at or above U+E000; they are written as they come while their order
+    /// is checked, and in the rare case it is wrong written again, sorted.
+    fn tree_object(
         &mut self,
-        items: impl Iterator<Item = JsonRef<'v>>,
+        map: &Map<String, Value>,
         depth: usize,
+        way: Way<'_, '_>,
     ) -> Result<(), JcsError> {
         if self.too_deep(depth) {
             return Ok(());
         }
-        self.out.push('[');
-        for (i, item) in items.enumerate() {
+        self.out.push('{');
+        let (open, found) = (self.out.len(), self.found.len());
+        let mut prev: Option<&str> = None;
+        for (key, value) in map {
+            if prev.is_some() {
+                self.out.push(',');
+            }
+            if !self.key_after(prev, key) {
+                self.out.truncate(open);
+                self.found.truncate(found);
+                return self.tree_object_sorted(map, depth, way);
+            }
+            prev = Some(key);
+            self.tree_member(key, value, depth, way)?;
+        }
+        self.out.push('}');
+        self.check_size()
+    }
+
+    /// The members of `map` after its `{`, sorted.
+    #[cold]
+    fn tree_object_sorted(
+        &mut self,
+        map: &Map<String, Value>,
+        depth: usize,
+        way: Way<'_, '_>,
+    ) -> Result<(), JcsError> {
+        let mut sorted: Vec<(&String, &Value)> = map.iter().collect();
+        sorted.sort_by(|a, b| utf16_cmp(a.0, b.0));
+        for (i, (key, value)) in sorted.into_iter().enumerate() {
             if i > 0 {
                 self.out.push(',');
             }
-            self.value(item, depth + 1)?;
+            self.string(key);
+            self.tree_member(key, value, depth, way)?;
         }
-        self.out.push(']');
-        Ok(())
+        self.out.push('}');
+        self.check_size()
+    }
+
+    /// `:` and the value of member `key` of an object at `depth`.
+    fn tree_member(
+        &mut self,
+        key: &str,
+        value: &Value,
+        depth: usize,
+        way: Way<'_, '_>,
+    ) -> Result<(), JcsError> {
+        self.out.push(':');
+        match (way.step(key), value) {
+            (Step::Off, _) => self.tree(value, depth + 1),
+            (Step::At(target), _) => self.mark(target, |w| w.tree(value, depth + 1)),
+            (Step::Into(way), Value::Object(map)) => self.tree_object(map, depth + 1, way),
+            (Step::Into(_), _) => self.tree(value, depth + 1),
+        }
+    }
+
+    fn doc(&mut self, doc: &Doc<'_>, i: u32, depth: usize) -> Result<(), JcsError> {
+        match doc.view(i) {
+            View::Null => self.out.push_str("null"),
+            View::Bool(true) => self.out.push_str("true"),
+            View::Bool(false) => self.out.push_str("false"),
+            View::Num(n) => self.number(n)?,
+            View::Str(s, true) => self.plain(s),
+            View::Str(s, false) => self.string(s),
+            View::Array(items) => {
+                if !self.too_deep(depth) {
+                    self.out.push('[');
+                    for (n, &item) in items.iter().enumerate() {
+                        if n > 0 {
+                            self.out.push(',');
+                        }
+                        self.doc(doc, item, depth + 1)?;
+                    }
+                    self.out.push(']');
+                }
+            }
+            View::Object(members) => return self.doc_object(doc, members, depth, Way::OFF),
+        }
+        self.check_size()
+    }
+
+    /// A document's object: its members are sorted already.
+    fn doc_object(
+        &mut self,
+        doc: &Doc<'_>,
+        members: &[Key<'_>],
+        depth: usize,
+        way: Way<'_, '_>,
+    ) -> Result<(), JcsError> {
+        if self.too_deep(depth) {
+            return Ok(());
+        }
+        self.out.push('{');
+        for (n, m) in members.iter().enumerate() {
+            if n > 0 {
+                self.out.push(',');
+            }
+            let key = m.name();
+            if m.plain() {
+                self.plain(key);
+            } else {
+                self.string(key);
+            }
+            self.out.push(':');
+            let value = m.value();
+            match way.step(key) {
+                Step::Off => self.doc(doc, value, depth + 1)?,
+                Step::At(target) => self.mark(target, |w| w.doc(doc, value, depth + 1))?,
+                Step::Into(way) => match doc.view(value) {
+                    View::Object(inner) => self.doc_object(doc, inner, depth + 1, way)?,
+                    _ => self.doc(doc, value, depth + 1)?,
+                },
+            }
+        }
+        self.out.push('}');
+        self.check_size()
+    }
+
+    /// Writes `key` if it may follow `prev` (`None` for the first key) in the order of the
+    /// UTF-16 code units, checked bytewise: neither may hold a character at or above U+E000
+    /// (see [`crate::doc::is_high`]; `prev` is known not to). Answers whether it may. One pass
+    /// over its bytes finds both escapes and such characters.
+    fn key_after(&mut self, prev: Option<&str>, key: &str) -> bool {
+        let class = key
+            .bytes()
+            .fold(0u8, |class, b| class | KEY_CLASS[usize::from(b)]);
+        let follows = prev.is_none_or(|p| bytes_cmp(p.as_bytes(), key.as_bytes()).is_lt());
+        if class & 2 != 0 || !follows {
+            return false;
+        }
+        if class == 0 {
+            self.plain(key);
+        } else {
+            self.string(key);
+        }
+        true
     }
 
     /// A `serde_json::Number` is an `i64`, a `u64` or a finite `f64`; JCS formats each as a
@@ -765,62 +1040,6 @@ impl<'o> Jcs<'o> {
         }
         self.out.push_str(ryu_js::Buffer::new().format_finite(f));
         Ok(())
-    }
-
-    /// `{`, the members in the order of the UTF-16 code units of their keys, `}`; `member`
-    /// writes each value. A tree's members are written as they come while their order is
-    /// checked; in the rare case it is wrong they are written again, sorted.
-    fn object<'v>(
-        &mut self,
-        members: Members<'v>,
-        depth: usize,
-        mut member: impl FnMut(&mut Self, Member<'v>) -> Result<(), JcsError>,
-    ) -> Result<(), JcsError> {
-        if self.too_deep(depth) {
-            return Ok(());
-        }
-        self.out.push('{');
-        let (open, found) = (self.out.len(), self.found.len());
-        let check = !members.sorted();
-        if !self.members(members.clone(), check, &mut member)? {
-            self.out.truncate(open);
-            self.found.truncate(found);
-            let mut sorted: Vec<Member<'v>> = members.collect();
-            sorted.sort_by(|a, b| utf16_cmp(a.key, b.key));
-            self.members(sorted.into_iter(), false, &mut member)?;
-        }
-        self.out.push('}');
-        Ok(())
-    }
-
-    /// Writes `members`; with `check`, stops and answers false at the first one out of the
-    /// order of the UTF-16 code units of the keys.
-    fn members<'v>(
-        &mut self,
-        members: impl Iterator<Item = Member<'v>>,
-        check: bool,
-        member: &mut impl FnMut(&mut Self, Member<'v>) -> Result<(), JcsError>,
-    ) -> Result<bool, JcsError> {
-        let mut prev: Option<&str> = None;
-        for m in members {
-            if let Some(p) = prev {
-                if check && !utf16_follows(p, m.key) {
-                    return Ok(false);
-                }
-                self.out.push(',');
-            } else if check && is_high(m.key) {
-                return Ok(false);
-            }
-            prev = Some(m.key);
-            if m.plain {
-                self.plain(m.key);
-            } else {
-                self.string(m.key);
-            }
-            self.out.push(':');
-            member(self, m)?;
-        }
-        Ok(true)
     }
 
     fn check_size(&self) -> Result<(), JcsError> {
@@ -892,35 +1111,6 @@ impl<'o> Jcs<'o> {
         self.out.push_str(s.get(start..).unwrap_or_default());
         self.out.push('"');
     }
-
-    /// An object on the way to the targets in `mask`, whose paths match the keys so far in
-    /// their first `at` bytes (dots included). The value at a target is marked and not looked
-    /// into: a target inside it goes with it. Arrays and scalars end the way.
-    fn object_marked(
-        &mut self,
-        members: Members<'_>,
-        depth: usize,
-        mask: u64,
-        at: usize,
-        targets: &Targets<'_>,
-    ) -> Result<(), JcsError> {
-        self.object(members, depth, |w, m| {
-            let (whole, inner) = targets.step(mask, at, m.key);
-            if whole != 0 {
-                let start = w.out.len();
-                w.value(m.value, depth + 1)?;
-                // Targets are distinct paths, so `whole` is one of them.
-                let target = whole.trailing_zeros() as usize;
-                w.found.push((target, start..w.out.len()));
-                Ok(())
-            } else if let (Shape::Object(inside), true) = (m.value.shape(), inner != 0) {
-                w.object_marked(inside, depth + 1, inner, at + m.key.len() + 1, targets)
-            } else {
-                w.value(m.value, depth + 1)
-            }
-        })?;
-        self.check_size()
-    }
 }
 
 /// Distinct dotted argument paths (at most [`Targets::MAX`]) whose values the canonical writer
@@ -967,30 +1157,35 @@ impl<'a> Targets<'a> {
     /// end there and the ones that go on into the value. Paths split at every `.` (as
     /// `lookup` does), so a key holding a `.` is never one segment.
     fn step(&self, mask: u64, at: usize, key: &str) -> (u64, u64) {
+        let key = key.as_bytes();
+        let end = at + key.len();
         let (mut whole, mut inner) = (0, 0);
         let mut rest = mask;
         while rest != 0 {
-            let bit = rest & rest.wrapping_neg();
-            rest ^= bit;
-            let path = self
-                .get(bit.trailing_zeros() as usize)
-                .map_or(&b""[..], |p| p.as_bytes());
-            // The byte after the segment decides first: most keys fail there, without a memcmp.
-            let end = at + key.len();
+            let i = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            let path = self.get(i).map_or(&b""[..], |p| p.as_bytes());
+            // The byte after the segment decides first: most keys fail there.
             let ends = match path.get(end) {
                 None if path.len() == end => &mut whole,
                 Some(b'.') => &mut inner,
                 _ => continue,
             };
-            if path.get(at..end) == Some(key.as_bytes()) {
-                *ends |= bit;
+            if path
+                .get(at..end)
+                .is_some_and(|segment| is_segment(segment, key))
+            {
+                *ends |= 1 << i;
             }
-        }
-        if (whole | inner) != 0 && key.contains('.') {
-            return (0, 0);
         }
         (whole, inner)
     }
+}
+
+/// `segment` (of a path) is `key` (of the same length), which holds no `.`. Keys are short:
+/// compared here rather than by a `memcmp` call.
+fn is_segment(segment: &[u8], key: &[u8]) -> bool {
+    segment.iter().zip(key).all(|(s, k)| s == k && *k != b'.')
 }
 
 /// Where the values at the targets are in the canonical args text.
@@ -1088,11 +1283,10 @@ impl CanonicalArgs {
         let targets = marks.targets.len();
         let mut out = String::with_capacity(256 + targets.min(4) * 96);
         let mut w = Jcs::new(&mut out, limits.max_args_bytes, limits.max_depth);
-        let written = match args.shape() {
-            Shape::Object(members) if targets > 0 => {
-                w.object_marked(members, 0, marks.targets.all(), 0, &marks.targets)
-            }
-            _ => w.value(args, 0),
+        let written = if targets > 0 {
+            w.marking(args, Way::new(&marks.targets, marks.targets.all(), 0))
+        } else {
+            w.value(args, 0)
         };
         marks.found = w.found;
         let clean = w.clean;

@@ -27,17 +27,20 @@ pub(crate) enum Shape<'a> {
     Null,
     Bool(bool),
     Num(&'a Number),
-    /// A string, and whether it is known to need no escaping in JSON text.
-    Str(&'a str, bool),
+    /// A string, and whether it is known to need no escaping in JSON text (which the
+    /// canonical writer, reading [`View`]s, no longer asks here).
+    Str(
+        &'a str,
+        #[expect(dead_code, reason = "kept for the readers that match on it")] bool,
+    ),
     Array(Items<'a>),
     Object(Members<'a>),
 }
 
-/// An object member: its key (and whether that needs no escaping) and its value.
+/// An object member: its key and its value.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Member<'a> {
     pub(crate) key: &'a str,
-    pub(crate) plain: bool,
     pub(crate) value: JsonRef<'a>,
 }
 
@@ -55,6 +58,15 @@ impl<'a> JsonRef<'a> {
 
     pub(crate) fn empty_object() -> JsonRef<'static> {
         JsonRef(Ref::Tree(&EMPTY_OBJECT))
+    }
+
+    /// Where the value is: for code that walks trees and documents each its own way (the
+    /// canonical writer), without a dispatch at every step.
+    pub(crate) fn source(self) -> Source<'a> {
+        match self.0 {
+            Ref::Tree(v) => Source::Tree(v),
+            Ref::Doc(doc, i) => Source::Doc(doc, i),
+        }
     }
 
     /// The `serde_json` value, when this is one.
@@ -144,6 +156,25 @@ impl<'a> JsonRef<'a> {
     }
 }
 
+/// A value in a tree, or node `.1` of a document.
+pub(crate) enum Source<'a> {
+    Tree(&'a Value),
+    Doc(&'a Doc<'a>, u32),
+}
+
+/// A document's value with its parts as slices (what [`Doc::view`] gives).
+pub(crate) enum View<'a> {
+    Null,
+    Bool(bool),
+    Num(&'a Number),
+    /// A string, and whether it is known to need no escaping in JSON text.
+    Str(&'a str, bool),
+    /// The nodes of the elements.
+    Array(&'a [u32]),
+    /// The members, in the order of the UTF-16 code units of their keys.
+    Object(&'a [Key<'a>]),
+}
+
 /// The elements of an array.
 #[derive(Debug, Clone)]
 pub(crate) enum Items<'a> {
@@ -170,14 +201,6 @@ pub(crate) enum Members<'a> {
     Doc(&'a Doc<'a>, std::slice::Iter<'a, Key<'a>>),
 }
 
-impl Members<'_> {
-    /// True when the members are known to come in the order of the UTF-16 code units of their
-    /// keys (a tree's are in the order of their bytes, which differs for some keys).
-    pub(crate) fn sorted(&self) -> bool {
-        matches!(self, Members::Doc(..))
-    }
-}
-
 impl<'a> Iterator for Members<'a> {
     type Item = Member<'a>;
 
@@ -185,23 +208,14 @@ impl<'a> Iterator for Members<'a> {
         match self {
             Members::Tree(it) => it.next().map(|(k, v)| Member {
                 key: k,
-                plain: false,
                 value: JsonRef::tree(v),
             }),
             Members::Doc(doc, it) => it.next().map(|m| Member {
                 key: &m.key,
-                plain: is_plain(&m.key),
                 value: JsonRef(Ref::Doc(doc, m.value)),
             }),
         }
     }
-}
-
-/// True when key `b` may follow key `a` in the order of their UTF-16 code units, checked
-/// bytewise (UTF-8 order, which is code point order): neither may hold a character at or above
-/// U+E000 (see [`is_high`]); `a` is known not to.
-pub(crate) fn utf16_follows(a: &str, b: &str) -> bool {
-    !is_high(b) && bytes_cmp(a.as_bytes(), b.as_bytes()).is_lt()
 }
 
 /// True when `s` holds a character at or above U+E000, the only ones whose UTF-16 order differs
@@ -221,7 +235,7 @@ pub(crate) fn utf16_cmp(a: &str, b: &str) -> Ordering {
 }
 
 /// Bytewise order; keys mostly differ early, so this beats a `memcmp` call.
-fn bytes_cmp(a: &[u8], b: &[u8]) -> Ordering {
+pub(crate) fn bytes_cmp(a: &[u8], b: &[u8]) -> Ordering {
     for (x, y) in a.iter().zip(b) {
         if x != y {
             return x.cmp(y);
@@ -235,6 +249,22 @@ fn bytes_cmp(a: &[u8], b: &[u8]) -> Ordering {
 pub(crate) struct Key<'t> {
     key: Text<'t>,
     value: u32,
+}
+
+impl<'t> Key<'t> {
+    pub(crate) fn name(&self) -> &str {
+        &self.key
+    }
+
+    /// True when the key needs no escaping in JSON text.
+    pub(crate) fn plain(&self) -> bool {
+        is_plain(&self.key)
+    }
+
+    /// Its value's node.
+    pub(crate) fn value(&self) -> u32 {
+        self.value
+    }
 }
 
 /// A string of a document: borrowed from the text when it has no escapes there, and so needs
@@ -286,7 +316,6 @@ impl<'t> Doc<'t> {
             },
             item_stack: Vec::new(),
             member_stack: Vec::with_capacity(16),
-            high: false,
         };
         p.skip_ws();
         if p.peek() != Some(b'{') {
@@ -319,6 +348,19 @@ impl<'t> Doc<'t> {
             .map(|m| (m.key.as_ref(), JsonRef(Ref::Doc(self, m.value))))
     }
 
+    /// Node `i` with its parts.
+    pub(crate) fn view(&self, i: u32) -> View<'_> {
+        let range = |a: u32, b: u32| a as usize..b as usize;
+        match self.node(i) {
+            Node::Null => View::Null,
+            Node::Bool(b) => View::Bool(*b),
+            Node::Num(n) => View::Num(n),
+            Node::Str(t) => View::Str(t, is_plain(t)),
+            Node::Array(a, b) => View::Array(self.items.get(range(*a, *b)).unwrap_or_default()),
+            Node::Object(a, b) => View::Object(self.members.get(range(*a, *b)).unwrap_or_default()),
+        }
+    }
+
     fn shape<'a>(&'a self, i: u32) -> Shape<'a> {
         let range = |a: u32, b: u32| a as usize..b as usize;
         match self.node(i) {
@@ -341,9 +383,16 @@ impl<'t> Doc<'t> {
 /// The index of the first `"`, `\\` or control character in `bytes` at or after `i` (or the
 /// length): eight bytes at a time. In each test the lowest flagged byte is a true match
 /// (borrows only flag bytes above one), so the lowest of all is the first.
-pub(crate) fn special(bytes: &[u8], mut i: usize) -> usize {
+pub(crate) fn special(bytes: &[u8], i: usize) -> usize {
+    scan(bytes, i).0
+}
+
+/// [`special`], and whether a byte before the one found is not ASCII.
+#[inline(always)]
+fn scan(bytes: &[u8], mut i: usize) -> (usize, bool) {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut wide = 0;
     while let Some(chunk) = bytes.get(i..i + 8) {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
@@ -352,18 +401,62 @@ pub(crate) fn special(bytes: &[u8], mut i: usize) -> usize {
         let slash = x ^ (ONES * u64::from(b'\\'));
         let zero = |v: u64| v.wrapping_sub(ONES) & !v;
         let found = (zero(quote) | zero(slash) | (x.wrapping_sub(ONES * 0x20) & !x)) & HIGH;
+        // The high bits of the bytes below the first one found (all of them if none is).
+        let below = (found & found.wrapping_neg()).wrapping_sub(1);
+        wide |= x & HIGH & below;
         if found != 0 {
-            return i + (found.trailing_zeros() / 8) as usize;
+            return (i + (found.trailing_zeros() / 8) as usize, wide != 0);
         }
         i += 8;
     }
     while let Some(&b) = bytes.get(i) {
         if b == b'"' || b == b'\\' || b < 0x20 {
-            return i;
+            break;
         }
+        wide |= u64::from(b >= 0x80);
         i += 1;
     }
-    i
+    (i, wide != 0)
+}
+
+/// Sorts the members of an object in the order of the UTF-16 code units of their keys (their
+/// bytes unless one holds a character at or above U+E000: `high`); `None` when two keys are
+/// equal (readers differ on which one wins, so the parser gives up).
+fn sort_keys(members: &mut [Key<'_>], high: bool) -> Option<()> {
+    if !high && members.len() <= 16 {
+        return insertion_sort(members);
+    }
+    let order = |a: &Key<'_>, b: &Key<'_>| {
+        if high {
+            a.key.encode_utf16().cmp(b.key.encode_utf16())
+        } else {
+            bytes_cmp(a.key.as_bytes(), b.key.as_bytes())
+        }
+    };
+    members.sort_unstable_by(order);
+    // Sorted, duplicates are neighbours.
+    if members.windows(2).any(|w| order(&w[0], &w[1]).is_eq()) {
+        return None;
+    }
+    Some(())
+}
+
+/// [`sort_keys`] by the bytes of the keys, for a few members (such as the fields of a request,
+/// which senders order as they like): no call per comparison.
+fn insertion_sort(members: &mut [Key<'_>]) -> Option<()> {
+    for i in 1..members.len() {
+        let mut j = i;
+        while j > 0 {
+            let (a, b) = (members.get(j - 1)?, members.get(j)?);
+            match bytes_cmp(a.key.as_bytes(), b.key.as_bytes()) {
+                Ordering::Less => break,
+                Ordering::Equal => return None,
+                Ordering::Greater => members.swap(j - 1, j),
+            }
+            j -= 1;
+        }
+    }
+    Some(())
 }
 
 /// Deeper documents are left to `serde_json`, whose own limit is 128.
@@ -377,8 +470,6 @@ struct Parser<'t> {
     /// Elements and members of the containers still open.
     item_stack: Vec<u32>,
     member_stack: Vec<Key<'t>>,
-    /// Some key so far holds a character at or above U+E000 (see [`is_high`]).
-    high: bool,
 }
 
 impl<'t> Parser<'t> {
@@ -435,6 +526,10 @@ impl<'t> Parser<'t> {
         self.at += 1;
         let index = self.push(Node::Null)?;
         let mark = self.member_stack.len();
+        // The keys so far came in the order of their bytes, none holding a character at or
+        // above U+E000 (see [`is_high`]): then they are in RFC 8785 order already, and
+        // distinct. Most objects come so.
+        let (mut ordered, mut high) = (true, false);
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.at += 1;
@@ -444,10 +539,14 @@ impl<'t> Parser<'t> {
                 if self.peek() != Some(b'"') {
                     return None;
                 }
-                let key = self.string()?;
+                let (key, wide) = self.key()?;
                 self.expect(b':')?;
                 let value = self.value(depth)?;
-                self.high |= is_high(&key);
+                high |= wide && is_high(&key);
+                ordered &= self.member_stack.get(mark..).is_none_or(|keys| {
+                    keys.last()
+                        .is_none_or(|last| bytes_cmp(last.key.as_bytes(), key.as_bytes()).is_lt())
+                });
                 self.member_stack.push(Key { key, value });
                 self.skip_ws();
                 match self.peek()? {
@@ -460,21 +559,8 @@ impl<'t> Parser<'t> {
                 }
             }
         }
-        let high = self.high;
-        let members = self.member_stack.get_mut(mark..)?;
-        // By the UTF-16 code units of the keys: their bytes unless one holds a character at or
-        // above U+E000.
-        let order = |a: &Key<'_>, b: &Key<'_>| {
-            if high {
-                a.key.encode_utf16().cmp(b.key.encode_utf16())
-            } else {
-                bytes_cmp(a.key.as_bytes(), b.key.as_bytes())
-            }
-        };
-        members.sort_unstable_by(order);
-        // Sorted, duplicates are neighbours; readers differ on which one wins, so give up.
-        if members.windows(2).any(|w| order(&w[0], &w[1]).is_eq()) {
-            return None;
+        if high || !ordered {
+            sort_keys(self.member_stack.get_mut(mark..)?, high)?;
         }
         let start = u32::try_from(self.doc.members.len()).ok()?;
         self.doc.members.extend(self.member_stack.drain(mark..));
@@ -513,6 +599,21 @@ impl<'t> Parser<'t> {
         let end = u32::try_from(self.doc.items.len()).ok()?;
         *self.doc.nodes.get_mut(index as usize)? = Node::Array(start, end);
         Some(index)
+    }
+
+    /// A key at `self.at` (its opening quote), and whether it may hold a character that is not
+    /// ASCII.
+    #[inline(always)]
+    fn key(&mut self) -> Option<(Text<'t>, bool)> {
+        let start = self.at + 1;
+        let (i, wide) = scan(self.text.as_bytes(), start);
+        match self.text.as_bytes().get(i)? {
+            b'"' => {}
+            b'\\' => return self.escaped_string().map(|key| (key, true)),
+            _ => return None,
+        }
+        self.at = i + 1;
+        Some((Cow::Borrowed(self.text.get(start..i)?), wide))
     }
 
     /// A string at `self.at` (its opening quote). Inlined: returned through memory, a `Text`

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use sha2::digest::generic_array::GenericArray;
 
-use crate::car::{CanonicalJson, Marks, Targets, push_hex};
+use crate::car::{CanonicalJson, Hex, Marks, Targets, push_hex};
 use crate::compile::Redaction;
 
 /// The prefix of every redaction token.
@@ -69,20 +69,22 @@ impl RedactionKey {
         push_hex(out, &self.hmac(jcs.as_bytes()));
     }
 
-    /// `{"redacted":"hmac-sha256:<hex>"}` for the value whose JCS text is `jcs`, as bytes.
-    fn redaction(&self, jcs: &str) -> [u8; REDACTION_LEN] {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
+    /// `{"redacted":"hmac-sha256:<hex>"}` for the value whose JCS text is `jcs`.
+    fn redaction(&self, jcs: &str) -> RedactedText {
         let mut out = [0u8; REDACTION_LEN];
         let (head, rest) = out.split_at_mut(REDACTION_OPEN.len());
         head.copy_from_slice(REDACTION_OPEN.as_bytes());
-        for (pair, b) in rest.chunks_exact_mut(2).zip(self.hmac(jcs.as_bytes())) {
-            pair[0] = HEX[usize::from(b >> 4)];
-            pair[1] = HEX[usize::from(b & 0x0f)];
-        }
-        out[REDACTION_LEN - 2..].copy_from_slice(b"\"}");
-        out
+        let (hex, tail) = rest.split_at_mut(64);
+        hex.copy_from_slice(&Hex::of(&self.hmac(jcs.as_bytes())).0);
+        tail.copy_from_slice(b"\"}");
+        RedactedText(out)
     }
 }
+
+/// The text of a redacted value. Aligned, so that checking it for UTF-8 (to splice it as `str`
+/// without `unsafe`) runs a word at a time from the first byte.
+#[repr(align(16))]
+struct RedactedText([u8; REDACTION_LEN]);
 
 /// SHA-256 of a 64-byte block (whose state is `state`) followed by `msg`.
 fn sha256_after_block(mut state: [u32; 8], msg: &[u8]) -> [u8; 32] {
@@ -186,7 +188,7 @@ pub(crate) fn recorded(
     // written with room for the tokens.
     for (target, range) in marks.found.iter().rev() {
         let redaction = text.get(range.clone()).map(|value| key.redaction(value));
-        match redaction.as_ref().map(|r| std::str::from_utf8(r)) {
+        match redaction.as_ref().map(|r| std::str::from_utf8(&r.0)) {
             // Two moves of the tail, no `splice`.
             Some(Ok(r)) => {
                 text.insert_str(range.end, r);
