@@ -171,100 +171,150 @@ pub struct CredentialSpec {
 /// A tool pattern prepared for the decision path: it answers exactly as
 /// [`ToolPattern::matches`] (the tests compare the two), with the segments split once here
 /// and the tool id scanned as bytes rather than through string iterators.
+///
+/// The pattern is cut at its `**` segments into a head (the segments before the first `**`), a
+/// tail (those after the last) and the groups in between. The head is matched from the front
+/// of the tool id, the tail from its back, and each middle group at its leftmost place in what
+/// is left: every group spans a fixed number of segments, so the leftmost place leaves the
+/// most room for the groups after it, and no backtracking is needed. Most patterns fail on
+/// their first or last segment after a comparison or two.
 #[derive(Debug, Clone)]
 pub struct ToolMatcher {
-    segments: Vec<MatchSeg>,
+    head: Vec<MatchSeg>,
+    /// `None` when the pattern has no `**`: the tool id has exactly the head's segments.
+    deep: Option<Deep>,
 }
 
+/// What follows the first `**` of a pattern.
+#[derive(Debug, Clone, Default)]
+struct Deep {
+    /// The runs of segments between two `**`, in order.
+    middle: Vec<Vec<MatchSeg>>,
+    /// The segments after the last `**`.
+    tail: Vec<MatchSeg>,
+}
+
+/// One segment of a pattern other than `**`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum MatchSeg {
-    /// `**`: zero or more whole segments.
-    AnyDepth,
+    /// `*`: any one segment.
+    Any,
     /// A segment without `*`: exactly these bytes.
     Literal(Box<[u8]>),
     /// A segment glob; `*` matches any run of bytes within the segment.
     Glob(Box<[u8]>),
 }
 
+impl MatchSeg {
+    fn matches(&self, seg: &[u8]) -> bool {
+        match self {
+            MatchSeg::Any => true,
+            MatchSeg::Literal(lit) => **lit == *seg,
+            MatchSeg::Glob(glob) => fpl::pattern::glob_match(glob, seg, false),
+        }
+    }
+}
+
 impl ToolMatcher {
     pub fn new(pattern: &ToolPattern) -> ToolMatcher {
         // `ToolPattern::parse` has checked and normalised the text; this splits it as it does.
         let text = pattern.as_str();
-        let mut segments = Vec::new();
+        // The runs of segments between `**`s: the first is the head, the last the tail.
+        let mut runs = Vec::new();
+        let mut run = Vec::new();
         if text == "*" {
-            segments.push(MatchSeg::AnyDepth);
+            runs.push(Vec::new());
         } else {
             for seg in text.split('/') {
-                if seg == "**" {
-                    if segments.last() != Some(&MatchSeg::AnyDepth) {
-                        segments.push(MatchSeg::AnyDepth);
-                    }
-                } else if seg.contains('*') {
-                    segments.push(MatchSeg::Glob(seg.as_bytes().into()));
-                } else {
-                    segments.push(MatchSeg::Literal(seg.as_bytes().into()));
+                match seg {
+                    "**" => runs.push(std::mem::take(&mut run)),
+                    "*" => run.push(MatchSeg::Any),
+                    s if s.contains('*') => run.push(MatchSeg::Glob(s.as_bytes().into())),
+                    s => run.push(MatchSeg::Literal(s.as_bytes().into())),
                 }
             }
         }
-        ToolMatcher { segments }
+        runs.push(run);
+        let head = runs.remove(0);
+        let deep = runs.pop().map(|tail| Deep {
+            // `a/**/**/b` is `a/**/b`: the empty run between two `**` asks for nothing.
+            middle: runs.into_iter().filter(|r| !r.is_empty()).collect(),
+            tail,
+        });
+        ToolMatcher { head, deep }
     }
 
     /// Does the tool id (NFKC) match?
     pub fn matches(&self, tool: &str) -> bool {
-        match self.segments.as_slice() {
-            [MatchSeg::AnyDepth] => true,
-            segs => match_segments(segs, Some(tool.as_bytes())),
+        // What is left of the tool id: `None` when every segment has been taken, else the text
+        // of one or more segments (`Some(b"")` is one empty segment).
+        let mut rest = Some(tool.as_bytes());
+        for seg in &self.head {
+            let Some((first, after)) = rest.map(split_first) else {
+                return false;
+            };
+            if !seg.matches(first) {
+                return false;
+            }
+            rest = after;
         }
+        let Some(deep) = &self.deep else {
+            return rest.is_none();
+        };
+        for seg in deep.tail.iter().rev() {
+            let Some((before, last)) = rest.map(split_last) else {
+                return false;
+            };
+            if !seg.matches(last) {
+                return false;
+            }
+            rest = before;
+        }
+        deep.middle.iter().all(|group| {
+            let found = leftmost(group, rest);
+            rest = found.unwrap_or(None);
+            found.is_some()
+        })
     }
 }
 
-/// `rest` is what is left of the tool id: `None` when every segment has been taken, else the
-/// text of one or more segments (`Some(b"")` is one empty segment).
-fn match_segments(pat: &[MatchSeg], rest: Option<&[u8]>) -> bool {
-    let Some((first, more)) = pat.split_first() else {
-        return rest.is_none();
-    };
-    match first {
-        MatchSeg::AnyDepth => {
-            let mut rest = rest;
-            loop {
-                if match_segments(more, rest) {
-                    return true;
-                }
-                match rest {
-                    None => return false,
-                    Some(r) => rest = split_segment(r).1,
-                }
-            }
+/// Finds the leftmost run of segments of `rest` that `group` matches and returns what follows
+/// it (`Some(None)` when nothing does); `None` when there is no such run.
+fn leftmost<'t>(group: &[MatchSeg], mut rest: Option<&'t [u8]>) -> Option<Option<&'t [u8]>> {
+    loop {
+        if let Some(after) = match_run(group, rest) {
+            return Some(after);
         }
-        MatchSeg::Literal(lit) => match rest {
-            None => false,
-            Some(r) => {
-                let (seg, after) = split_segment(r);
-                **lit == *seg && match_segments(more, after)
-            }
-        },
-        MatchSeg::Glob(glob) => match rest {
-            None => false,
-            Some(r) => {
-                let (seg, after) = split_segment(r);
-                glob_segment(glob, seg) && match_segments(more, after)
-            }
-        },
+        rest = split_first(rest?).1;
     }
+}
+
+/// Matches `group` against the first segments of `rest`; what follows them, if it matches.
+fn match_run<'t>(group: &[MatchSeg], mut rest: Option<&'t [u8]>) -> Option<Option<&'t [u8]>> {
+    for seg in group {
+        let (first, after) = split_first(rest?);
+        if !seg.matches(first) {
+            return None;
+        }
+        rest = after;
+    }
+    Some(rest)
 }
 
 /// The first segment of `rest` and what follows its `/`.
-fn split_segment(rest: &[u8]) -> (&[u8], Option<&[u8]>) {
+fn split_first(rest: &[u8]) -> (&[u8], Option<&[u8]>) {
     match rest.iter().position(|&b| b == b'/') {
         Some(i) => (&rest[..i], Some(&rest[i + 1..])),
         None => (rest, None),
     }
 }
 
-/// In-segment glob: `*` matches any run of bytes.
-fn glob_segment(pat: &[u8], subj: &[u8]) -> bool {
-    fpl::pattern::glob_match(pat, subj, false)
+/// What precedes the last `/` of `rest`, and the last segment.
+fn split_last(rest: &[u8]) -> (Option<&[u8]>, &[u8]) {
+    match rest.iter().rposition(|&b| b == b'/') {
+        Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+        None => (None, rest),
+    }
 }
 
 /// A `*` glob over a whole string (host and path clauses).
@@ -944,6 +994,12 @@ mod tests {
             "svc1/**/delete",
             "**/export",
             "*/purge",
+            "*/*",
+            "**/a/**/b/**",
+            "a/**/b/**/c",
+            "**/a/*/**/b",
+            "a/**/a",
+            "**/a/a",
         ] {
             for tool in [
                 "",
@@ -966,6 +1022,11 @@ mod tests {
                 "export",
                 "a/x/y/b",
                 "a/b/b",
+                "a/a",
+                "a/a/a",
+                "x/a/y/b/z",
+                "a/b/a/b/c",
+                "a/q/b",
             ] {
                 same(pattern, tool);
             }
@@ -996,8 +1057,8 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(5_000))]
         #[test]
         fn matcher_agrees_with_tool_pattern_everywhere(
-            segs in prop::collection::vec("(\\*\\*|[ab*]{1,3})", 1..5),
-            tool in "[ab/]{0,8}",
+            segs in prop::collection::vec("(\\*\\*|[ab*]{1,3})", 1..7),
+            tool in "[ab/]{0,14}",
         ) {
             let text = segs.join("/");
             if let Ok(p) = ToolPattern::parse(&text) {
