@@ -469,7 +469,7 @@ pub enum CExpr {
     And(Box<CExpr>, Box<CExpr>),
     Or(Box<CExpr>, Box<CExpr>),
     Binary(BinOp, Box<CExpr>, Box<CExpr>),
-    Matches(Box<CExpr>, Regex),
+    Matches(Box<CExpr>, Box<Regexp>),
     Len(Box<CExpr>),
     Lower(Box<CExpr>),
     Upper(Box<CExpr>),
@@ -477,6 +477,71 @@ pub enum CExpr {
     Host(Box<CExpr>),
     Count(ToolPattern, u64),
     Spent(BudgetWindow),
+}
+
+/// The regex of a `matches`, and, when every match starts at the start of the text with one
+/// of a few known bytes, those bytes: most texts are then refused on their first byte without
+/// running the regex (whose search costs a few hundred instructions even when it fails at once).
+#[derive(Debug)]
+pub struct Regexp {
+    regex: Regex,
+    first: Option<ByteSet>,
+}
+
+/// A set of bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ByteSet([u64; 4]);
+
+impl ByteSet {
+    fn insert(&mut self, b: u8) {
+        self.0[usize::from(b >> 6)] |= 1 << (b & 63);
+    }
+
+    fn contains(&self, b: u8) -> bool {
+        self.0[usize::from(b >> 6)] & (1 << (b & 63)) != 0
+    }
+}
+
+impl Regexp {
+    pub fn new(re: &str) -> Result<Regexp, CompileError> {
+        let regex = RegexBuilder::new(re)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map_err(|err| CompileError::Invalid(format!("regex {re:?}: {err}")))?;
+        Ok(Regexp {
+            first: anchored_first_bytes(re),
+            regex,
+        })
+    }
+
+    pub fn is_match(&self, text: &str) -> bool {
+        if let Some(first) = &self.first
+            && !text.as_bytes().first().is_some_and(|&b| first.contains(b))
+        {
+            return false;
+        }
+        self.regex.is_match(text)
+    }
+}
+
+/// The bytes every match of `re` starts with, when every match starts at the start of the text
+/// (`^`, not in multi-line mode) and is not empty; `None` when that is not known. The prefixes
+/// come from `regex-syntax`'s literal extractor, the one behind the `regex` crate's own
+/// prefilters: when it gives a finite set, every match begins with one of its literals. The
+/// text is parsed with the `regex` crate's defaults, as [`RegexBuilder`] parsed it.
+fn anchored_first_bytes(re: &str) -> Option<ByteSet> {
+    use regex_syntax::hir::Look;
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::Parser::new().parse(re).ok()?;
+    if !hir.properties().look_set_prefix().contains(Look::Start) {
+        return None;
+    }
+    let prefixes = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    let mut first = ByteSet::default();
+    for literal in prefixes.literals()? {
+        first.insert(*literal.as_bytes().first()?);
+    }
+    Some(first)
 }
 
 /// The budget windows an expression reads with `spent(…)`.
@@ -789,15 +854,9 @@ impl Compiler {
                     BinOp::And => CExpr::And(l, Box::new(self.expr(rhs)?)),
                     BinOp::Or => CExpr::Or(l, Box::new(self.expr(rhs)?)),
                     BinOp::Matches => match &rhs.kind {
-                        ExprKind::Literal(Literal::Str(re)) => CExpr::Matches(
-                            l,
-                            RegexBuilder::new(re)
-                                .size_limit(REGEX_SIZE_LIMIT)
-                                .build()
-                                .map_err(|err| {
-                                    CompileError::Invalid(format!("regex {re:?}: {err}"))
-                                })?,
-                        ),
+                        ExprKind::Literal(Literal::Str(re)) => {
+                            CExpr::Matches(l, Box::new(Regexp::new(re)?))
+                        }
                         _ => return invalid("the regex after `matches` must be a string literal"),
                     },
                     op => CExpr::Binary(*op, l, Box::new(self.expr(rhs)?)),
@@ -1053,8 +1112,65 @@ mod tests {
         );
     }
 
+    /// Regexes of every shape the first-byte check must get right: anchored or not, empty
+    /// matches, alternations with an empty branch, case folding, multi-line mode, classes.
+    const REGEXES: &[&str] = &[
+        "^(test|qa)_5_[0-9]+$",
+        "^acct_5_[0-9]{8}$",
+        "^a",
+        "^$",
+        "^",
+        "(?i)^ab",
+        "^(?i:a)b",
+        "(?m)^a",
+        "^a|b",
+        "b|^a",
+        "^[a-c]x",
+        "^.*",
+        "^\\d",
+        "^é",
+        "^(a|)b",
+        "^(a|)",
+        "^a?b",
+        "^a*",
+        "\\Aab",
+        "^(?:ab)+",
+        "^\\b",
+        "^[^a]",
+        "a^",
+        "(^a)|(^b)",
+        "^(a|b|c|d|e|f|g|h|i|j|k|l|m|n|o|p|q)",
+        "^\\w",
+    ];
+
+    #[test]
+    fn first_bytes_are_taken_from_anchored_regexes_only() {
+        let first = |re| {
+            anchored_first_bytes(re)
+                .map(|set| (0..=255u8).filter(|&b| set.contains(b)).collect::<Vec<_>>())
+        };
+        assert_eq!(first("^(test|qa)_5_[0-9]+$"), Some(vec![b'q', b't']));
+        assert_eq!(first("^[a-c]x"), Some(vec![b'a', b'b', b'c']));
+        assert_eq!(first("(?i)^ab"), Some(vec![b'A', b'a']));
+        assert_eq!(first("^a?b"), Some(vec![b'a', b'b']));
+        assert_eq!(first("^(a|)b"), Some(vec![b'a', b'b']));
+        for unknown in ["(?m)^a", "^a|b", "^$", "^(a|)", "^.*", "a"] {
+            assert_eq!(first(unknown), None, "{unknown}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(5_000))]
+        #[test]
+        fn regexp_agrees_with_regex(
+            re in prop::sample::select(REGEXES),
+            text in "[abcqtx_05é\\n ]{0,6}",
+        ) {
+            let plain = Regex::new(re).unwrap();
+            prop_assert_eq!(Regexp::new(re).unwrap().is_match(&text), plain.is_match(&text),
+                "{} on {:?}", re, text);
+        }
+
         #[test]
         fn matcher_agrees_with_tool_pattern_everywhere(
             segs in prop::collection::vec("(\\*\\*|[ab*]{1,3})", 1..7),
