@@ -333,6 +333,9 @@ impl Glob {
 pub struct RuleIndex {
     exact: HashMap<String, Vec<u32>, PolicyKeys>,
     by_first: HashMap<String, Vec<u32>, PolicyKeys>,
+    /// Patterns whose first segment is a wildcard and whose last is literal (`**/export`,
+    /// `*/purge`), by that segment: only a tool id ending in it can match.
+    by_last: HashMap<String, Vec<u32>, PolicyKeys>,
     anywhere: Vec<u32>,
 }
 
@@ -403,6 +406,8 @@ impl RuleIndex {
                 idx.exact.entry(lit.to_string()).or_default().push(i);
             } else if let Some(first) = r.pattern.first_literal() {
                 idx.by_first.entry(first).or_default().push(i);
+            } else if let Some(last) = last_literal(&r.pattern) {
+                idx.by_last.entry(last.to_string()).or_default().push(i);
             } else {
                 idx.anywhere.push(i);
             }
@@ -413,21 +418,51 @@ impl RuleIndex {
     /// Candidate rule indices for `tool`, ascending. Wildcard candidates still need their
     /// pattern tested.
     pub fn candidates<'a>(&'a self, tool: &str) -> Candidates<'a> {
-        let first = tool.split('/').next().unwrap_or("");
+        // `/` is ASCII: the byte scans cut the id at character boundaries.
+        let bytes = tool.as_bytes();
+        let first = || {
+            let end = bytes.iter().position(|&b| b == b'/');
+            end.map_or(tool, |i| &tool[..i])
+        };
+        let last = || {
+            let slash = bytes.iter().rposition(|&b| b == b'/');
+            slash.map_or(tool, |i| &tool[i + 1..])
+        };
         Candidates {
             lists: [
-                self.exact.get(tool).map_or(&[][..], Vec::as_slice),
-                self.by_first.get(first).map_or(&[][..], Vec::as_slice),
+                rules_under(&self.exact, || tool),
+                rules_under(&self.by_first, first),
+                rules_under(&self.by_last, last),
                 &self.anywhere,
             ],
         }
     }
 }
 
-/// A merge of three ascending lists.
+/// The rules listed under a key; the key is found only when the map has any (most policies
+/// have no pattern of one kind or another, and then no hashing is needed).
+fn rules_under<'a, 't>(
+    map: &'a HashMap<String, Vec<u32>, PolicyKeys>,
+    key: impl FnOnce() -> &'t str,
+) -> &'a [u32] {
+    if map.is_empty() {
+        return &[];
+    }
+    map.get(key()).map_or(&[][..], Vec::as_slice)
+}
+
+/// The last segment of a pattern, when it is literal (neither `**` nor holding a `*`): a tool
+/// id matches only if its own last segment is exactly that.
+fn last_literal(pattern: &ToolPattern) -> Option<&str> {
+    let text = pattern.as_str();
+    let last = text.rsplit('/').next()?;
+    (!last.contains('*')).then_some(last)
+}
+
+/// A merge of ascending lists.
 #[derive(Debug)]
 pub struct Candidates<'a> {
-    lists: [&'a [u32]; 3],
+    lists: [&'a [u32]; 4],
 }
 
 impl Iterator for Candidates<'_> {
@@ -1089,6 +1124,56 @@ mod tests {
             ] {
                 same(pattern, tool);
             }
+        }
+    }
+
+    /// The index gives every rule whose pattern matches, in written order, as a scan of all
+    /// rules would.
+    #[test]
+    fn rule_index_misses_no_matching_rule() {
+        let patterns = [
+            "*",
+            "**",
+            "a",
+            "a/b",
+            "a/*",
+            "a/**",
+            "**/a",
+            "**/a/**",
+            "*/a",
+            "a*",
+            "*a*b",
+            "a/**/b",
+            "*/*",
+            "**/b",
+            "*/b/a",
+            "**/*/a",
+            "*/**/b",
+            "b/**",
+            "**/x/**/a",
+        ];
+        let mut text = String::from("agent \"t\" {\n  default deny\n  rules {\n");
+        for p in patterns {
+            text.push_str(&format!("    permit {p}\n"));
+        }
+        text.push_str("  }\n}\n");
+        let parsed = fpl::parse(&text);
+        assert!(parsed.diagnostics.iter().all(|d| !d.is_error()));
+        let compiled = compile(&parsed.policy, "governance.fms", Some(&text)).unwrap();
+        let agent = &compiled.agents["t"];
+        for tool in [
+            "", "a", "b", "a/b", "b/a", "a/a", "x/a", "x/b/a", "a/x/b", "ab", "a//b", "/a", "a/",
+            "x/y/a", "b/b", "q",
+        ] {
+            let indexed: Vec<usize> = agent
+                .index
+                .candidates(tool)
+                .filter(|&i| agent.rules[i].matcher.matches(tool))
+                .collect();
+            let scanned: Vec<usize> = (0..agent.rules.len())
+                .filter(|&i| agent.rules[i].pattern.matches(tool))
+                .collect();
+            assert_eq!(indexed, scanned, "{tool:?}");
         }
     }
 
