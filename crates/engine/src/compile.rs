@@ -465,10 +465,18 @@ pub struct Candidates<'a> {
     lists: [&'a [u32]; 4],
 }
 
-impl Iterator for Candidates<'_> {
-    type Item = usize;
+/// A rule that may match, and whether it is known to: a pattern without wildcards listed
+/// under the tool id itself is that id, so testing it again would only repeat the lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub index: usize,
+    pub matches: bool,
+}
 
-    fn next(&mut self) -> Option<usize> {
+impl Iterator for Candidates<'_> {
+    type Item = Candidate;
+
+    fn next(&mut self) -> Option<Candidate> {
         // The list with the smallest head (the first such on a tie; a rule is in one list only).
         let mut best: Option<(usize, u32)> = None;
         for (i, list) in self.lists.iter().enumerate() {
@@ -480,7 +488,11 @@ impl Iterator for Candidates<'_> {
         }
         let (which, head) = best?;
         self.lists[which] = &self.lists[which][1..];
-        Some(head as usize)
+        Some(Candidate {
+            index: head as usize,
+            // `lists[0]` is the exact list.
+            matches: which == 0,
+        })
     }
 }
 
@@ -1168,7 +1180,15 @@ mod tests {
             let indexed: Vec<usize> = agent
                 .index
                 .candidates(tool)
-                .filter(|&i| agent.rules[i].matcher.matches(tool))
+                .filter(|c| {
+                    let tested = agent.rules[c.index].matcher.matches(tool);
+                    assert!(
+                        tested || !c.matches,
+                        "{tool:?}: a known match does not match"
+                    );
+                    tested
+                })
+                .map(|c| c.index)
                 .collect();
             let scanned: Vec<usize> = (0..agent.rules.len())
                 .filter(|&i| agent.rules[i].pattern.matches(tool))
