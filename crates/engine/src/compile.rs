@@ -171,100 +171,150 @@ pub struct CredentialSpec {
 /// A tool pattern prepared for the decision path: it answers exactly as
 /// [`ToolPattern::matches`] (the tests compare the two), with the segments split once here
 /// and the tool id scanned as bytes rather than through string iterators.
+///
+/// The pattern is cut at its `**` segments into a head (the segments before the first `**`), a
+/// tail (those after the last) and the groups in between. The head is matched from the front
+/// of the tool id, the tail from its back, and each middle group at its leftmost place in what
+/// is left: every group spans a fixed number of segments, so the leftmost place leaves the
+/// most room for the groups after it, and no backtracking is needed. Most patterns fail on
+/// their first or last segment after a comparison or two.
 #[derive(Debug, Clone)]
 pub struct ToolMatcher {
-    segments: Vec<MatchSeg>,
+    head: Vec<MatchSeg>,
+    /// `None` when the pattern has no `**`: the tool id has exactly the head's segments.
+    deep: Option<Deep>,
 }
 
+/// What follows the first `**` of a pattern.
+#[derive(Debug, Clone, Default)]
+struct Deep {
+    /// The runs of segments between two `**`, in order.
+    middle: Vec<Vec<MatchSeg>>,
+    /// The segments after the last `**`.
+    tail: Vec<MatchSeg>,
+}
+
+/// One segment of a pattern other than `**`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum MatchSeg {
-    /// `**`: zero or more whole segments.
-    AnyDepth,
+    /// `*`: any one segment.
+    Any,
     /// A segment without `*`: exactly these bytes.
     Literal(Box<[u8]>),
     /// A segment glob; `*` matches any run of bytes within the segment.
     Glob(Box<[u8]>),
 }
 
+impl MatchSeg {
+    fn matches(&self, seg: &[u8]) -> bool {
+        match self {
+            MatchSeg::Any => true,
+            MatchSeg::Literal(lit) => **lit == *seg,
+            MatchSeg::Glob(glob) => fpl::pattern::glob_match(glob, seg, false),
+        }
+    }
+}
+
 impl ToolMatcher {
     pub fn new(pattern: &ToolPattern) -> ToolMatcher {
         // `ToolPattern::parse` has checked and normalised the text; this splits it as it does.
         let text = pattern.as_str();
-        let mut segments = Vec::new();
+        // The runs of segments between `**`s: the first is the head, the last the tail.
+        let mut runs = Vec::new();
+        let mut run = Vec::new();
         if text == "*" {
-            segments.push(MatchSeg::AnyDepth);
+            runs.push(Vec::new());
         } else {
             for seg in text.split('/') {
-                if seg == "**" {
-                    if segments.last() != Some(&MatchSeg::AnyDepth) {
-                        segments.push(MatchSeg::AnyDepth);
-                    }
-                } else if seg.contains('*') {
-                    segments.push(MatchSeg::Glob(seg.as_bytes().into()));
-                } else {
-                    segments.push(MatchSeg::Literal(seg.as_bytes().into()));
+                match seg {
+                    "**" => runs.push(std::mem::take(&mut run)),
+                    "*" => run.push(MatchSeg::Any),
+                    s if s.contains('*') => run.push(MatchSeg::Glob(s.as_bytes().into())),
+                    s => run.push(MatchSeg::Literal(s.as_bytes().into())),
                 }
             }
         }
-        ToolMatcher { segments }
+        runs.push(run);
+        let head = runs.remove(0);
+        let deep = runs.pop().map(|tail| Deep {
+            // `a/**/**/b` is `a/**/b`: the empty run between two `**` asks for nothing.
+            middle: runs.into_iter().filter(|r| !r.is_empty()).collect(),
+            tail,
+        });
+        ToolMatcher { head, deep }
     }
 
     /// Does the tool id (NFKC) match?
     pub fn matches(&self, tool: &str) -> bool {
-        match self.segments.as_slice() {
-            [MatchSeg::AnyDepth] => true,
-            segs => match_segments(segs, Some(tool.as_bytes())),
+        // What is left of the tool id: `None` when every segment has been taken, else the text
+        // of one or more segments (`Some(b"")` is one empty segment).
+        let mut rest = Some(tool.as_bytes());
+        for seg in &self.head {
+            let Some((first, after)) = rest.map(split_first) else {
+                return false;
+            };
+            if !seg.matches(first) {
+                return false;
+            }
+            rest = after;
         }
+        let Some(deep) = &self.deep else {
+            return rest.is_none();
+        };
+        for seg in deep.tail.iter().rev() {
+            let Some((before, last)) = rest.map(split_last) else {
+                return false;
+            };
+            if !seg.matches(last) {
+                return false;
+            }
+            rest = before;
+        }
+        deep.middle.iter().all(|group| {
+            let found = leftmost(group, rest);
+            rest = found.unwrap_or(None);
+            found.is_some()
+        })
     }
 }
 
-/// `rest` is what is left of the tool id: `None` when every segment has been taken, else the
-/// text of one or more segments (`Some(b"")` is one empty segment).
-fn match_segments(pat: &[MatchSeg], rest: Option<&[u8]>) -> bool {
-    let Some((first, more)) = pat.split_first() else {
-        return rest.is_none();
-    };
-    match first {
-        MatchSeg::AnyDepth => {
-            let mut rest = rest;
-            loop {
-                if match_segments(more, rest) {
-                    return true;
-                }
-                match rest {
-                    None => return false,
-                    Some(r) => rest = split_segment(r).1,
-                }
-            }
+/// Finds the leftmost run of segments of `rest` that `group` matches and returns what follows
+/// it (`Some(None)` when nothing does); `None` when there is no such run.
+fn leftmost<'t>(group: &[MatchSeg], mut rest: Option<&'t [u8]>) -> Option<Option<&'t [u8]>> {
+    loop {
+        if let Some(after) = match_run(group, rest) {
+            return Some(after);
         }
-        MatchSeg::Literal(lit) => match rest {
-            None => false,
-            Some(r) => {
-                let (seg, after) = split_segment(r);
-                **lit == *seg && match_segments(more, after)
-            }
-        },
-        MatchSeg::Glob(glob) => match rest {
-            None => false,
-            Some(r) => {
-                let (seg, after) = split_segment(r);
-                glob_segment(glob, seg) && match_segments(more, after)
-            }
-        },
+        rest = split_first(rest?).1;
     }
+}
+
+/// Matches `group` against the first segments of `rest`; what follows them, if it matches.
+fn match_run<'t>(group: &[MatchSeg], mut rest: Option<&'t [u8]>) -> Option<Option<&'t [u8]>> {
+    for seg in group {
+        let (first, after) = split_first(rest?);
+        if !seg.matches(first) {
+            return None;
+        }
+        rest = after;
+    }
+    Some(rest)
 }
 
 /// The first segment of `rest` and what follows its `/`.
-fn split_segment(rest: &[u8]) -> (&[u8], Option<&[u8]>) {
+fn split_first(rest: &[u8]) -> (&[u8], Option<&[u8]>) {
     match rest.iter().position(|&b| b == b'/') {
         Some(i) => (&rest[..i], Some(&rest[i + 1..])),
         None => (rest, None),
     }
 }
 
-/// In-segment glob: `*` matches any run of bytes.
-fn glob_segment(pat: &[u8], subj: &[u8]) -> bool {
-    fpl::pattern::glob_match(pat, subj, false)
+/// What precedes the last `/` of `rest`, and the last segment.
+fn split_last(rest: &[u8]) -> (Option<&[u8]>, &[u8]) {
+    match rest.iter().rposition(|&b| b == b'/') {
+        Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+        None => (None, rest),
+    }
 }
 
 /// A `*` glob over a whole string (host and path clauses).
@@ -283,6 +333,9 @@ impl Glob {
 pub struct RuleIndex {
     exact: HashMap<String, Vec<u32>, PolicyKeys>,
     by_first: HashMap<String, Vec<u32>, PolicyKeys>,
+    /// Patterns whose first segment is a wildcard and whose last is literal (`**/export`,
+    /// `*/purge`), by that segment: only a tool id ending in it can match.
+    by_last: HashMap<String, Vec<u32>, PolicyKeys>,
     anywhere: Vec<u32>,
 }
 
@@ -353,6 +406,8 @@ impl RuleIndex {
                 idx.exact.entry(lit.to_string()).or_default().push(i);
             } else if let Some(first) = r.pattern.first_literal() {
                 idx.by_first.entry(first).or_default().push(i);
+            } else if let Some(last) = last_literal(&r.pattern) {
+                idx.by_last.entry(last.to_string()).or_default().push(i);
             } else {
                 idx.anywhere.push(i);
             }
@@ -363,27 +418,65 @@ impl RuleIndex {
     /// Candidate rule indices for `tool`, ascending. Wildcard candidates still need their
     /// pattern tested.
     pub fn candidates<'a>(&'a self, tool: &str) -> Candidates<'a> {
-        let first = tool.split('/').next().unwrap_or("");
+        // `/` is ASCII: the byte scans cut the id at character boundaries.
+        let bytes = tool.as_bytes();
+        let first = || {
+            let end = bytes.iter().position(|&b| b == b'/');
+            end.map_or(tool, |i| &tool[..i])
+        };
+        let last = || {
+            let slash = bytes.iter().rposition(|&b| b == b'/');
+            slash.map_or(tool, |i| &tool[i + 1..])
+        };
         Candidates {
             lists: [
-                self.exact.get(tool).map_or(&[][..], Vec::as_slice),
-                self.by_first.get(first).map_or(&[][..], Vec::as_slice),
+                rules_under(&self.exact, || tool),
+                rules_under(&self.by_first, first),
+                rules_under(&self.by_last, last),
                 &self.anywhere,
             ],
         }
     }
 }
 
-/// A merge of three ascending lists.
+/// The rules listed under a key; the key is found only when the map has any (most policies
+/// have no pattern of one kind or another, and then no hashing is needed).
+fn rules_under<'a, 't>(
+    map: &'a HashMap<String, Vec<u32>, PolicyKeys>,
+    key: impl FnOnce() -> &'t str,
+) -> &'a [u32] {
+    if map.is_empty() {
+        return &[];
+    }
+    map.get(key()).map_or(&[][..], Vec::as_slice)
+}
+
+/// The last segment of a pattern, when it is literal (neither `**` nor holding a `*`): a tool
+/// id matches only if its own last segment is exactly that.
+fn last_literal(pattern: &ToolPattern) -> Option<&str> {
+    let text = pattern.as_str();
+    let last = text.rsplit('/').next()?;
+    (!last.contains('*')).then_some(last)
+}
+
+/// A merge of ascending lists.
 #[derive(Debug)]
 pub struct Candidates<'a> {
-    lists: [&'a [u32]; 3],
+    lists: [&'a [u32]; 4],
+}
+
+/// A rule that may match, and whether it is known to: a pattern without wildcards listed
+/// under the tool id itself is that id, so testing it again would only repeat the lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub index: usize,
+    pub matches: bool,
 }
 
 impl Iterator for Candidates<'_> {
-    type Item = usize;
+    type Item = Candidate;
 
-    fn next(&mut self) -> Option<usize> {
+    fn next(&mut self) -> Option<Candidate> {
         // The list with the smallest head (the first such on a tie; a rule is in one list only).
         let mut best: Option<(usize, u32)> = None;
         for (i, list) in self.lists.iter().enumerate() {
@@ -395,7 +488,11 @@ impl Iterator for Candidates<'_> {
         }
         let (which, head) = best?;
         self.lists[which] = &self.lists[which][1..];
-        Some(head as usize)
+        Some(Candidate {
+            index: head as usize,
+            // `lists[0]` is the exact list.
+            matches: which == 0,
+        })
     }
 }
 
@@ -419,7 +516,7 @@ pub enum CExpr {
     And(Box<CExpr>, Box<CExpr>),
     Or(Box<CExpr>, Box<CExpr>),
     Binary(BinOp, Box<CExpr>, Box<CExpr>),
-    Matches(Box<CExpr>, Regex),
+    Matches(Box<CExpr>, Box<Regexp>),
     Len(Box<CExpr>),
     Lower(Box<CExpr>),
     Upper(Box<CExpr>),
@@ -427,6 +524,71 @@ pub enum CExpr {
     Host(Box<CExpr>),
     Count(ToolPattern, u64),
     Spent(BudgetWindow),
+}
+
+/// The regex of a `matches`, and, when every match starts at the start of the text with one
+/// of a few known bytes, those bytes: most texts are then refused on their first byte without
+/// running the regex (whose search costs a few hundred instructions even when it fails at once).
+#[derive(Debug)]
+pub struct Regexp {
+    regex: Regex,
+    first: Option<ByteSet>,
+}
+
+/// A set of bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ByteSet([u64; 4]);
+
+impl ByteSet {
+    fn insert(&mut self, b: u8) {
+        self.0[usize::from(b >> 6)] |= 1 << (b & 63);
+    }
+
+    fn contains(&self, b: u8) -> bool {
+        self.0[usize::from(b >> 6)] & (1 << (b & 63)) != 0
+    }
+}
+
+impl Regexp {
+    pub fn new(re: &str) -> Result<Regexp, CompileError> {
+        let regex = RegexBuilder::new(re)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map_err(|err| CompileError::Invalid(format!("regex {re:?}: {err}")))?;
+        Ok(Regexp {
+            first: anchored_first_bytes(re),
+            regex,
+        })
+    }
+
+    pub fn is_match(&self, text: &str) -> bool {
+        if let Some(first) = &self.first
+            && !text.as_bytes().first().is_some_and(|&b| first.contains(b))
+        {
+            return false;
+        }
+        self.regex.is_match(text)
+    }
+}
+
+/// The bytes every match of `re` starts with, when every match starts at the start of the text
+/// (`^`, not in multi-line mode) and is not empty; `None` when that is not known. The prefixes
+/// come from `regex-syntax`'s literal extractor, the one behind the `regex` crate's own
+/// prefilters: when it gives a finite set, every match begins with one of its literals. The
+/// text is parsed with the `regex` crate's defaults, as [`RegexBuilder`] parsed it.
+fn anchored_first_bytes(re: &str) -> Option<ByteSet> {
+    use regex_syntax::hir::Look;
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::Parser::new().parse(re).ok()?;
+    if !hir.properties().look_set_prefix().contains(Look::Start) {
+        return None;
+    }
+    let prefixes = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    let mut first = ByteSet::default();
+    for literal in prefixes.literals()? {
+        first.insert(*literal.as_bytes().first()?);
+    }
+    Some(first)
 }
 
 /// The budget windows an expression reads with `spent(…)`.
@@ -739,15 +901,9 @@ impl Compiler {
                     BinOp::And => CExpr::And(l, Box::new(self.expr(rhs)?)),
                     BinOp::Or => CExpr::Or(l, Box::new(self.expr(rhs)?)),
                     BinOp::Matches => match &rhs.kind {
-                        ExprKind::Literal(Literal::Str(re)) => CExpr::Matches(
-                            l,
-                            RegexBuilder::new(re)
-                                .size_limit(REGEX_SIZE_LIMIT)
-                                .build()
-                                .map_err(|err| {
-                                    CompileError::Invalid(format!("regex {re:?}: {err}"))
-                                })?,
-                        ),
+                        ExprKind::Literal(Literal::Str(re)) => {
+                            CExpr::Matches(l, Box::new(Regexp::new(re)?))
+                        }
                         _ => return invalid("the regex after `matches` must be a string literal"),
                     },
                     op => CExpr::Binary(*op, l, Box::new(self.expr(rhs)?)),
@@ -944,6 +1100,12 @@ mod tests {
             "svc1/**/delete",
             "**/export",
             "*/purge",
+            "*/*",
+            "**/a/**/b/**",
+            "a/**/b/**/c",
+            "**/a/*/**/b",
+            "a/**/a",
+            "**/a/a",
         ] {
             for tool in [
                 "",
@@ -966,9 +1128,72 @@ mod tests {
                 "export",
                 "a/x/y/b",
                 "a/b/b",
+                "a/a",
+                "a/a/a",
+                "x/a/y/b/z",
+                "a/b/a/b/c",
+                "a/q/b",
             ] {
                 same(pattern, tool);
             }
+        }
+    }
+
+    /// The index gives every rule whose pattern matches, in written order, as a scan of all
+    /// rules would.
+    #[test]
+    fn rule_index_misses_no_matching_rule() {
+        let patterns = [
+            "*",
+            "**",
+            "a",
+            "a/b",
+            "a/*",
+            "a/**",
+            "**/a",
+            "**/a/**",
+            "*/a",
+            "a*",
+            "*a*b",
+            "a/**/b",
+            "*/*",
+            "**/b",
+            "*/b/a",
+            "**/*/a",
+            "*/**/b",
+            "b/**",
+            "**/x/**/a",
+        ];
+        let mut text = String::from("agent \"t\" {\n  default deny\n  rules {\n");
+        for p in patterns {
+            text.push_str(&format!("    permit {p}\n"));
+        }
+        text.push_str("  }\n}\n");
+        let parsed = fpl::parse(&text);
+        assert!(parsed.diagnostics.iter().all(|d| !d.is_error()));
+        let compiled = compile(&parsed.policy, "governance.fms", Some(&text)).unwrap();
+        let agent = &compiled.agents["t"];
+        for tool in [
+            "", "a", "b", "a/b", "b/a", "a/a", "x/a", "x/b/a", "a/x/b", "ab", "a//b", "/a", "a/",
+            "x/y/a", "b/b", "q",
+        ] {
+            let indexed: Vec<usize> = agent
+                .index
+                .candidates(tool)
+                .filter(|c| {
+                    let tested = agent.rules[c.index].matcher.matches(tool);
+                    assert!(
+                        tested || !c.matches,
+                        "{tool:?}: a known match does not match"
+                    );
+                    tested
+                })
+                .map(|c| c.index)
+                .collect();
+            let scanned: Vec<usize> = (0..agent.rules.len())
+                .filter(|&i| agent.rules[i].pattern.matches(tool))
+                .collect();
+            assert_eq!(indexed, scanned, "{tool:?}");
         }
     }
 
@@ -992,12 +1217,69 @@ mod tests {
         );
     }
 
+    /// Regexes of every shape the first-byte check must get right: anchored or not, empty
+    /// matches, alternations with an empty branch, case folding, multi-line mode, classes.
+    const REGEXES: &[&str] = &[
+        "^(test|qa)_5_[0-9]+$",
+        "^acct_5_[0-9]{8}$",
+        "^a",
+        "^$",
+        "^",
+        "(?i)^ab",
+        "^(?i:a)b",
+        "(?m)^a",
+        "^a|b",
+        "b|^a",
+        "^[a-c]x",
+        "^.*",
+        "^\\d",
+        "^é",
+        "^(a|)b",
+        "^(a|)",
+        "^a?b",
+        "^a*",
+        "\\Aab",
+        "^(?:ab)+",
+        "^\\b",
+        "^[^a]",
+        "a^",
+        "(^a)|(^b)",
+        "^(a|b|c|d|e|f|g|h|i|j|k|l|m|n|o|p|q)",
+        "^\\w",
+    ];
+
+    #[test]
+    fn first_bytes_are_taken_from_anchored_regexes_only() {
+        let first = |re| {
+            anchored_first_bytes(re)
+                .map(|set| (0..=255u8).filter(|&b| set.contains(b)).collect::<Vec<_>>())
+        };
+        assert_eq!(first("^(test|qa)_5_[0-9]+$"), Some(vec![b'q', b't']));
+        assert_eq!(first("^[a-c]x"), Some(vec![b'a', b'b', b'c']));
+        assert_eq!(first("(?i)^ab"), Some(vec![b'A', b'a']));
+        assert_eq!(first("^a?b"), Some(vec![b'a', b'b']));
+        assert_eq!(first("^(a|)b"), Some(vec![b'a', b'b']));
+        for unknown in ["(?m)^a", "^a|b", "^$", "^(a|)", "^.*", "a"] {
+            assert_eq!(first(unknown), None, "{unknown}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(5_000))]
         #[test]
+        fn regexp_agrees_with_regex(
+            re in prop::sample::select(REGEXES),
+            text in "[abcqtx_05é\\n ]{0,6}",
+        ) {
+            let plain = Regex::new(re).unwrap();
+            prop_assert_eq!(Regexp::new(re).unwrap().is_match(&text), plain.is_match(&text),
+                "{} on {:?}", re, text);
+        }
+
+        #[test]
         fn matcher_agrees_with_tool_pattern_everywhere(
-            segs in prop::collection::vec("(\\*\\*|[ab*]{1,3})", 1..5),
-            tool in "[ab/]{0,8}",
+            segs in prop::collection::vec("(\\*\\*|[ab*]{1,3})", 1..7),
+            tool in "[ab/]{0,14}",
         ) {
             let text = segs.join("/");
             if let Ok(p) = ToolPattern::parse(&text) {

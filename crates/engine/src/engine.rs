@@ -15,7 +15,7 @@ use crate::car::{
     parse_request,
 };
 use crate::clock::{Clock, TimeFacts, time_facts_in, window_start_ms};
-use crate::compile::{CompiledAgent, CompiledPolicy, CompiledRule, Verdict};
+use crate::compile::{Candidate, CompiledAgent, CompiledPolicy, CompiledRule, Verdict};
 use crate::decision::{CredentialBinding, Decision, Event, Outcome, ReasonCode, TraceStep};
 use crate::doc::{Doc, JsonRef};
 use crate::eval::{EvalError, Facts, Tri, V, eval, truth};
@@ -334,14 +334,14 @@ impl Engine {
     fn first_match<'r>(
         &self,
         rules: &'r [CompiledRule],
-        candidates: impl Iterator<Item = usize>,
+        candidates: impl Iterator<Item = Candidate>,
         tool: &str,
         facts: &CallFacts<'_>,
         trace: &mut Vec<TraceStep>,
     ) -> Option<Result<&'r CompiledRule, (&'r CompiledRule, EvalError)>> {
-        for i in candidates {
-            let rule = &rules[i];
-            if !rule.matcher.matches(tool) {
+        for candidate in candidates {
+            let rule = &rules[candidate.index];
+            if !candidate.matches && !rule.matcher.matches(tool) {
                 continue;
             }
             let outcome = fires(rule, facts);

@@ -5,6 +5,7 @@
 //! that ends the decision with `EVAL_ERROR`.
 
 use std::borrow::Cow;
+use std::cmp::Ordering;
 
 use fpl::ast::{BinOp, BudgetWindow};
 use rust_decimal::Decimal;
@@ -174,6 +175,16 @@ fn type_error<T>(msg: String) -> Result<T, EvalError> {
     Err(EvalError::Type(msg))
 }
 
+/// The order of two numbers. Of one scale (two integers, or two amounts with as many decimals)
+/// they compare by their mantissas, as `Decimal::cmp` would after rescaling one to the other.
+fn cmp_num(x: &Decimal, y: &Decimal) -> Ordering {
+    if x.scale() == y.scale() {
+        x.mantissa().cmp(&y.mantissa())
+    } else {
+        x.cmp(y)
+    }
+}
+
 /// Evaluates `e` as a condition.
 pub fn truth<'a>(e: &'a CExpr, f: &'a dyn Facts) -> Result<Tri, EvalError> {
     match e {
@@ -201,7 +212,7 @@ pub fn truth<'a>(e: &'a CExpr, f: &'a dyn Facts) -> Result<Tri, EvalError> {
         }
         CExpr::Not(inner) => Ok(truth(inner, f)?.negate()),
         CExpr::Binary(op, a, b) => compare(*op, a, b, f),
-        CExpr::Matches(a, re) => match eval(a, f)? {
+        CExpr::Matches(a, re) => match operand(a, f)? {
             None => Ok(Tri::Unknown),
             Some(V::Str(s)) => Ok(tri(re.is_match(&s))),
             Some(other) => type_error(format!(
@@ -232,8 +243,8 @@ fn compare<'a>(op: BinOp, a: &'a CExpr, b: &'a CExpr, f: &'a dyn Facts) -> Resul
     {
         return in_literals(op, a, b, items, f);
     }
-    let l = eval(a, f)?;
-    let r = eval(b, f)?;
+    let l = operand(a, f)?;
+    let r = operand(b, f)?;
     let (Some(l), Some(r)) = (l, r) else {
         return Ok(Tri::Unknown);
     };
@@ -254,7 +265,7 @@ fn compare<'a>(op: BinOp, a: &'a CExpr, b: &'a CExpr, f: &'a dyn Facts) -> Resul
         }
         BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
             let ord = match (&l, &r) {
-                (V::Num(x), V::Num(y)) => x.cmp(y),
+                (V::Num(x), V::Num(y)) => cmp_num(x, y),
                 (V::Dur(x), V::Dur(y)) => x.cmp(y),
                 _ => return Err(mismatch(&l, &r)),
             };
@@ -308,13 +319,13 @@ fn in_literals<'a>(
     items: &'a [CExpr],
     f: &'a dyn Facts,
 ) -> Result<Tri, EvalError> {
-    let Some(l) = eval(a, f)? else {
+    let Some(l) = operand(a, f)? else {
         return Ok(Tri::Unknown);
     };
     let mut found = Tri::False;
     for item in items {
         // A missing element (`null`) might have been the value: not finding it is unknown.
-        let Some(item) = eval(item, f)? else {
+        let Some(item) = operand(item, f)? else {
             found = Tri::Unknown;
             continue;
         };
@@ -367,7 +378,7 @@ fn member<'v>(
 /// `==` over values of one type; `None` when the types differ (a type error).
 fn equal(l: &V, r: &V) -> Option<bool> {
     match (l, r) {
-        (V::Num(x), V::Num(y)) => Some(x == y),
+        (V::Num(x), V::Num(y)) => Some(cmp_num(x, y).is_eq()),
         (V::Str(x), V::Str(y)) => Some(x == y),
         (V::Bool(x), V::Bool(y)) => Some(x == y),
         (V::Dur(x), V::Dur(y)) => Some(x == y),
@@ -375,16 +386,32 @@ fn equal(l: &V, r: &V) -> Option<bool> {
     }
 }
 
+/// A literal's value (`null` is missing).
+fn constant(c: &Const) -> Option<V<'_>> {
+    match c {
+        Const::Num(n) => Some(V::Num(*n)),
+        Const::Str(s) => Some(V::Str(Cow::Borrowed(s))),
+        Const::Bool(b) => Some(V::Bool(*b)),
+        Const::Duration(d) => Some(V::Dur(*d)),
+        Const::Null => None,
+    }
+}
+
+/// [`eval`] for an operand of a comparison: literals and argument fields, the usual operands,
+/// are read here directly; entering `eval`, a large function, costs more than reading them.
+#[inline]
+fn operand<'a>(e: &'a CExpr, f: &'a dyn Facts) -> R<'a> {
+    match e {
+        CExpr::Lit(c) => Ok(constant(c)),
+        CExpr::Arg(path) => Ok(lookup(f.args(), path).and_then(from_json)),
+        _ => eval(e, f),
+    }
+}
+
 /// Evaluates `e` to a value; `Ok(None)` means missing.
 pub fn eval<'a>(e: &'a CExpr, f: &'a dyn Facts) -> R<'a> {
     Ok(match e {
-        CExpr::Lit(c) => match c {
-            Const::Num(n) => Some(V::Num(*n)),
-            Const::Str(s) => Some(V::Str(Cow::Borrowed(s))),
-            Const::Bool(b) => Some(V::Bool(*b)),
-            Const::Duration(d) => Some(V::Dur(*d)),
-            Const::Null => None,
-        },
+        CExpr::Lit(c) => constant(c),
         CExpr::Arg(path) => lookup(f.args(), path).and_then(from_json),
         CExpr::Principal(path) => lookup(f.principal(), path).and_then(from_json),
         CExpr::AgentId => Some(V::Str(Cow::Borrowed(f.agent_id()))),
@@ -462,4 +489,41 @@ fn selector<'a>(index: usize, path: &[String], f: &'a dyn Facts) -> R<'a> {
         .and_then(|v| lookup(JsonRef::tree(v), path))
         .and_then(from_json)
         .map(V::into_owned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5_000))]
+        /// The same-scale shortcut orders numbers as `Decimal` does, zeros of either sign too.
+        #[test]
+        fn cmp_num_is_decimal_order(
+            a in any::<i64>(), b in any::<i64>(),
+            sa in 0u32..4, sb in 0u32..4,
+            small in any::<bool>(),
+        ) {
+            let (a, b) = if small { (a % 1_000, b % 1_000) } else { (a, b) };
+            let x = Decimal::new(a, sa);
+            let y = Decimal::new(b, sb);
+            prop_assert_eq!(cmp_num(&x, &y), x.cmp(&y));
+            prop_assert_eq!(cmp_num(&y, &x), y.cmp(&x));
+            prop_assert_eq!(cmp_num(&x, &-x), x.cmp(&-x));
+            prop_assert_eq!(cmp_num(&x, &x), std::cmp::Ordering::Equal);
+        }
+    }
+
+    #[test]
+    fn cmp_num_edges() {
+        let max = Decimal::MAX;
+        let min = Decimal::MIN;
+        assert_eq!(cmp_num(&max, &min), max.cmp(&min));
+        assert_eq!(cmp_num(&min, &max), min.cmp(&max));
+        let neg_zero = -Decimal::ZERO;
+        assert_eq!(cmp_num(&neg_zero, &Decimal::ZERO), Ordering::Equal);
+        let z2 = Decimal::new(0, 2);
+        assert_eq!(cmp_num(&z2, &neg_zero), Ordering::Equal);
+    }
 }

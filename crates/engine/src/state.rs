@@ -7,10 +7,12 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use fpl::pattern::ToolPattern;
 use rust_decimal::Decimal;
+
+use crate::compile::PolicyKeys;
 
 /// At most this many permitted calls are kept per agent in the history ring (the most recent).
 pub const HISTORY_CAPACITY: usize = 10_000;
@@ -154,15 +156,19 @@ struct RateCells {
 
 const RATE_PRUNE_MIN: usize = 1_024;
 
-/// One agent's history ring: (time, tool), oldest first.
-type Ring = VecDeque<(i64, Box<str>)>;
+/// One agent's history ring: (time, tool), oldest first. Entries share the name of the tool of
+/// the newest entry when theirs is the same (agents tend to repeat a tool), so recording such a
+/// call allocates nothing.
+type Ring = VecDeque<(i64, Arc<str>)>;
 
 /// In-memory state: lost on restart. Each concern has its own lock.
 #[derive(Debug, Default)]
 pub struct MemoryState {
     rates: Mutex<RateCells>,
     budgets: Mutex<HashMap<String, Decimal>>,
-    history: Mutex<HashMap<String, Ring>>,
+    /// By agent id: ids come from the policy (only permitted calls are recorded), never from
+    /// whoever sends requests, so the policy's fast hasher is safe here.
+    history: Mutex<HashMap<String, Ring, PolicyKeys>>,
     killed_all: AtomicBool,
     killed: Mutex<HashSet<String>>,
     /// How many agents `killed` holds, so the common case (none) takes no lock.
@@ -246,7 +252,11 @@ impl StateStore for MemoryState {
             Some(ring) => ring,
             None => history.entry(agent.to_owned()).or_default(),
         };
-        let entry = (now_ms, Box::<str>::from(tool));
+        let name = match ring.back() {
+            Some((_, newest)) if **newest == *tool => Arc::clone(newest),
+            _ => Arc::from(tool),
+        };
+        let entry = (now_ms, name);
         // Keep time order even if the clock stepped back (normally this is a push_back).
         if ring.back().is_none_or(|(last, _)| *last <= now_ms) {
             ring.push_back(entry);
@@ -506,6 +516,23 @@ mod tests {
         assert_eq!(s.history_count("bot", &refunds, 3_000), 2);
         let times: Vec<i64> = lock(&s.history)["bot"].iter().map(|(t, _)| *t).collect();
         assert_eq!(times, [1_000, 2_000, 2_500, 3_000, 4_000, 5_000]);
+    }
+
+    #[test]
+    fn repeated_tools_share_their_name() {
+        let s = MemoryState::new();
+        for (t, tool) in [(1, "a"), (2, "a"), (3, "b"), (4, "a")] {
+            s.history_push("bot", tool, t);
+        }
+        let history = lock(&s.history);
+        let ring: Vec<&Arc<str>> = history["bot"].iter().map(|(_, tool)| tool).collect();
+        assert!(Arc::ptr_eq(ring[0], ring[1]));
+        assert!(!Arc::ptr_eq(ring[1], ring[3]));
+        drop(history);
+        assert_eq!(
+            s.history("bot"),
+            [(1, "a"), (2, "a"), (3, "b"), (4, "a")].map(|(t, n)| (t, n.to_string()))
+        );
     }
 
     #[test]
