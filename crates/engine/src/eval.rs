@@ -70,6 +70,9 @@ pub enum V<'a> {
     /// Elements that are missing (JSON `null`) stay as `None`: they make membership unknown.
     List(Vec<Option<V<'a>>>),
     Object,
+    /// A JSON number beyond what a `Decimal` holds (about ±7.9e28): only a selector's answer
+    /// can be one (the request's numbers stop at ±2^53). It equals and orders with nothing.
+    Huge,
 }
 
 impl V<'_> {
@@ -81,6 +84,7 @@ impl V<'_> {
             V::Dur(_) => "a duration",
             V::List(_) => "a list",
             V::Object => "an object",
+            V::Huge => "a number too large to compare (beyond ±7.9e28)",
         }
     }
 
@@ -92,6 +96,7 @@ impl V<'_> {
             V::Dur(d) => V::Dur(d),
             V::List(items) => V::List(items.into_iter().map(|i| i.map(V::into_owned)).collect()),
             V::Object => V::Object,
+            V::Huge => V::Huge,
         }
     }
 }
@@ -121,7 +126,7 @@ fn from_json(v: JsonRef<'_>) -> Option<V<'_>> {
     match v.shape() {
         Shape::Null => None,
         Shape::Bool(b) => Some(V::Bool(b)),
-        Shape::Num(n) => Some(number(n).map_or(V::Object, V::Num)),
+        Shape::Num(n) => Some(number(n).map_or(V::Huge, V::Num)),
         Shape::Str(s, _) => Some(V::Str(Cow::Borrowed(s))),
         Shape::Array(items) => Some(V::List(items.map(from_json).collect())),
         Shape::Object(_) => Some(V::Object),
@@ -132,7 +137,7 @@ fn from_tree(v: &Json) -> Option<V<'_>> {
     match v {
         Json::Null => None,
         Json::Bool(b) => Some(V::Bool(*b)),
-        Json::Number(n) => Some(number(n).map_or(V::Object, V::Num)),
+        Json::Number(n) => Some(number(n).map_or(V::Huge, V::Num)),
         Json::String(s) => Some(V::Str(Cow::Borrowed(s))),
         Json::Array(items) => Some(V::List(items.iter().map(from_tree).collect())),
         Json::Object(_) => Some(V::Object),

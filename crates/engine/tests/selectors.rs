@@ -530,3 +530,36 @@ fn a_silent_http_source_times_out_at_the_selectors_timeout() {
     assert!(took < Duration::from_millis(1200), "took {took:?}");
     holder.join().unwrap();
 }
+
+#[test]
+fn a_selector_number_too_large_to_compare_is_an_eval_error_that_says_so() {
+    let src = r#"
+selector "limits" {
+  source   = "file://limits.json"
+  key      = account
+}
+
+agent "bot" {
+  default deny
+  rules {
+    permit pay if amount < limits.max
+  }
+}
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("limits.json"),
+        r#"{"big": {"max": 1e30}, "small": {"max": 100}}"#,
+    )
+    .unwrap();
+    let h = harness_in(src, dir.path());
+    permitted(&h.decide("bot", "pay", json!({"account": "small", "amount": 5})));
+    let d = h.decide("bot", "pay", json!({"account": "big", "amount": 5}));
+    expect_rule(&d, Deny, R::EvalError, line_of(src, "permit pay"));
+    assert!(
+        d.reason
+            .contains("`selector field max` is a number too large to compare"),
+        "{}",
+        d.reason
+    );
+}
