@@ -4,8 +4,10 @@
 //! JSON text input (`Engine::decide_json`, the daemon's path).
 //!
 //! ```sh
-//! cargo run --release -p faramesh-engine --example latency -- [N...] [--iters=K] [--system-clock]
+//! cargo run --release -p faramesh-engine --example latency -- [N...] [--iters=K] [--system-clock] [--input=struct|json]
 //! ```
+//!
+//! `--input` times one input only (for profilers such as callgrind).
 //!
 //! The default sizes are 100, 1,000, 10,000 and 100,000 rules and the default count 200,000
 //! decisions per size and input. A timed region is one decision: from the request (struct
@@ -27,7 +29,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use engine::clock::{Clock, ManualClock, SystemClock};
-use engine::compile::Verdict;
+use engine::compile::{CompiledPolicy, Verdict};
 
 /// 2026-11-21T09:00:00Z.
 const NOW_MS: i64 = 1_795_251_600_000;
@@ -79,9 +81,16 @@ fn main() {
     let mut sizes = Vec::new();
     let mut iters = 200_000usize;
     let mut system_clock = false;
+    let (mut structs, mut jsons) = (true, true);
     for arg in std::env::args().skip(1) {
         if let Some(k) = arg.strip_prefix("--iters=") {
             iters = k.parse().expect("--iters=K takes a whole number");
+        } else if let Some(input) = arg.strip_prefix("--input=") {
+            (structs, jsons) = match input {
+                "struct" => (true, false),
+                "json" => (false, true),
+                _ => panic!("--input= takes struct or json"),
+            };
         } else if arg == "--system-clock" {
             system_clock = true;
         } else {
@@ -129,46 +138,67 @@ fn main() {
             }
         };
 
-        // Struct input.
-        let engine = common::engine(policy.clone(), clock());
-        let req = common::request(n);
-        let first = engine.decide(&req);
-        assert_eq!(first.effect, Verdict::Permit, "{first:?}");
-        for _ in 0..warmup {
-            let r = req.clone();
-            drop(black_box(engine.decide(&r)));
+        if structs {
+            time_struct(n, policy.clone(), clock(), iters, warmup);
         }
-        let mut samples = Vec::with_capacity(iters);
-        let mut drops = Vec::with_capacity(iters);
-        for _ in 0..iters {
-            let r = req.clone();
-            let t = Instant::now();
-            let d = black_box(engine.decide(black_box(&r)));
-            samples.push(nanos(t));
-            let t = Instant::now();
-            drop(d);
-            drop(r);
-            drops.push(nanos(t));
+        if jsons {
+            time_json(n, policy.clone(), clock(), iters, warmup);
         }
-        print(n, "struct", &stats(samples), &stats(drops));
-
-        // JSON text input.
-        let engine = common::engine(policy, clock());
-        let text = common::request_json(n);
-        assert_eq!(engine.decide_json(&text).effect, Verdict::Permit);
-        for _ in 0..warmup {
-            drop(black_box(engine.decide_json(black_box(&text))));
-        }
-        let mut samples = Vec::with_capacity(iters);
-        let mut drops = Vec::with_capacity(iters);
-        for _ in 0..iters {
-            let t = Instant::now();
-            let d = black_box(engine.decide_json(black_box(&text)));
-            samples.push(nanos(t));
-            let t = Instant::now();
-            drop(d);
-            drops.push(nanos(t));
-        }
-        print(n, "json", &stats(samples), &stats(drops));
     }
+}
+
+fn time_struct(
+    n: usize,
+    policy: Arc<CompiledPolicy>,
+    clock: Arc<dyn Clock>,
+    iters: usize,
+    warmup: usize,
+) {
+    let engine = common::engine(policy, clock);
+    let req = common::request(n);
+    let first = engine.decide(&req);
+    assert_eq!(first.effect, Verdict::Permit, "{first:?}");
+    for _ in 0..warmup {
+        let r = req.clone();
+        drop(black_box(engine.decide(&r)));
+    }
+    let mut samples = Vec::with_capacity(iters);
+    let mut drops = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let r = req.clone();
+        let t = Instant::now();
+        let d = black_box(engine.decide(black_box(&r)));
+        samples.push(nanos(t));
+        let t = Instant::now();
+        drop(d);
+        drop(r);
+        drops.push(nanos(t));
+    }
+    print(n, "struct", &stats(samples), &stats(drops));
+}
+
+fn time_json(
+    n: usize,
+    policy: Arc<CompiledPolicy>,
+    clock: Arc<dyn Clock>,
+    iters: usize,
+    warmup: usize,
+) {
+    let engine = common::engine(policy, clock);
+    let text = common::request_json(n);
+    assert_eq!(engine.decide_json(&text).effect, Verdict::Permit);
+    for _ in 0..warmup {
+        drop(black_box(engine.decide_json(black_box(&text))));
+    }
+    let mut samples = Vec::with_capacity(iters);
+    let mut drops = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let t = Instant::now();
+        let d = black_box(engine.decide_json(black_box(&text)));
+        samples.push(nanos(t));
+        let t = Instant::now();
+        drop(d);
+        drops.push(nanos(t));
+    }
+    print(n, "json", &stats(samples), &stats(drops));
 }
