@@ -86,11 +86,9 @@ fn main() {
         if let Some(k) = arg.strip_prefix("--iters=") {
             iters = k.parse().expect("--iters=K takes a whole number");
         } else if let Some(input) = arg.strip_prefix("--input=") {
-            (structs, jsons) = match input {
-                "struct" => (true, false),
-                "json" => (false, true),
-                _ => panic!("--input= takes struct or json"),
-            };
+            structs = input == "struct";
+            jsons = input == "json";
+            assert!(structs || jsons, "--input= takes struct or json");
         } else if arg == "--system-clock" {
             system_clock = true;
         } else {
