@@ -19,7 +19,7 @@ use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
-use crate::doc::{Doc, JsonRef, Key, Source, View, bytes_cmp, special, utf16_cmp};
+use crate::doc::{Doc, JsonRef, Key, Source, View, bytes_cmp, utf16_cmp};
 
 /// What an adapter sends (deserializable from the daemon's JSON and the CLI).
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
@@ -365,7 +365,7 @@ pub fn parse_request(text: &str, limits: &Limits) -> Result<ActionRequest, Malfo
 }
 
 fn no_nul(field: &str, value: &str) -> Result<(), Malformed> {
-    if value.contains('\0') {
+    if has_nul(value) {
         Err(Malformed(format!("{field} contains a NUL byte")))
     } else {
         Ok(())
@@ -413,6 +413,11 @@ impl Hex {
 }
 
 fn canonical_tool<'a>(raw: &'a str, limits: &Limits) -> Result<Cow<'a, str>, Malformed> {
+    // Printable ASCII other than the space (most tool ids): no NUL, its own NFKC form, and
+    // nothing below can object but the length. One pass instead of four.
+    if is_printable_ascii(raw.as_bytes()) {
+        return checked_tool(Cow::Borrowed(raw), limits);
+    }
     no_nul("tool", raw)?;
     // A string the quick check finds normalised (every ASCII string is) is its own NFKC form.
     let tool = if raw.is_ascii() || is_nfkc_quick(raw.chars()) == IsNormalized::Yes {
@@ -420,18 +425,8 @@ fn canonical_tool<'a>(raw: &'a str, limits: &Limits) -> Result<Cow<'a, str>, Mal
     } else {
         Cow::Owned(raw.nfkc().collect())
     };
-    if tool.is_empty() {
-        return Err(Malformed::new("tool is empty"));
-    }
-    if tool.len() > limits.max_tool_len {
-        return Err(Malformed(format!(
-            "tool is {} bytes long, over the {}-byte limit",
-            tool.len(),
-            limits.max_tool_len
-        )));
-    }
-    // Printable ASCII other than the space: nothing below can object.
-    if tool.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+    let tool = checked_tool(tool, limits)?;
+    if is_printable_ascii(tool.as_bytes()) {
         return Ok(tool);
     }
     let bad = tool.chars().find_map(|c| {
@@ -453,6 +448,26 @@ fn canonical_tool<'a>(raw: &'a str, limits: &Limits) -> Result<Cow<'a, str>, Mal
         ))),
         None => Ok(tool),
     }
+}
+
+/// A tool id in NFKC, refused when empty or too long.
+fn checked_tool<'a>(tool: Cow<'a, str>, limits: &Limits) -> Result<Cow<'a, str>, Malformed> {
+    if tool.is_empty() {
+        return Err(Malformed::new("tool is empty"));
+    }
+    if tool.len() > limits.max_tool_len {
+        return Err(Malformed(format!(
+            "tool is {} bytes long, over the {}-byte limit",
+            tool.len(),
+            limits.max_tool_len
+        )));
+    }
+    Ok(tool)
+}
+
+/// Every byte is printable ASCII other than the space (0x21 to 0x7E); true when empty.
+fn is_printable_ascii(s: &[u8]) -> bool {
+    !swar::any(s, |x| swar::below(x, 0x21) | swar::above(x, 0x7e))
 }
 
 /// Format characters (Unicode category Cf) and other invisible code points that would let two
@@ -524,7 +539,7 @@ pub(crate) fn is_exact(n: &Number) -> bool {
 /// True when [`Walk::check`] finds nothing wrong with `v` at `depth`.
 fn is_clean(v: &Value, depth: usize, max_depth: usize) -> bool {
     match v {
-        Value::String(s) => !s.contains('\0'),
+        Value::String(s) => !has_nul(s),
         Value::Number(n) => is_exact(n),
         Value::Array(items) => {
             depth < max_depth && items.iter().all(|i| is_clean(i, depth + 1, max_depth))
@@ -533,7 +548,7 @@ fn is_clean(v: &Value, depth: usize, max_depth: usize) -> bool {
             depth < max_depth
                 && map
                     .iter()
-                    .all(|(k, i)| !k.contains('\0') && is_clean(i, depth + 1, max_depth))
+                    .all(|(k, i)| !has_nul(k) && is_clean(i, depth + 1, max_depth))
         }
         _ => true,
     }
@@ -664,20 +679,25 @@ pub(crate) enum JcsError {
 /// members are sorted by the UTF-16 code units of their keys. It writes straight into `out`,
 /// where that crate buffers every member of every object separately and parses each key back.
 pub(crate) fn write_jcs(v: &Value, out: &mut String, max: usize) -> Result<(), JcsError> {
-    Jcs::new(out, max, usize::MAX).value(JsonRef::tree(v), 0)
+    let mut w = Jcs::new(std::mem::take(out), max, usize::MAX);
+    let written = w.value(JsonRef::tree(v), 0);
+    *out = w.out;
+    written
 }
 
 /// A JCS writer that also notes, on the way, what [`Walk`] would refuse, and where the values
 /// at the targets of [`Jcs::object_marked`] are.
-struct Jcs<'o> {
-    out: &'o mut String,
+///
+/// It owns the text it writes (one indirection less on every write than a `&mut String`).
+struct Jcs {
+    out: String,
     max: usize,
     max_depth: usize,
     /// False once a string or key holding NUL, or a container nested deeper than `max_depth`,
     /// has been written.
     clean: bool,
     /// (target, byte range) of each marked value, in text order.
-    found: Vec<(usize, std::ops::Range<usize>)>,
+    found: Found,
 }
 
 /// For each byte: 0 if it is written as is, else the letter of its escape (`u` for `\u00xx`).
@@ -778,7 +798,8 @@ impl<'m, 't> Way<'m, 't> {
         }
     }
 
-    #[inline]
+    /// Most keys are off the way: the sketch, inline, says so.
+    #[inline(always)]
     fn step(self, key: &str) -> Step<'m, 't> {
         if self.sketches & sketch(key.as_bytes()) == 0 {
             return Step::Off;
@@ -786,6 +807,7 @@ impl<'m, 't> Way<'m, 't> {
         self.step_on(key)
     }
 
+    #[inline(never)]
     fn step_on(self, key: &str) -> Step<'m, 't> {
         let (whole, inner) = self.targets.step(self.mask, self.at, key);
         if whole != 0 {
@@ -802,14 +824,14 @@ impl<'m, 't> Way<'m, 't> {
 // Trees and documents are written by separate functions, each reading its own kind of value
 // directly: a common view of both (`JsonRef::shape`) costs a dispatch at every value and
 // member, which was most of the writer's time.
-impl<'o> Jcs<'o> {
-    fn new(out: &'o mut String, max: usize, max_depth: usize) -> Self {
+impl Jcs {
+    fn new(out: String, max: usize, max_depth: usize) -> Self {
         Jcs {
             out,
             max,
             max_depth,
             clean: true,
-            found: Vec::new(),
+            found: Found::default(),
         }
     }
 
@@ -881,26 +903,50 @@ impl<'o> Jcs<'o> {
         if self.too_deep(depth) {
             return Ok(());
         }
-        self.out.push('{');
+        if map.is_empty() {
+            self.out.push_str("{}");
+            return self.check_size();
+        }
         let (open, found) = (self.out.len(), self.found.len());
-        let mut prev: Option<&str> = None;
+        let mut prev = None;
         for (key, value) in map {
-            if prev.is_some() {
-                self.out.push(',');
-            }
-            if !self.key_after(prev, key) {
+            if !self.member_key(prev, key) {
                 self.out.truncate(open);
                 self.found.truncate(found);
                 return self.tree_object_sorted(map, depth, way);
             }
-            prev = Some(key);
+            prev = Some(key.as_str());
             self.tree_member(key, value, depth, way)?;
         }
         self.out.push('}');
         self.check_size()
     }
 
-    /// The members of `map` after its `{`, sorted.
+    /// Writes `{"key":` (the first member, `prev` `None`) or `,"key":` if `key` may follow
+    /// `prev` in the order of the UTF-16 code units, checked bytewise: neither may hold a
+    /// character at or above U+E000 (see [`crate::doc::is_high`]; `prev` is known not to).
+    /// Answers whether it may. One pass over its bytes finds both escapes and such characters
+    /// (keys are short: a byte loop beats setting up words).
+    fn member_key(&mut self, prev: Option<&str>, key: &str) -> bool {
+        let class = key
+            .bytes()
+            .fold(0u8, |class, b| class | KEY_CLASS[usize::from(b)]);
+        let follows = prev.is_none_or(|p| bytes_cmp(p.as_bytes(), key.as_bytes()).is_lt());
+        if class & 2 != 0 || !follows {
+            return false;
+        }
+        self.out
+            .push_str(if prev.is_none() { "{\"" } else { ",\"" });
+        if class == 0 {
+            self.out.push_str(key);
+        } else {
+            self.escaped(key);
+        }
+        self.out.push_str("\":");
+        true
+    }
+
+    /// The members of `map`, sorted, from its `{`.
     #[cold]
     fn tree_object_sorted(
         &mut self,
@@ -910,18 +956,20 @@ impl<'o> Jcs<'o> {
     ) -> Result<(), JcsError> {
         let mut sorted: Vec<(&String, &Value)> = map.iter().collect();
         sorted.sort_by(|a, b| utf16_cmp(a.0, b.0));
+        self.out.push('{');
         for (i, (key, value)) in sorted.into_iter().enumerate() {
             if i > 0 {
                 self.out.push(',');
             }
             self.string(key);
+            self.out.push(':');
             self.tree_member(key, value, depth, way)?;
         }
         self.out.push('}');
         self.check_size()
     }
 
-    /// `:` and the value of member `key` of an object at `depth`.
+    /// The value of member `key` of an object at `depth` (its key is written).
     fn tree_member(
         &mut self,
         key: &str,
@@ -929,7 +977,6 @@ impl<'o> Jcs<'o> {
         depth: usize,
         way: Way<'_, '_>,
     ) -> Result<(), JcsError> {
-        self.out.push(':');
         match (way.step(key), value) {
             (Step::Off, _) => self.tree(value, depth + 1),
             (Step::At(target), _) => self.mark(target, |w| w.tree(value, depth + 1)),
@@ -974,18 +1021,21 @@ impl<'o> Jcs<'o> {
         if self.too_deep(depth) {
             return Ok(());
         }
-        self.out.push('{');
-        for (n, m) in members.iter().enumerate() {
-            if n > 0 {
-                self.out.push(',');
-            }
+        if members.is_empty() {
+            self.out.push_str("{}");
+            return self.check_size();
+        }
+        let mut lead = "{\"";
+        for m in members {
+            self.out.push_str(lead);
+            lead = ",\"";
             let key = m.name();
             if m.plain() {
-                self.plain(key);
+                self.out.push_str(key);
             } else {
-                self.string(key);
+                self.escaped(key);
             }
-            self.out.push(':');
+            self.out.push_str("\":");
             let value = m.value();
             match way.step(key) {
                 Step::Off => self.doc(doc, value, depth + 1)?,
@@ -1000,39 +1050,24 @@ impl<'o> Jcs<'o> {
         self.check_size()
     }
 
-    /// Writes `key` if it may follow `prev` (`None` for the first key) in the order of the
-    /// UTF-16 code units, checked bytewise: neither may hold a character at or above U+E000
-    /// (see [`crate::doc::is_high`]; `prev` is known not to). Answers whether it may. One pass
-    /// over its bytes finds both escapes and such characters.
-    fn key_after(&mut self, prev: Option<&str>, key: &str) -> bool {
-        let class = key
-            .bytes()
-            .fold(0u8, |class, b| class | KEY_CLASS[usize::from(b)]);
-        let follows = prev.is_none_or(|p| bytes_cmp(p.as_bytes(), key.as_bytes()).is_lt());
-        if class & 2 != 0 || !follows {
-            return false;
-        }
-        if class == 0 {
-            self.plain(key);
-        } else {
-            self.string(key);
-        }
-        true
-    }
-
     /// A `serde_json::Number` is an `i64`, a `u64` or a finite `f64`; JCS formats each as a
     /// double, as serde_json_canonicalizer does (`value as f64`). An integer of magnitude up to
     /// 2^53 is exactly a double whose shortest form is its own digits, so it is written as an
     /// integer.
     fn number(&mut self, n: &Number) -> Result<(), JcsError> {
-        if !is_exact(n) {
-            self.clean = false;
-        }
         if let Some(i) = n.as_i64()
             && i.unsigned_abs() <= EXACT
         {
             self.integer(i);
             return Ok(());
+        }
+        self.double(n)
+    }
+
+    /// Any other number: as its double (and noted when that is not exact).
+    fn double(&mut self, n: &Number) -> Result<(), JcsError> {
+        if !is_exact(n) {
+            self.clean = false;
         }
         let f = n.as_f64().ok_or(JcsError::NotFinite)?;
         if !f.is_finite() {
@@ -1080,16 +1115,20 @@ impl<'o> Jcs<'o> {
 
     /// A string as JSON text, escaped as `serde_json` escapes it.
     fn string(&mut self, s: &str) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let bytes = s.as_bytes();
         // Most strings need no escape: found a word at a time, written in one piece.
-        let first = special(bytes, 0);
-        if first == bytes.len() {
+        if !swar::any(s.as_bytes(), swar::escaped) {
             return self.plain(s);
         }
         self.out.push('"');
+        self.escaped(s);
+        self.out.push('"');
+    }
+
+    /// The characters of a string, escaped as `serde_json` escapes them (no quotes).
+    fn escaped(&mut self, s: &str) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate().skip(first) {
+        for (i, &b) in s.as_bytes().iter().enumerate() {
             let escape = ESCAPE[usize::from(b)];
             if escape == 0 {
                 continue;
@@ -1109,7 +1148,6 @@ impl<'o> Jcs<'o> {
             start = i + 1;
         }
         self.out.push_str(s.get(start..).unwrap_or_default());
-        self.out.push('"');
     }
 }
 
@@ -1193,15 +1231,76 @@ fn is_segment(segment: &[u8], key: &[u8]) -> bool {
 pub(crate) struct Marks<'a> {
     pub(crate) targets: Targets<'a>,
     /// (target, byte range), in text order; the ranges never overlap.
-    pub(crate) found: Vec<(usize, std::ops::Range<usize>)>,
+    pub(crate) found: Found,
 }
 
 impl<'a> Marks<'a> {
     fn new(targets: Targets<'a>) -> Self {
         Marks {
             targets,
-            found: Vec::new(),
+            found: Found::default(),
         }
+    }
+}
+
+/// A marked value: its target and its byte range in the text.
+pub(crate) type Mark = (usize, std::ops::Range<usize>);
+
+/// The marks found, in text order. A call has a few redactions: the first [`Found::INLINE`]
+/// are held in place, so that noting them allocates nothing (an allocation and its free cost
+/// more than the rest of marking).
+#[derive(Debug, Default)]
+pub(crate) struct Found {
+    inline: [Mark; Found::INLINE],
+    /// How many of `inline` are used.
+    len: usize,
+    /// The marks after those.
+    more: Vec<Mark>,
+}
+
+/// The marks in text order.
+pub(crate) type FoundIter<'f> =
+    std::iter::Chain<std::slice::Iter<'f, Mark>, std::slice::Iter<'f, Mark>>;
+
+impl Found {
+    const INLINE: usize = 4;
+
+    pub(crate) fn len(&self) -> usize {
+        self.len + self.more.len()
+    }
+
+    pub(crate) fn iter(&self) -> FoundIter<'_> {
+        let inline = self.inline.get(..self.len).unwrap_or_default();
+        inline.iter().chain(self.more.iter())
+    }
+
+    fn push(&mut self, mark: Mark) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) if self.more.is_empty() => {
+                *slot = mark;
+                self.len += 1;
+            }
+            _ => self.more.push(mark),
+        }
+    }
+
+    /// Keeps the first `n` marks.
+    fn truncate(&mut self, n: usize) {
+        if n <= self.len {
+            self.len = n;
+            self.more.clear();
+        } else {
+            self.more.truncate(n - self.len);
+        }
+    }
+}
+
+impl<'f> IntoIterator for &'f Found {
+    type Item = &'f Mark;
+    type IntoIter = FoundIter<'f>;
+
+    fn into_iter(self) -> FoundIter<'f> {
+        self.iter()
     }
 }
 
@@ -1281,15 +1380,17 @@ impl CanonicalArgs {
     fn write(args: JsonRef<'_>, limits: &Limits, marks: &mut Marks<'_>) -> Self {
         // Room for the redaction tokens spliced in later.
         let targets = marks.targets.len();
-        let mut out = String::with_capacity(256 + targets.min(4) * 96);
-        let mut w = Jcs::new(&mut out, limits.max_args_bytes, limits.max_depth);
+        let out = String::with_capacity(256 + targets.min(4) * 96);
+        let mut w = Jcs::new(out, limits.max_args_bytes, limits.max_depth);
         let written = if targets > 0 {
             w.marking(args, Way::new(&marks.targets, marks.targets.all(), 0))
         } else {
             w.value(args, 0)
         };
-        marks.found = w.found;
-        let clean = w.clean;
+        let Jcs {
+            out, found, clean, ..
+        } = w;
+        marks.found = found;
         CanonicalArgs {
             text: written.map(|()| out),
             clean,
@@ -1398,6 +1499,109 @@ impl<'de> Visitor<'de> for StrictVisitor {
             out.insert(key, v);
         }
         Ok(Value::Object(out))
+    }
+}
+
+/// Word-at-a-time tests on bytes (SWAR): eight bytes per step instead of one, for the short
+/// keys, strings and ids of a request, where a byte loop costs more than the rest of the work.
+///
+/// Each test flags the bytes it finds by their high bit. The lowest flagged byte is always a
+/// true match; above a true match a borrow or carry may flag more. So only "any?" and "which
+/// first?" are asked of the flags, which this makes exact.
+mod swar {
+    pub(super) const ONES: u64 = 0x0101_0101_0101_0101;
+    pub(super) const HIGH: u64 = ONES * 0x80;
+
+    /// Bytes below `n` (`n` at most 0x80).
+    #[inline(always)]
+    pub(super) fn below(x: u64, n: u8) -> u64 {
+        x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH
+    }
+
+    /// Bytes equal to `b`.
+    #[inline(always)]
+    pub(super) fn equal(x: u64, b: u8) -> u64 {
+        below(x ^ (ONES * u64::from(b)), 1)
+    }
+
+    /// Bytes above `n` (`n` below 0x80).
+    #[inline(always)]
+    pub(super) fn above(x: u64, n: u8) -> u64 {
+        (x.wrapping_add(ONES * u64::from(0x7f - n)) | x) & HIGH
+    }
+
+    /// Bytes that JSON text must escape: control characters, `"` and `\`.
+    #[inline(always)]
+    pub(super) fn escaped(x: u64) -> u64 {
+        below(x, 0x20) | equal(x, b'"') | equal(x, b'\\')
+    }
+
+    /// The bytes of `s` (at most eight are read) as a little-endian word padded with zeros:
+    /// at most three loads whatever the length, no loop.
+    #[inline(always)]
+    pub(super) fn word(s: &[u8]) -> u64 {
+        if let Some(w) = s.first_chunk::<8>() {
+            return u64::from_le_bytes(*w);
+        }
+        let n = s.len();
+        if let (Some(lo), Some(hi)) = (s.first_chunk::<4>(), s.last_chunk::<4>()) {
+            // Two overlapping reads; the bytes they share are the same in both.
+            let (lo, hi) = (u32::from_le_bytes(*lo), u32::from_le_bytes(*hi));
+            return u64::from(lo) | u64::from(hi) << ((n - 4) * 8);
+        }
+        match s {
+            [] => 0,
+            [first, .., last] => {
+                let mid = s.get(n / 2).copied().unwrap_or(0);
+                u64::from(*first)
+                    | u64::from(mid) << (n / 2 * 8)
+                    | u64::from(*last) << ((n - 1) * 8)
+            }
+            [only] => u64::from(*only),
+        }
+    }
+
+    /// The high bits of the first `n` bytes of a word (all of them from eight on): flags on
+    /// the padding of [`word`] are dropped with them.
+    #[inline(always)]
+    pub(super) fn valid(n: usize) -> u64 {
+        if n >= 8 {
+            HIGH
+        } else {
+            HIGH & ((1u64 << (n * 8)) - 1)
+        }
+    }
+
+    /// Whether `test` flags any byte of `s`.
+    #[inline(always)]
+    pub(super) fn any(s: &[u8], test: impl Fn(u64) -> u64) -> bool {
+        if s.len() <= 8 {
+            return test(word(s)) & valid(s.len()) != 0;
+        }
+        let mut flags = 0;
+        let mut chunks = s.chunks_exact(8);
+        for chunk in &mut chunks {
+            flags |= test(word(chunk));
+        }
+        if !chunks.remainder().is_empty() {
+            // The last eight bytes, overlapping the chunk before.
+            flags |= s
+                .last_chunk::<8>()
+                .map_or(0, |w| test(u64::from_le_bytes(*w)));
+        }
+        flags != 0
+    }
+}
+
+/// True when `s` holds a NUL character. Short strings (most fields) are looked at a byte at a
+/// time, which costs less than setting up words for them.
+#[inline]
+fn has_nul(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    if bytes.len() <= 8 {
+        bytes.contains(&0)
+    } else {
+        swar::any(bytes, |x| swar::below(x, 1))
     }
 }
 
@@ -2005,6 +2209,65 @@ mod tests {
                         .prop_map(|m| Value::Object(m.into_iter().collect())),
                 ]
             })
+        }
+
+        /// Byte strings of every length up to 40 over bytes that sit on the edges of the word
+        /// tests (NUL, controls, quote, backslash, dot, space, DEL, high bytes, 0xFF).
+        fn edgy_bytes() -> impl Strategy<Value = Vec<u8>> {
+            let byte = prop_oneof![
+                4 => prop::sample::select(vec![
+                    0u8, 1, 0x1f, 0x20, 0x21, b'"', b'\\', b'.', b'/', 0x7e, 0x7f, 0x80, 0xed,
+                    0xee, 0xff,
+                ]),
+                4 => b'a'..=b'z',
+                1 => any::<u8>(),
+            ];
+            prop::collection::vec(byte, 0..40)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4_000))]
+            /// The word-at-a-time tests answer what a byte loop answers.
+            #[test]
+            fn word_tests_match_byte_loops(bytes in edgy_bytes()) {
+                let escape = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+                prop_assert_eq!(
+                    swar::any(&bytes, swar::escaped),
+                    bytes.iter().any(|&b| escape(b))
+                );
+                prop_assert_eq!(
+                    is_printable_ascii(&bytes),
+                    bytes.iter().all(|b| (0x21..0x7f).contains(b))
+                );
+                prop_assert_eq!(swar::any(&bytes, |x| swar::below(x, 1)), bytes.contains(&0));
+                let mut padded = [0u8; 8];
+                let n = bytes.len().min(8);
+                padded[..n].copy_from_slice(&bytes[..n]);
+                prop_assert_eq!(swar::word(&bytes), u64::from_le_bytes(padded));
+                if let Ok(text) = std::str::from_utf8(&bytes) {
+                    prop_assert_eq!(has_nul(text), text.contains('\0'));
+                }
+            }
+
+            /// Marks held in place and spilled past them read back as a `Vec` of them would.
+            #[test]
+            fn found_keeps_marks_as_a_vec_would(
+                ops in prop::collection::vec((any::<bool>(), 0usize..12), 0..30)
+            ) {
+                let (mut found, mut want) = (Found::default(), Vec::new());
+                for (i, (push, n)) in ops.into_iter().enumerate() {
+                    if push {
+                        found.push((i, n..n + i));
+                        want.push((i, n..n + i));
+                    } else {
+                        found.truncate(n);
+                        want.truncate(n);
+                    }
+                    prop_assert_eq!(found.len(), want.len());
+                    prop_assert!(found.iter().eq(want.iter()));
+                    prop_assert!(found.iter().rev().eq(want.iter().rev()));
+                }
+            }
         }
 
         proptest! {
