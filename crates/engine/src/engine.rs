@@ -1,7 +1,6 @@
 //! The decision pipeline (SPEC §5 steps 1–7): kill switch, agent, canonical request, session,
 //! history, selectors, rules, then rate limits, budgets and egress on a permit.
 
-use std::borrow::Cow;
 use std::cell::{OnceCell, RefCell};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +20,7 @@ use crate::doc::{Doc, JsonRef};
 use crate::eval::{EvalError, Facts, Tri, V, eval, truth};
 use crate::redact::{Plan, RedactionKey, plan, recorded, recorded_from_tree};
 use crate::selector::SelectorCache;
-use crate::state::{SessionStats, StateStore};
+use crate::state::{Permit, RateKey, RateUse, SessionStats, StateStore};
 
 /// Everything besides the policy that shapes decisions.
 #[derive(Debug, Clone)]
@@ -407,21 +406,16 @@ impl Engine {
     ) -> Verdicts<'a> {
         let now = facts.now_ms;
         let session = car.session.unwrap_or("");
-        let mut rate_keys = Vec::new();
+        let mut passed = Passed::default();
         for r in &agent.rate_limits {
             if !r.matcher.matches(&car.tool) {
                 continue;
             }
-            let key = if r.per_session {
-                let mut key = String::with_capacity(r.key.len() + 1 + session.len());
-                key.push_str(&r.key);
-                key.push('|');
-                key.push_str(session);
-                Cow::Owned(key)
-            } else {
-                Cow::Borrowed(r.key.as_str())
+            let key = RateKey {
+                limit: &r.key,
+                session: r.per_session.then_some(session),
             };
-            if let Err(retry_after_ms) = self.state.rate_check(&key, r.limit, r.period_ms, now) {
+            if let Err(retry_after_ms) = self.state.rate_check(key, r.limit, r.period_ms, now) {
                 events.push(Event::RateExceeded {
                     limit: r.text.clone(),
                     retry_after_ms,
@@ -434,7 +428,11 @@ impl Engine {
                 v.retry_after_ms = Some(retry_after_ms);
                 return v;
             }
-            rate_keys.push((key, r.limit, r.period_ms));
+            passed.push(RateUse {
+                key,
+                limit: r.limit,
+                period_ms: r.period_ms,
+            });
         }
         let cost = match self.cost(agent, car, facts) {
             Ok(c) => c,
@@ -497,16 +495,15 @@ impl Engine {
             );
         }
         events.append(&mut warnings);
-        for (key, limit, period) in &rate_keys {
-            self.state.rate_consume(key, *limit, *period, now);
-        }
-        for key in &spends {
-            self.state.budget_add(key, cost);
-        }
-        self.state.history_push(&agent.id, &car.tool, now);
-        if let Some(s) = car.session {
-            self.state.session_record(s, cost);
-        }
+        self.state.record_permit(&Permit {
+            agent: &agent.id,
+            tool: &car.tool,
+            session: car.session,
+            cost,
+            now_ms: now,
+            rates: passed.as_slice(),
+            spends: &spends,
+        });
         permit
     }
 
@@ -593,6 +590,51 @@ fn fires(rule: &CompiledRule, facts: &CallFacts<'_>) -> Result<Outcome, EvalErro
         Tri::False => Outcome::ConditionFalse,
         Tri::Unknown => Outcome::ConditionUnknown,
     })
+}
+
+/// The rate limits a call passed, kept on the stack for the usual few.
+struct Passed<'a> {
+    few: [RateUse<'a>; Passed::FEW],
+    len: usize,
+    /// All of them, once there are more than `FEW`.
+    more: Vec<RateUse<'a>>,
+}
+
+impl Passed<'_> {
+    const FEW: usize = 4;
+}
+
+impl Default for Passed<'_> {
+    fn default() -> Self {
+        let unused = RateUse {
+            key: RateKey::shared(""),
+            limit: 0,
+            period_ms: 0,
+        };
+        Passed {
+            few: [unused; Passed::FEW],
+            len: 0,
+            more: Vec::new(),
+        }
+    }
+}
+
+impl<'a> Passed<'a> {
+    fn push(&mut self, r: RateUse<'a>) {
+        if let Some(slot) = self.few.get_mut(self.len) {
+            *slot = r;
+        } else {
+            if self.more.is_empty() {
+                self.more.extend_from_slice(&self.few);
+            }
+            self.more.push(r);
+        }
+        self.len += 1;
+    }
+
+    fn as_slice(&self) -> &[RateUse<'a>] {
+        self.few.get(..self.len).unwrap_or(&self.more)
+    }
 }
 
 /// A selector's answer for one call, or why there is none.

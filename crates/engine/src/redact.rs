@@ -60,7 +60,7 @@ impl RedactionKey {
     /// HMAC-SHA256 of `msg` under this key.
     fn hmac(&self, msg: &[u8]) -> [u8; 32] {
         let inner = sha256_after_block(self.inner, msg);
-        sha256_after_block(self.outer, &inner)
+        big_endian(sha256_of_digest_after_block(self.outer, inner))
     }
 
     /// Appends `hmac-sha256:` and the hex HMAC of `jcs`, the JCS text of a value.
@@ -68,46 +68,82 @@ impl RedactionKey {
         out.push_str(TOKEN_PREFIX);
         push_hex(out, &self.hmac(jcs.as_bytes()));
     }
+}
 
-    /// `{"redacted":"hmac-sha256:<hex>"}` for the value whose JCS text is `jcs`.
-    fn redaction(&self, jcs: &str) -> RedactedText {
-        let mut out = [0u8; REDACTION_LEN];
-        let (head, rest) = out.split_at_mut(REDACTION_OPEN.len());
+/// A buffer holding `{"redacted":"hmac-sha256:<hex>"}` after a few bytes of padding, so that
+/// the text checked for UTF-8 (to splice it as `str` without `unsafe`) is a whole number of
+/// the 16-byte blocks the check takes at once, from an aligned first byte.
+#[repr(align(16))]
+struct RedactedText([u8; REDACTION_PADDED]);
+
+/// Padding before the redacted value's text.
+const REDACTION_PAD: usize = REDACTION_PADDED - REDACTION_LEN;
+const REDACTION_PADDED: usize = REDACTION_LEN.div_ceil(16) * 16;
+
+impl RedactedText {
+    /// The text of a redaction whose digits are still to be set.
+    fn new() -> Self {
+        let mut out = [b' '; REDACTION_PADDED];
+        let (head, rest) = out[REDACTION_PAD..].split_at_mut(REDACTION_OPEN.len());
         head.copy_from_slice(REDACTION_OPEN.as_bytes());
-        let (hex, tail) = rest.split_at_mut(64);
-        hex.copy_from_slice(&Hex::of(&self.hmac(jcs.as_bytes())).0);
-        tail.copy_from_slice(b"\"}");
+        rest[64..].copy_from_slice(b"\"}");
         RedactedText(out)
+    }
+
+    /// Makes this the redaction of the value whose JCS text is `jcs`.
+    fn set(&mut self, key: &RedactionKey, jcs: &str) {
+        let start = REDACTION_PAD + REDACTION_OPEN.len();
+        self.0[start..start + 64].copy_from_slice(&Hex::of(&key.hmac(jcs.as_bytes())).0);
+    }
+
+    /// The text; `None` never happens (it is ASCII).
+    fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()?.get(REDACTION_PAD..)
     }
 }
 
-/// The text of a redacted value. Aligned, so that checking it for UTF-8 (to splice it as `str`
-/// without `unsafe`) runs a word at a time from the first byte.
-#[repr(align(16))]
-struct RedactedText([u8; REDACTION_LEN]);
-
-/// SHA-256 of a 64-byte block (whose state is `state`) followed by `msg`.
-fn sha256_after_block(mut state: [u32; 8], msg: &[u8]) -> [u8; 32] {
-    let mut blocks = msg.chunks_exact(64);
-    for block in &mut blocks {
-        sha2::compress256(&mut state, &[GenericArray::clone_from_slice(block)]);
-    }
-    // The padding (FIPS 180-4 §5.1.1): 0x80, zeros, the length in bits; one block or two.
-    let rest = blocks.remainder();
-    let mut tail = [0u8; 128];
-    tail[..rest.len()].copy_from_slice(rest);
-    tail[rest.len()] = 0x80;
-    let end = if rest.len() < 56 { 64 } else { 128 };
-    let bits = (64 + msg.len() as u64).wrapping_mul(8);
-    tail[end - 8..end].copy_from_slice(&bits.to_be_bytes());
-    for block in tail[..end].chunks_exact(64) {
-        sha2::compress256(&mut state, &[GenericArray::clone_from_slice(block)]);
-    }
+/// SHA-256 state words as the digest's bytes.
+fn big_endian(state: [u32; 8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     for (bytes, word) in out.chunks_exact_mut(4).zip(state) {
         bytes.copy_from_slice(&word.to_be_bytes());
     }
     out
+}
+
+/// The SHA-256 state after a 64-byte block (whose state is `state`) followed by `msg`,
+/// padding included (FIPS 180-4 §5.1.1): 0x80, zeros, the length in bits.
+fn sha256_after_block(mut state: [u32; 8], msg: &[u8]) -> [u32; 8] {
+    let bits = (64 + msg.len() as u64).wrapping_mul(8);
+    let mut blocks = msg.chunks_exact(64);
+    for block in &mut blocks {
+        sha2::compress256(&mut state, &[GenericArray::clone_from_slice(block)]);
+    }
+    let rest = blocks.remainder();
+    let mut last = [0u8; 64];
+    last[..rest.len()].copy_from_slice(rest);
+    last[rest.len()] = 0x80;
+    // No room for the length after the 0x80: it goes in a block of its own.
+    if rest.len() >= 56 {
+        sha2::compress256(&mut state, &[GenericArray::from(last)]);
+        last = [0u8; 64];
+    }
+    last[56..].copy_from_slice(&bits.to_be_bytes());
+    sha2::compress256(&mut state, &[GenericArray::from(last)]);
+    state
+}
+
+/// [`sha256_after_block`] of a 32-byte message given as state words (an inner digest): one
+/// block, made without the bytes in between.
+fn sha256_of_digest_after_block(mut state: [u32; 8], digest: [u32; 8]) -> [u32; 8] {
+    let mut block = [0u8; 64];
+    for (bytes, word) in block.chunks_exact_mut(4).zip(digest) {
+        bytes.copy_from_slice(&word.to_be_bytes());
+    }
+    block[32] = 0x80;
+    block[56..].copy_from_slice(&((64u64 + 32) * 8).to_be_bytes());
+    sha2::compress256(&mut state, &[GenericArray::from(block)]);
+    state
 }
 
 impl fmt::Debug for RedactionKey {
@@ -186,17 +222,22 @@ pub(crate) fn recorded(
     let mut done = 0u64;
     // From the last mark back, so the ranges before it stay where they are; the text was
     // written with room for the tokens.
+    // One buffer for every token: only the digits change.
+    let mut token = RedactedText::new();
     for (target, range) in marks.found.iter().rev() {
-        let redaction = text.get(range.clone()).map(|value| key.redaction(value));
-        match redaction.as_ref().map(|r| std::str::from_utf8(&r.0)) {
+        let redaction = text.get(range.clone()).and_then(|value| {
+            token.set(key, value);
+            token.as_str()
+        });
+        match redaction {
             // Two moves of the tail, no `splice`.
-            Some(Ok(r)) => {
+            Some(r) => {
                 text.insert_str(range.end, r);
                 text.drain(range.clone());
             }
             // Never taken (marks are on character boundaries); record nothing rather than a
             // value that should have been redacted.
-            _ => text = String::from("null"),
+            None => text = String::from("null"),
         }
         done |= 1 << target;
     }

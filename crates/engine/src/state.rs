@@ -5,6 +5,7 @@
 //! [`MemoryState`] without touching callers: every method takes plain data and returns plain
 //! data. The GCRA arithmetic is in [`GcraState`], so every backend admits exactly the same calls.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -20,12 +21,17 @@ pub const HISTORY_CAPACITY: usize = 10_000;
 /// The state a decision reads and writes. Implementations must be safe to share between
 /// threads; each method is atomic on its own.
 pub trait StateStore: Send + Sync + std::fmt::Debug {
-    /// GCRA rate limit with burst `limit` per `period_ms`, keyed by `key` (built by the caller,
-    /// e.g. `"agent/rule-index"` or `"agent/rule-index/session"`). Check only: `Ok(())` if a call
-    /// at `now_ms` would be admitted, `Err(retry_after_ms)` if not. Does not consume.
-    fn rate_check(&self, key: &str, limit: u64, period_ms: u64, now_ms: i64) -> Result<(), u64>;
+    /// GCRA rate limit with burst `limit` per `period_ms`, keyed by `key`. Check only: `Ok(())`
+    /// if a call at `now_ms` would be admitted, `Err(retry_after_ms)` if not. Does not consume.
+    fn rate_check(
+        &self,
+        key: RateKey<'_>,
+        limit: u64,
+        period_ms: u64,
+        now_ms: i64,
+    ) -> Result<(), u64>;
     /// Consumes one admission (called only when the final decision is permit).
-    fn rate_consume(&self, key: &str, limit: u64, period_ms: u64, now_ms: i64);
+    fn rate_consume(&self, key: RateKey<'_>, limit: u64, period_ms: u64, now_ms: i64);
     /// Money spent so far in a budget window (`key` identifies agent + window + window start,
     /// or the session). Unknown keys have spent nothing.
     fn budget_spent(&self, key: &str) -> Decimal;
@@ -45,6 +51,83 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn session(&self, session: &str) -> SessionStats;
     /// Counts one more call of the session, costing `cost`.
     fn session_record(&self, session: &str, cost: Decimal);
+
+    /// Everything a final permit changes, in this order: one admission of each rate limit it
+    /// passed, its cost added to each budget key, the history ring, the session counters.
+    /// Exactly the calls of the methods above; a backend may apply them at once.
+    fn record_permit(&self, permit: &Permit<'_>) {
+        for r in permit.rates {
+            self.rate_consume(r.key, r.limit, r.period_ms, permit.now_ms);
+        }
+        for key in permit.spends {
+            self.budget_add(key, permit.cost);
+        }
+        self.history_push(permit.agent, permit.tool, permit.now_ms);
+        if let Some(session) = permit.session {
+            self.session_record(session, permit.cost);
+        }
+    }
+}
+
+/// The cell of a rate limit a call uses: the limit's own key (`AGENT|INDEX`, from the
+/// policy), and for a per-session limit the call's session (`""` when it has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateKey<'a> {
+    pub limit: &'a str,
+    pub session: Option<&'a str>,
+}
+
+impl<'a> RateKey<'a> {
+    /// The cell of a limit shared by all sessions.
+    pub fn shared(limit: &'a str) -> Self {
+        RateKey {
+            limit,
+            session: None,
+        }
+    }
+
+    /// The cell of a per-session limit for `session`.
+    pub fn per_session(limit: &'a str, session: &'a str) -> Self {
+        RateKey {
+            limit,
+            session: Some(session),
+        }
+    }
+
+    /// The key as one text, `LIMIT` or `LIMIT|SESSION`: how a backend that keys cells by text
+    /// names them.
+    pub fn text(&self) -> Cow<'a, str> {
+        match self.session {
+            None => Cow::Borrowed(self.limit),
+            Some(session) => {
+                let mut key = String::with_capacity(self.limit.len() + 1 + session.len());
+                key.push_str(self.limit);
+                key.push('|');
+                key.push_str(session);
+                Cow::Owned(key)
+            }
+        }
+    }
+}
+
+/// One admission of a rate limit, consumed when the call is permitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateUse<'a> {
+    pub key: RateKey<'a>,
+    pub limit: u64,
+    pub period_ms: u64,
+}
+
+/// What a final permit changes (see [`StateStore::record_permit`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Permit<'a> {
+    pub agent: &'a str,
+    pub tool: &'a str,
+    pub session: Option<&'a str>,
+    pub cost: Decimal,
+    pub now_ms: i64,
+    pub rates: &'a [RateUse<'a>],
+    pub spends: &'a [String],
 }
 
 /// Counters of one session.
@@ -146,14 +229,6 @@ impl GcraState {
     }
 }
 
-/// Rate-limit cells, with amortised pruning of idle ones.
-#[derive(Debug, Default)]
-struct RateCells {
-    cells: HashMap<String, GcraState>,
-    /// Prune idle cells when the map grows past this.
-    prune_at: usize,
-}
-
 const RATE_PRUNE_MIN: usize = 1_024;
 
 /// One agent's history ring: (time, tool), oldest first. Entries share the name of the tool of
@@ -161,19 +236,39 @@ const RATE_PRUNE_MIN: usize = 1_024;
 /// call allocates nothing.
 type Ring = VecDeque<(i64, Arc<str>)>;
 
-/// In-memory state: lost on restart. Each concern has its own lock.
+/// In-memory state: lost on restart. Kill switches are read without a lock; everything else
+/// sits behind one lock, so a decision takes it twice (checking its rate limits, recording its
+/// permit) rather than once per concern.
 #[derive(Debug, Default)]
 pub struct MemoryState {
-    rates: Mutex<RateCells>,
-    budgets: Mutex<HashMap<String, Decimal>>,
-    /// By agent id: ids come from the policy (only permitted calls are recorded), never from
-    /// whoever sends requests, so the policy's fast hasher is safe here.
-    history: Mutex<HashMap<String, Ring, PolicyKeys>>,
+    tables: Mutex<Tables>,
     killed_all: AtomicBool,
     killed: Mutex<HashSet<String>>,
     /// How many agents `killed` holds, so the common case (none) takes no lock.
     killed_count: AtomicUsize,
-    sessions: Mutex<HashMap<String, SessionStats>>,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    /// Cells of the limits shared by all sessions, by limit key. The keys come from the policy,
+    /// never from whoever sends requests, so the policy's fast hasher is safe here.
+    rates: HashMap<Box<str>, GcraState, PolicyKeys>,
+    /// Prune idle cells of `rates` when it grows past this.
+    prune_at: usize,
+    budgets: HashMap<String, Decimal>,
+    /// By agent id: ids come from the policy (only permitted calls are recorded).
+    history: HashMap<String, Ring, PolicyKeys>,
+    /// By session id, which requests choose: the default (keyed) hasher.
+    sessions: HashMap<String, SessionEntry>,
+}
+
+/// What is kept of one session: its counters and the cells of its per-session rate limits.
+#[derive(Debug, Default)]
+struct SessionEntry {
+    stats: SessionStats,
+    /// By limit key: one per per-session limit the session used recently (idle cells are
+    /// dropped whenever one is consumed).
+    rates: Vec<(Box<str>, GcraState)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -182,6 +277,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// `a + b`, saturating at the ends of `Decimal`.
 fn add_saturating(a: Decimal, b: Decimal) -> Decimal {
+    // Most calls add nothing to nothing. A sum with a zero is the other operand, scale and
+    // sign included (`0 + 0` is the right one); the proptest checks this against the sum.
+    if a.is_zero() {
+        return b;
+    }
+    if b.is_zero() {
+        return a;
+    }
+    add_saturating_slow(a, b)
+}
+
+fn add_saturating_slow(a: Decimal, b: Decimal) -> Decimal {
     a.checked_add(b).unwrap_or(if b.is_sign_negative() {
         Decimal::MIN
     } else {
@@ -189,68 +296,70 @@ fn add_saturating(a: Decimal, b: Decimal) -> Decimal {
     })
 }
 
-impl MemoryState {
-    pub fn new() -> Self {
-        Self::default()
+impl Tables {
+    fn rate_cell(&self, key: RateKey<'_>) -> Option<GcraState> {
+        match key.session {
+            None => self.rates.get(key.limit).copied(),
+            Some(session) => self
+                .sessions
+                .get(session)?
+                .rates
+                .iter()
+                .find(|(limit, _)| **limit == *key.limit)
+                .map(|(_, cell)| *cell),
+        }
     }
 
-    /// A copy of `agent`'s history ring, oldest first: lets a durable backend's tests compare
-    /// what it reloads with what was pushed.
-    pub fn history(&self, agent: &str) -> Vec<(i64, String)> {
-        lock(&self.history)
-            .get(agent)
-            .map_or_else(Vec::new, |ring| {
-                ring.iter()
-                    .map(|(t, tool)| (*t, tool.to_string()))
-                    .collect()
-            })
+    fn rate_consume(&mut self, key: RateKey<'_>, limit: u64, period_ms: u64, now_ms: i64) {
+        let Some(session) = key.session else {
+            return self.shared_rate_consume(key.limit, limit, period_ms, now_ms);
+        };
+        self.with_session(session, |entry| {
+            let cells = &mut entry.rates;
+            match cells.iter_mut().find(|(l, _)| **l == *key.limit) {
+                Some((_, cell)) => {
+                    *cell = GcraState::consume(Some(*cell), limit, period_ms, now_ms);
+                }
+                None => cells.push((
+                    key.limit.into(),
+                    GcraState::consume(None, limit, period_ms, now_ms),
+                )),
+            }
+            cells.retain(|(_, cell)| !cell.is_idle(now_ms));
+        });
     }
-}
 
-impl StateStore for MemoryState {
-    fn rate_check(&self, key: &str, limit: u64, period_ms: u64, now_ms: i64) -> Result<(), u64> {
-        let rates = lock(&self.rates);
-        GcraState::check(rates.cells.get(key).copied(), limit, period_ms, now_ms)
-    }
-
-    fn rate_consume(&self, key: &str, limit: u64, period_ms: u64, now_ms: i64) {
-        let mut rates = lock(&self.rates);
-        match rates.cells.get_mut(key) {
+    fn shared_rate_consume(&mut self, key: &str, limit: u64, period_ms: u64, now_ms: i64) {
+        match self.rates.get_mut(key) {
             Some(cell) => *cell = GcraState::consume(Some(*cell), limit, period_ms, now_ms),
             None => {
                 let next = GcraState::consume(None, limit, period_ms, now_ms);
-                rates.cells.insert(key.to_owned(), next);
+                self.rates.insert(key.into(), next);
             }
         }
-        if rates.cells.len() > rates.prune_at.max(RATE_PRUNE_MIN) {
-            rates.cells.retain(|_, cell| !cell.is_idle(now_ms));
-            rates.prune_at = rates.cells.len().saturating_mul(2);
+        if self.rates.len() > self.prune_at.max(RATE_PRUNE_MIN) {
+            self.rates.retain(|_, cell| !cell.is_idle(now_ms));
+            self.prune_at = self.rates.len().saturating_mul(2);
         }
     }
 
-    fn budget_spent(&self, key: &str) -> Decimal {
-        lock(&self.budgets).get(key).copied().unwrap_or_default()
-    }
-
-    fn budget_add(&self, key: &str, amount: Decimal) -> Decimal {
-        let mut budgets = lock(&self.budgets);
-        match budgets.get_mut(key) {
+    fn budget_add(&mut self, key: &str, amount: Decimal) -> Decimal {
+        match self.budgets.get_mut(key) {
             Some(spent) => {
                 *spent = add_saturating(*spent, amount);
                 *spent
             }
             None => {
-                budgets.insert(key.to_owned(), amount);
+                self.budgets.insert(key.to_owned(), amount);
                 amount
             }
         }
     }
 
-    fn history_push(&self, agent: &str, tool: &str, now_ms: i64) {
-        let mut history = lock(&self.history);
-        let ring = match history.get_mut(agent) {
+    fn history_push(&mut self, agent: &str, tool: &str, now_ms: i64) {
+        let ring = match self.history.get_mut(agent) {
             Some(ring) => ring,
-            None => history.entry(agent.to_owned()).or_default(),
+            None => self.history.entry(agent.to_owned()).or_default(),
         };
         let name = match ring.back() {
             Some((_, newest)) if **newest == *tool => Arc::clone(newest),
@@ -269,9 +378,69 @@ impl StateStore for MemoryState {
         }
     }
 
+    /// Runs `f` on the session's entry, made if it is new (a known session costs no `String`).
+    fn with_session<R>(&mut self, session: &str, f: impl FnOnce(&mut SessionEntry) -> R) -> R {
+        match self.sessions.get_mut(session) {
+            Some(entry) => f(entry),
+            None => f(self.sessions.entry(session.to_owned()).or_default()),
+        }
+    }
+}
+
+impl MemoryState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of `agent`'s history ring, oldest first: lets a durable backend's tests compare
+    /// what it reloads with what was pushed.
+    pub fn history(&self, agent: &str) -> Vec<(i64, String)> {
+        lock(&self.tables)
+            .history
+            .get(agent)
+            .map_or_else(Vec::new, |ring| {
+                ring.iter()
+                    .map(|(t, tool)| (*t, tool.to_string()))
+                    .collect()
+            })
+    }
+}
+
+impl StateStore for MemoryState {
+    fn rate_check(
+        &self,
+        key: RateKey<'_>,
+        limit: u64,
+        period_ms: u64,
+        now_ms: i64,
+    ) -> Result<(), u64> {
+        let cell = lock(&self.tables).rate_cell(key);
+        GcraState::check(cell, limit, period_ms, now_ms)
+    }
+
+    fn rate_consume(&self, key: RateKey<'_>, limit: u64, period_ms: u64, now_ms: i64) {
+        lock(&self.tables).rate_consume(key, limit, period_ms, now_ms);
+    }
+
+    fn budget_spent(&self, key: &str) -> Decimal {
+        lock(&self.tables)
+            .budgets
+            .get(key)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn budget_add(&self, key: &str, amount: Decimal) -> Decimal {
+        lock(&self.tables).budget_add(key, amount)
+    }
+
+    fn history_push(&self, agent: &str, tool: &str, now_ms: i64) {
+        lock(&self.tables).history_push(agent, tool, now_ms);
+    }
+
     fn history_count(&self, agent: &str, pattern: &ToolPattern, since_ms: i64) -> u64 {
-        let history = lock(&self.history);
-        let Some(ring) = history.get(agent) else {
+        let tables = lock(&self.tables);
+        let Some(ring) = tables.history.get(agent) else {
             return 0;
         };
         let n = ring
@@ -305,21 +474,29 @@ impl StateStore for MemoryState {
     }
 
     fn session(&self, session: &str) -> SessionStats {
-        lock(&self.sessions)
+        lock(&self.tables)
+            .sessions
             .get(session)
-            .copied()
+            .map(|entry| entry.stats)
             .unwrap_or_default()
     }
 
     fn session_record(&self, session: &str, cost: Decimal) {
-        let mut sessions = lock(&self.sessions);
-        match sessions.get_mut(session) {
-            Some(stats) => stats.record(cost),
-            None => {
-                let mut stats = SessionStats::default();
-                stats.record(cost);
-                sessions.insert(session.to_owned(), stats);
-            }
+        lock(&self.tables).with_session(session, |entry| entry.stats.record(cost));
+    }
+
+    /// The same changes as the provided method, under one lock.
+    fn record_permit(&self, permit: &Permit<'_>) {
+        let mut tables = lock(&self.tables);
+        for r in permit.rates {
+            tables.rate_consume(r.key, r.limit, r.period_ms, permit.now_ms);
+        }
+        for key in permit.spends {
+            tables.budget_add(key, permit.cost);
+        }
+        tables.history_push(permit.agent, permit.tool, permit.now_ms);
+        if let Some(session) = permit.session {
+            tables.with_session(session, |entry| entry.stats.record(permit.cost));
         }
     }
 }
@@ -341,8 +518,8 @@ mod tests {
 
     /// Check, and consume when admitted: what the engine does for a permit.
     fn call(s: &dyn StateStore, key: &str, limit: u64, period: u64, now: i64) -> Result<(), u64> {
-        s.rate_check(key, limit, period, now)?;
-        s.rate_consume(key, limit, period, now);
+        s.rate_check(RateKey::shared(key), limit, period, now)?;
+        s.rate_consume(RateKey::shared(key), limit, period, now);
         Ok(())
     }
 
@@ -355,7 +532,10 @@ mod tests {
         }
         assert_eq!(call(&s, "limited/0", 3, MINUTE, t0), Err(20_000));
         // A refused call consumed nothing: still exactly 20 s to wait.
-        assert_eq!(s.rate_check("limited/0", 3, MINUTE, t0), Err(20_000));
+        assert_eq!(
+            s.rate_check(RateKey::shared("limited/0"), 3, MINUTE, t0),
+            Err(20_000)
+        );
         assert_eq!(call(&s, "limited/0", 3, MINUTE, t0 + 61_000), Ok(()));
     }
 
@@ -394,45 +574,79 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(call(&s, "k", 3, 1_000, 0), Ok(()));
         }
-        assert_eq!(s.rate_check("k", 3, 1_000, 0), Err(334));
-        assert_eq!(s.rate_check("k", 3, 1_000, 333), Err(1));
-        assert_eq!(s.rate_check("k", 3, 1_000, 334), Ok(()));
+        assert_eq!(s.rate_check(RateKey::shared("k"), 3, 1_000, 0), Err(334));
+        assert_eq!(s.rate_check(RateKey::shared("k"), 3, 1_000, 333), Err(1));
+        assert_eq!(s.rate_check(RateKey::shared("k"), 3, 1_000, 334), Ok(()));
         // Three slots later no rounding has accumulated: the 3rd refill is at exactly 1000 ms.
         assert_eq!(call(&s, "k", 3, 1_000, 334), Ok(()));
-        assert_eq!(s.rate_check("k", 3, 1_000, 666), Err(1));
+        assert_eq!(s.rate_check(RateKey::shared("k"), 3, 1_000, 666), Err(1));
         assert_eq!(call(&s, "k", 3, 1_000, 667), Ok(()));
-        assert_eq!(s.rate_check("k", 3, 1_000, 999), Err(1));
+        assert_eq!(s.rate_check(RateKey::shared("k"), 3, 1_000, 999), Err(1));
         assert_eq!(call(&s, "k", 3, 1_000, 1_000), Ok(()));
-        assert_eq!(s.rate_check("k", 3, 1_000, 1_000), Err(334));
+        assert_eq!(
+            s.rate_check(RateKey::shared("k"), 3, 1_000, 1_000),
+            Err(334)
+        );
     }
 
     #[test]
     fn keys_are_independent() {
         let s = MemoryState::new();
-        assert_eq!(call(&s, "a/0/s1", 1, MINUTE, 0), Ok(()));
-        assert_eq!(call(&s, "a/0/s1", 1, MINUTE, 0), Err(60_000));
-        assert_eq!(call(&s, "a/0/s2", 1, MINUTE, 0), Ok(()));
-        assert_eq!(call(&s, "a/1", 1, MINUTE, 0), Ok(()));
-        assert_eq!(call(&s, "b/0/s1", 1, MINUTE, 0), Ok(()));
-        assert_eq!(s.rate_check("a/0/s1", 1, MINUTE, 30_000), Err(30_000));
+        let session = |limit, session| RateKey::per_session(limit, session);
+        let per = |key: RateKey<'_>, now| -> Result<(), u64> {
+            s.rate_check(key, 1, MINUTE, now)?;
+            s.rate_consume(key, 1, MINUTE, now);
+            Ok(())
+        };
+        assert_eq!(per(session("a|0", "s1"), 0), Ok(()));
+        assert_eq!(per(session("a|0", "s1"), 0), Err(60_000));
+        assert_eq!(per(session("a|0", "s2"), 0), Ok(()));
+        assert_eq!(per(session("a|1", "s1"), 0), Ok(()));
+        assert_eq!(per(session("b|0", "s1"), 0), Ok(()));
+        // A call without a session has the per-session cell of the empty session.
+        assert_eq!(per(session("a|0", ""), 0), Ok(()));
+        assert_eq!(per(session("a|0", ""), 0), Err(60_000));
+        // The shared cell of a limit is not any session's.
+        assert_eq!(per(RateKey::shared("a|0"), 0), Ok(()));
+        assert_eq!(per(RateKey::shared("a|1"), 0), Ok(()));
+        assert_eq!(call(&s, "a|1", 1, MINUTE, 0), Err(60_000));
+        assert_eq!(
+            s.rate_check(session("a|0", "s1"), 1, MINUTE, 30_000),
+            Err(30_000)
+        );
+        // Per-session cells do not touch the session's counters.
+        assert_eq!(s.session("s1"), SessionStats::default());
+    }
+
+    #[test]
+    fn rate_keys_as_text() {
+        assert_eq!(RateKey::shared("a|0").text(), "a|0");
+        assert_eq!(RateKey::per_session("a|0", "s1").text(), "a|0|s1");
+        assert_eq!(RateKey::per_session("a|0", "").text(), "a|0|");
     }
 
     #[test]
     fn check_does_not_consume() {
         let s = MemoryState::new();
         for _ in 0..100 {
-            assert_eq!(s.rate_check("k", 3, MINUTE, 0), Ok(()));
+            assert_eq!(s.rate_check(RateKey::shared("k"), 3, MINUTE, 0), Ok(()));
         }
         for _ in 0..3 {
             assert_eq!(call(&s, "k", 3, MINUTE, 0), Ok(()));
         }
-        assert_eq!(s.rate_check("k", 3, MINUTE, 0), Err(20_000));
+        assert_eq!(
+            s.rate_check(RateKey::shared("k"), 3, MINUTE, 0),
+            Err(20_000)
+        );
     }
 
     #[test]
     fn degenerate_limits() {
         let s = MemoryState::new();
-        assert_eq!(s.rate_check("zero", 0, MINUTE, 0), Err(MINUTE));
+        assert_eq!(
+            s.rate_check(RateKey::shared("zero"), 0, MINUTE, 0),
+            Err(MINUTE)
+        );
         for _ in 0..10 {
             assert_eq!(call(&s, "unbounded", 5, 0, 0), Ok(()));
         }
@@ -440,7 +654,10 @@ mod tests {
         assert_eq!(call(&s, "huge", u64::MAX, u64::MAX, i64::MAX), Ok(()));
         assert_eq!(call(&s, "huge", u64::MAX, u64::MAX, i64::MAX), Ok(()));
         assert_eq!(call(&s, "one", 1, u64::MAX, i64::MIN), Ok(()));
-        assert_eq!(s.rate_check("one", 1, u64::MAX, i64::MIN), Err(u64::MAX));
+        assert_eq!(
+            s.rate_check(RateKey::shared("one"), 1, u64::MAX, i64::MIN),
+            Err(u64::MAX)
+        );
     }
 
     #[test]
@@ -450,9 +667,15 @@ mod tests {
             assert_eq!(call(&s, "k", 3, MINUTE, 0), Ok(()));
         }
         // The TAT is 60 s ahead. As 6 per minute (T = 10 s) that leaves room for 0 at once…
-        assert_eq!(s.rate_check("k", 6, MINUTE, 0), Err(10_000));
+        assert_eq!(
+            s.rate_check(RateKey::shared("k"), 6, MINUTE, 0),
+            Err(10_000)
+        );
         // …and as 1 per minute the same TAT means one minute to wait.
-        assert_eq!(s.rate_check("k", 1, MINUTE, 0), Err(60_000));
+        assert_eq!(
+            s.rate_check(RateKey::shared("k"), 1, MINUTE, 0),
+            Err(60_000)
+        );
         assert_eq!(call(&s, "k", 6, MINUTE, 10_000), Ok(()));
     }
 
@@ -460,13 +683,16 @@ mod tests {
     fn idle_rate_cells_are_pruned() {
         let s = MemoryState::new();
         for i in 0..5_000 {
-            s.rate_consume(&format!("k{i}"), 1, 1_000, i);
+            s.rate_consume(RateKey::shared(&format!("k{i}")), 1, 1_000, i);
         }
         // Every cell older than a second has gone idle and was pruned along the way.
-        let len = lock(&s.rates).cells.len();
+        let len = lock(&s.tables).rates.len();
         assert!(len <= 2 * RATE_PRUNE_MIN + 1_000, "{len}");
         // Pruning did not forget live cells.
-        assert_eq!(s.rate_check("k4999", 1, 1_000, 4_999), Err(1_000));
+        assert_eq!(
+            s.rate_check(RateKey::shared("k4999"), 1, 1_000, 4_999),
+            Err(1_000)
+        );
     }
 
     #[test]
@@ -514,7 +740,10 @@ mod tests {
         s.history_push("bot", "stripe/refund", 2_500);
         assert_eq!(s.history_count("bot", &refunds, 2_500), 3);
         assert_eq!(s.history_count("bot", &refunds, 3_000), 2);
-        let times: Vec<i64> = lock(&s.history)["bot"].iter().map(|(t, _)| *t).collect();
+        let times: Vec<i64> = lock(&s.tables).history["bot"]
+            .iter()
+            .map(|(t, _)| *t)
+            .collect();
         assert_eq!(times, [1_000, 2_000, 2_500, 3_000, 4_000, 5_000]);
     }
 
@@ -524,11 +753,11 @@ mod tests {
         for (t, tool) in [(1, "a"), (2, "a"), (3, "b"), (4, "a")] {
             s.history_push("bot", tool, t);
         }
-        let history = lock(&s.history);
-        let ring: Vec<&Arc<str>> = history["bot"].iter().map(|(_, tool)| tool).collect();
+        let tables = lock(&s.tables);
+        let ring: Vec<&Arc<str>> = tables.history["bot"].iter().map(|(_, tool)| tool).collect();
         assert!(Arc::ptr_eq(ring[0], ring[1]));
         assert!(!Arc::ptr_eq(ring[1], ring[3]));
-        drop(history);
+        drop(tables);
         assert_eq!(
             s.history("bot"),
             [(1, "a"), (2, "a"), (3, "b"), (4, "a")].map(|(t, n)| (t, n.to_string()))
@@ -543,7 +772,7 @@ mod tests {
             s.history_push("bot", if i % 2 == 0 { "even" } else { "odd" }, i);
         }
         s.history_push("quiet", "even", 0);
-        assert_eq!(lock(&s.history)["bot"].len(), HISTORY_CAPACITY);
+        assert_eq!(lock(&s.tables).history["bot"].len(), HISTORY_CAPACITY);
         assert_eq!(
             s.history_count("bot", &pat("*"), i64::MIN),
             HISTORY_CAPACITY as u64
@@ -558,7 +787,7 @@ mod tests {
             HISTORY_CAPACITY as u64 / 2
         );
         assert_eq!(
-            lock(&s.history)["bot"].front().map(|(t, _)| *t),
+            lock(&s.tables).history["bot"].front().map(|(t, _)| *t),
             Some(extra)
         );
         // Other agents keep their own ring.
@@ -619,7 +848,7 @@ mod tests {
                 let s = Arc::clone(&s);
                 std::thread::spawn(move || {
                     for _ in 0..100 {
-                        s.rate_consume("k", 1_000, MINUTE, 0);
+                        s.rate_consume(RateKey::shared("k"), 1_000, MINUTE, 0);
                         s.budget_add("b", Decimal::ONE);
                         s.session_record("s", Decimal::ONE);
                         s.history_push("a", "t", 0);
@@ -634,7 +863,10 @@ mod tests {
         for _ in 0..200 {
             assert_eq!(call(&*s, "k", 1_000, MINUTE, 0), Ok(()));
         }
-        assert_eq!(s.rate_check("k", 1_000, MINUTE, 0), Err(60));
+        assert_eq!(
+            s.rate_check(RateKey::shared("k"), 1_000, MINUTE, 0),
+            Err(60)
+        );
         assert_eq!(s.budget_spent("b"), dec("800"));
         assert_eq!(s.session("s").calls, 800);
         assert_eq!(s.history_count("a", &pat("t"), 0), 800);
@@ -646,12 +878,204 @@ mod tests {
         s.budget_add("b", Decimal::ONE);
         let s2 = Arc::clone(&s);
         let _ = std::thread::spawn(move || {
-            let _guard = s2.budgets.lock().unwrap();
+            let _guard = s2.tables.lock().unwrap();
             panic!("poison the lock");
         })
         .join();
-        assert!(s.budgets.is_poisoned());
+        assert!(s.tables.is_poisoned());
         assert_eq!(s.budget_add("b", Decimal::ONE), dec("2"));
+    }
+
+    /// The provided `record_permit` (one call per change) on the memory store's own methods:
+    /// the reference the store's one-lock version is compared with.
+    #[derive(Debug)]
+    struct OneByOne(MemoryState);
+
+    impl StateStore for OneByOne {
+        fn rate_check(&self, k: RateKey<'_>, l: u64, p: u64, now: i64) -> Result<(), u64> {
+            self.0.rate_check(k, l, p, now)
+        }
+        fn rate_consume(&self, k: RateKey<'_>, l: u64, p: u64, now: i64) {
+            self.0.rate_consume(k, l, p, now)
+        }
+        fn budget_spent(&self, key: &str) -> Decimal {
+            self.0.budget_spent(key)
+        }
+        fn budget_add(&self, key: &str, amount: Decimal) -> Decimal {
+            self.0.budget_add(key, amount)
+        }
+        fn history_push(&self, agent: &str, tool: &str, now_ms: i64) {
+            self.0.history_push(agent, tool, now_ms)
+        }
+        fn history_count(&self, agent: &str, pattern: &ToolPattern, since_ms: i64) -> u64 {
+            self.0.history_count(agent, pattern, since_ms)
+        }
+        fn set_killed(&self, agent: Option<&str>, killed: bool) {
+            self.0.set_killed(agent, killed)
+        }
+        fn is_killed(&self, agent: &str) -> bool {
+            self.0.is_killed(agent)
+        }
+        fn session(&self, session: &str) -> SessionStats {
+            self.0.session(session)
+        }
+        fn session_record(&self, session: &str, cost: Decimal) {
+            self.0.session_record(session, cost)
+        }
+    }
+
+    mod state_prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The simplest GCRA store: every cell in one map by its key as text, never pruned.
+        #[derive(Default)]
+        struct Reference {
+            cells: HashMap<String, GcraState>,
+            sessions: HashMap<String, SessionStats>,
+            budgets: HashMap<String, Decimal>,
+        }
+
+        impl Reference {
+            fn check(&self, r: &RateUse<'_>, now: i64) -> Result<(), u64> {
+                let cell = self.cells.get(r.key.text().as_ref()).copied();
+                GcraState::check(cell, r.limit, r.period_ms, now)
+            }
+
+            fn permit(&mut self, p: &Permit<'_>) {
+                for r in p.rates {
+                    let key = r.key.text().into_owned();
+                    let cell = self.cells.get(&key).copied();
+                    let next = GcraState::consume(cell, r.limit, r.period_ms, p.now_ms);
+                    self.cells.insert(key, next);
+                }
+                for key in p.spends {
+                    let spent = self.budgets.entry(key.clone()).or_default();
+                    *spent = add_saturating(*spent, p.cost);
+                }
+                if let Some(s) = p.session {
+                    self.sessions
+                        .entry(s.to_owned())
+                        .or_default()
+                        .record(p.cost);
+                }
+            }
+        }
+
+        const LIMITS: [&str; 3] = ["a|0", "a|1", "b|0"];
+        const SESSIONS: [&str; 3] = ["", "s1", "s|2"];
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Shared cells, per-session cells (kept in the session's entry), idle cells
+            /// dropped, limits that change, and permits recorded at once: the store answers
+            /// every check exactly as one map of cells by text does.
+            #[test]
+            fn rate_cells_match_one_map_by_text(
+                steps in proptest::collection::vec(
+                    (0i64..1_500, proptest::collection::vec((0usize..3, 0usize..4, 1u64..4), 0..3),
+                     0usize..4, 0u32..3, any::<bool>()),
+                    1..120,
+                ),
+            ) {
+                let fast = MemoryState::new();
+                let slow = OneByOne(MemoryState::new());
+                let mut model = Reference::default();
+                let mut now = 1_000_000i64;
+                for (delay, uses, session, cost, at_once) in steps {
+                    now += delay;
+                    let session = SESSIONS.get(session).copied();
+                    let rates: Vec<RateUse<'_>> = uses
+                        .iter()
+                        .map(|&(l, s, limit)| RateUse {
+                            key: RateKey {
+                                limit: LIMITS[l],
+                                session: SESSIONS.get(s).copied(),
+                            },
+                            limit,
+                            period_ms: 1_000,
+                        })
+                        .collect();
+                    let mut admitted = true;
+                    for r in &rates {
+                        let want = model.check(r, now);
+                        prop_assert_eq!(fast.rate_check(r.key, r.limit, r.period_ms, now), want);
+                        prop_assert_eq!(slow.rate_check(r.key, r.limit, r.period_ms, now), want);
+                        admitted &= want.is_ok();
+                    }
+                    if !admitted {
+                        continue;
+                    }
+                    let spends = [String::from("bot|daily|0")];
+                    let permit = Permit {
+                        agent: "bot",
+                        tool: "t/op",
+                        session,
+                        cost: Decimal::from(cost),
+                        now_ms: now,
+                        rates: &rates,
+                        spends: &spends[..usize::from(cost > 0)],
+                    };
+                    model.permit(&permit);
+                    if at_once {
+                        fast.record_permit(&permit);
+                    } else {
+                        // The same changes, one method at a time.
+                        for r in &rates {
+                            fast.rate_consume(r.key, r.limit, r.period_ms, now);
+                        }
+                        for key in permit.spends {
+                            fast.budget_add(key, permit.cost);
+                        }
+                        fast.history_push("bot", "t/op", now);
+                        if let Some(s) = session {
+                            fast.session_record(s, permit.cost);
+                        }
+                    }
+                    slow.record_permit(&permit);
+                }
+                for s in SESSIONS {
+                    let want = model.sessions.get(s).copied().unwrap_or_default();
+                    prop_assert_eq!(fast.session(s), want);
+                    prop_assert_eq!(slow.session(s), want);
+                }
+                let spent = model.budgets.get("bot|daily|0").copied().unwrap_or_default();
+                prop_assert_eq!(fast.budget_spent("bot|daily|0"), spent);
+                prop_assert_eq!(slow.budget_spent("bot|daily|0"), spent);
+                prop_assert_eq!(fast.history("bot"), slow.0.history("bot"));
+            }
+        }
+    }
+
+    mod add_prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn decimal() -> impl Strategy<Value = Decimal> {
+            (any::<i64>(), 0u32..28, any::<bool>(), 0u8..4).prop_map(|(n, scale, neg, kind)| {
+                let d = match kind {
+                    0 => Decimal::ZERO,
+                    1 => Decimal::new(0, scale),
+                    2 => Decimal::MAX,
+                    _ => Decimal::new(n, scale),
+                };
+                if neg { -d } else { d }
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+            /// The zero shortcut gives the very `Decimal` the full sum gives: same value, same
+            /// scale, same sign.
+            #[test]
+            fn add_saturating_is_the_saturating_sum(a in decimal(), b in decimal()) {
+                let got = add_saturating(a, b);
+                let want = add_saturating_slow(a, b);
+                prop_assert_eq!(got.serialize(), want.serialize());
+            }
+        }
     }
 
     mod gcra_prop {
@@ -689,13 +1113,13 @@ mod tests {
                 let mut admitted: Vec<i64> = Vec::new();
                 for (delay, op) in steps {
                     now += delay;
-                    let checked = s.rate_check("k", limit, period, now);
+                    let checked = s.rate_check(RateKey::shared("k"), limit, period, now);
                     if let Err(retry) = checked {
                             prop_assert!(retry >= 1);
                             prop_assert!(retry <= period);
                             let retry = retry as i64;
-                            prop_assert_eq!(s.rate_check("k", limit, period, now + retry), Ok(()));
-                            prop_assert!(s.rate_check("k", limit, period, now + retry - 1).is_err());
+                            prop_assert_eq!(s.rate_check(RateKey::shared("k"), limit, period, now + retry), Ok(()));
+                            prop_assert!(s.rate_check(RateKey::shared("k"), limit, period, now + retry - 1).is_err());
                         // After a full period of silence the GCRA must admit.
                         if let Some(&last) = admitted.last() {
                             prop_assert!(now - last < period as i64,
@@ -703,7 +1127,7 @@ mod tests {
                         }
                     }
                     if let (Op::Call, Ok(())) = (op, checked) {
-                        s.rate_consume("k", limit, period, now);
+                        s.rate_consume(RateKey::shared("k"), limit, period, now);
                         admitted.push(now);
                     }
                 }

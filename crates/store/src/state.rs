@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use engine::state::{GcraState, MemoryState, SessionStats, StateStore};
+use engine::state::{GcraState, MemoryState, RateKey, SessionStats, StateStore};
 use fpl::pattern::ToolPattern;
 use rust_decimal::Decimal;
 
@@ -207,12 +207,20 @@ impl DurableState {
 }
 
 impl StateStore for DurableState {
-    fn rate_check(&self, key: &str, limit: u64, period_ms: u64, now_ms: i64) -> Result<(), u64> {
-        let cell = lock(&self.rates).cells.get(key).copied();
+    fn rate_check(
+        &self,
+        key: RateKey<'_>,
+        limit: u64,
+        period_ms: u64,
+        now_ms: i64,
+    ) -> Result<(), u64> {
+        let cell = lock(&self.rates).cells.get(key.text().as_ref()).copied();
         GcraState::check(cell, limit, period_ms, now_ms)
     }
 
-    fn rate_consume(&self, key: &str, limit: u64, period_ms: u64, now_ms: i64) {
+    fn rate_consume(&self, key: RateKey<'_>, limit: u64, period_ms: u64, now_ms: i64) {
+        let key = key.text();
+        let key = key.as_ref();
         let mut pruned = Vec::new();
         {
             let mut rates = lock(&self.rates);

@@ -4,6 +4,7 @@
 
 mod common;
 
+use engine::state::RateKey;
 use fpl::pattern::ToolPattern;
 use rust_decimal::Decimal;
 use store::{AuditRead, PolicyApply, Store, StoreError};
@@ -18,10 +19,14 @@ fn state_survives_reopen() {
         let (store, _) = common::open(dir.path(), |_| {});
         let s = store.state();
         for _ in 0..3 {
-            s.rate_check("bot/0", 3, MINUTE, T0).unwrap();
-            s.rate_consume("bot/0", 3, MINUTE, T0);
+            s.rate_check(RateKey::shared("bot/0"), 3, MINUTE, T0)
+                .unwrap();
+            s.rate_consume(RateKey::shared("bot/0"), 3, MINUTE, T0);
         }
-        assert_eq!(s.rate_check("bot/0", 3, MINUTE, T0), Err(20_000));
+        assert_eq!(
+            s.rate_check(RateKey::shared("bot/0"), 3, MINUTE, T0),
+            Err(20_000)
+        );
         s.budget_add("bot/daily/0", "19.99".parse().unwrap());
         s.budget_add("bot/daily/0", "0.01".parse().unwrap());
         s.session_record("s-1", "1.5".parse().unwrap());
@@ -39,8 +44,14 @@ fn state_survives_reopen() {
     let (store, _) = common::open(dir.path(), |_| {});
     let s = store.state();
     // Still limited at the same instant, and exactly as long.
-    assert_eq!(s.rate_check("bot/0", 3, MINUTE, T0), Err(20_000));
-    assert_eq!(s.rate_check("bot/0", 3, MINUTE, T0 + 20_000), Ok(()));
+    assert_eq!(
+        s.rate_check(RateKey::shared("bot/0"), 3, MINUTE, T0),
+        Err(20_000)
+    );
+    assert_eq!(
+        s.rate_check(RateKey::shared("bot/0"), 3, MINUTE, T0 + 20_000),
+        Ok(())
+    );
     assert_eq!(s.budget_spent("bot/daily/0"), "20.00".parse().unwrap());
     let stats = s.session("s-1");
     assert_eq!((stats.calls, stats.cost), (2, "2.5".parse().unwrap()));
