@@ -75,6 +75,10 @@ pub struct CompiledAgent {
     pub mandatory_index: RuleIndex,
     pub rules: Vec<CompiledRule>,
     pub index: RuleIndex,
+    /// For tool ids a rule names literally, the rules of both lists that match them, found
+    /// when the policy is compiled: a decision on such a tool makes one lookup and tests no
+    /// pattern. Other tool ids go through the two indexes.
+    pub known_tools: HashMap<String, KnownTool, PolicyKeys>,
     pub rate_limits: Vec<RateSpec>,
     pub redactions: Vec<Redaction>,
     pub costs: Vec<(ToolPattern, CExpr)>,
@@ -496,6 +500,70 @@ impl Iterator for Candidates<'_> {
     }
 }
 
+/// The rules that apply to a tool id the policy names literally.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct KnownTool {
+    /// Indices into [`CompiledAgent::mandatory`] of the rules whose pattern matches the id,
+    /// ascending.
+    pub mandatory: Box<[u32]>,
+    /// The same into [`CompiledAgent::rules`].
+    pub rules: Box<[u32]>,
+}
+
+impl KnownTool {
+    /// `list` as the candidates of a decision, each known to match.
+    pub fn candidates(list: &[u32]) -> impl Iterator<Item = Candidate> + '_ {
+        list.iter().map(|&i| Candidate {
+            index: i as usize,
+            matches: true,
+        })
+    }
+}
+
+/// Finds the rules of every tool id the rules name literally (`deny!` rules first, then the
+/// others, in written order), as long as that takes testing no more than a few patterns per
+/// rule in all: a policy of many literal tools and many wildcard rules would otherwise take
+/// their product. Tools past that take the indexes at decision time, which answer the same.
+fn known_tools(
+    mandatory: &[CompiledRule],
+    mandatory_index: &RuleIndex,
+    rules: &[CompiledRule],
+    index: &RuleIndex,
+) -> HashMap<String, KnownTool, PolicyKeys> {
+    let mut known = HashMap::default();
+    let mut budget = 8 * (mandatory.len() + rules.len()) + 1024;
+    for tool in mandatory
+        .iter()
+        .chain(rules)
+        .filter_map(|r| r.pattern.literal())
+    {
+        if known.contains_key(tool) {
+            continue;
+        }
+        let cost = mandatory_index.candidates(tool).count() + index.candidates(tool).count();
+        if cost > budget {
+            break;
+        }
+        budget -= cost;
+        let tool_rules = KnownTool {
+            mandatory: matching(mandatory, mandatory_index, tool),
+            rules: matching(rules, index, tool),
+        };
+        known.insert(tool.to_string(), tool_rules);
+    }
+    known
+}
+
+/// The rules that match `tool`, found as a decision finds them: its candidates in `index`,
+/// each tested unless known to match.
+fn matching(rules: &[CompiledRule], index: &RuleIndex, tool: &str) -> Box<[u32]> {
+    index
+        .candidates(tool)
+        .filter(|c| c.matches || rules[c.index].matcher.matches(tool))
+        .map(|c| u32::try_from(c.index).unwrap_or(u32::MAX))
+        .collect()
+}
+
 /// A compiled expression: names resolved to where their value comes from.
 #[derive(Debug)]
 pub enum CExpr {
@@ -792,6 +860,9 @@ impl Compiler {
             spent_in(c, &mut spent_windows);
         }
         spent_windows.retain(|w| !budgets.iter().any(|b| b.window == *w));
+        let mandatory_index = RuleIndex::build(&mandatory);
+        let index = RuleIndex::build(&rules);
+        let known_tools = known_tools(&mandatory, &mandatory_index, &rules, &index);
         Ok(CompiledAgent {
             spent_windows,
             id: a.id.value.clone(),
@@ -799,10 +870,11 @@ impl Compiler {
                 .default
                 .as_ref()
                 .map_or(Verdict::Deny, |d| Verdict::of(d.value)),
-            mandatory_index: RuleIndex::build(&mandatory),
+            mandatory_index,
             mandatory,
-            index: RuleIndex::build(&rules),
+            index,
             rules,
+            known_tools,
             rate_limits,
             redactions,
             costs,
@@ -1194,6 +1266,42 @@ mod tests {
                 .filter(|&i| agent.rules[i].pattern.matches(tool))
                 .collect();
             assert_eq!(indexed, scanned, "{tool:?}");
+        }
+    }
+
+    /// A tool a rule names gets, in each list, exactly the rules whose pattern matches it, as a
+    /// scan of all rules would find them.
+    #[test]
+    fn known_tools_list_every_matching_rule() {
+        let patterns = [
+            "a", "a/b", "*", "**", "a/*", "**/b", "*/b", "a/**", "b", "a/b", "x/**/b", "a*/b",
+            "**/a/**", "b/a", "a/b/c", "*/*/c",
+        ];
+        let mut text = String::from("agent \"t\" {\n  default deny\n  rules {\n");
+        for (i, p) in patterns.iter().enumerate() {
+            let effect = if i % 3 == 0 { "deny!" } else { "permit" };
+            text.push_str(&format!("    {effect} {p}\n"));
+        }
+        text.push_str("  }\n}\n");
+        let parsed = fpl::parse(&text);
+        assert!(parsed.diagnostics.iter().all(|d| !d.is_error()));
+        let compiled = compile(&parsed.policy, "governance.fms", Some(&text)).unwrap();
+        let agent = &compiled.agents["t"];
+        let scan = |rules: &[CompiledRule], tool: &str| -> Vec<u32> {
+            (0..rules.len() as u32)
+                .filter(|&i| rules[i as usize].pattern.matches(tool))
+                .collect()
+        };
+        let literal: Vec<&str> = patterns
+            .iter()
+            .copied()
+            .filter(|p| !p.contains('*'))
+            .collect();
+        assert_eq!(agent.known_tools.len(), 5);
+        for tool in literal {
+            let known = &agent.known_tools[tool];
+            assert_eq!(*known.mandatory, *scan(&agent.mandatory, tool), "{tool}");
+            assert_eq!(*known.rules, *scan(&agent.rules, tool), "{tool}");
         }
     }
 
