@@ -592,12 +592,152 @@ pub enum CExpr {
     Host(Box<CExpr>),
     Count(ToolPattern, u64),
     Spent(BudgetWindow),
+    /// A comparison of a request field with literals, prepared (see [`FieldTest`]).
+    Test(Box<FieldTest>),
+}
+
+/// A comparison of a field of the request with literals — `amount < $500`,
+/// `currency in ["usd", "eur"]`, `reference matches "…"`, the commonest conditions — prepared
+/// so that a decision reads the field's JSON and compares it without building values. It
+/// answers only when the field is missing or holds a value of the literals' type (an integer
+/// for a number), whose answer is known to be that of the comparison evaluated as usual; for
+/// any other value (a type error and its message, a fraction) `general`, the comparison
+/// compiled as usual, is evaluated.
+#[derive(Debug)]
+pub struct FieldTest {
+    pub field: Field,
+    pub test: Test,
+    pub general: CExpr,
+}
+
+/// Where a [`FieldTest`] reads its value.
+#[derive(Debug, Clone)]
+pub enum Field {
+    Arg(Vec<String>),
+    Principal(Vec<String>),
+}
+
+/// What a [`FieldTest`] asks of its value.
+#[derive(Debug)]
+pub enum Test {
+    /// `field OP number` (`OP` one of `==`, `!=`, `<`, `<=`, `>`, `>=`; the field on the left).
+    /// An integer orders against the number as against its floor, except that it is below a
+    /// fraction whose floor it equals: no decimal arithmetic is needed.
+    Num {
+        op: BinOp,
+        floor: i128,
+        integral: bool,
+    },
+    /// `field == "…"` (`equal`), or `!=`.
+    Str { equal: bool, value: Box<str> },
+    /// `field == true` and the like.
+    Bool { equal: bool, value: bool },
+    /// `field in [strings]` (`negate`: `not in`).
+    InStrs { negate: bool, set: Box<[Box<str>]> },
+    /// `field matches "…"`.
+    Matches(Regexp),
+}
+
+impl FieldTest {
+    /// `general` prepared, when it is a comparison of one of the kinds [`Test`] knows.
+    pub(crate) fn prepare(general: CExpr) -> CExpr {
+        match FieldTest::of(&general) {
+            Some((field, test)) => CExpr::Test(Box::new(FieldTest {
+                field,
+                test,
+                general,
+            })),
+            None => general,
+        }
+    }
+
+    fn of(e: &CExpr) -> Option<(Field, Test)> {
+        match e {
+            CExpr::Matches(a, re) => Some((field(a)?, Test::Matches((**re).clone()))),
+            CExpr::Binary(op @ (BinOp::In | BinOp::NotIn), a, b) => {
+                let CExpr::List(items) = &**b else {
+                    return None;
+                };
+                let set = items
+                    .iter()
+                    .map(|i| match i {
+                        CExpr::Lit(Const::Str(s)) => Some(s.as_str().into()),
+                        _ => None,
+                    })
+                    .collect::<Option<_>>()?;
+                let negate = *op == BinOp::NotIn;
+                Some((field(a)?, Test::InStrs { negate, set }))
+            }
+            CExpr::Binary(op, a, b) => match (&**a, &**b) {
+                (CExpr::Lit(c), other) => Some((field(other)?, literal_test(flipped(*op)?, c)?)),
+                (other, CExpr::Lit(c)) => Some((field(other)?, literal_test(*op, c)?)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// The field an operand reads, when it is one.
+fn field(e: &CExpr) -> Option<Field> {
+    match e {
+        CExpr::Arg(path) => Some(Field::Arg(path.clone())),
+        CExpr::Principal(path) => Some(Field::Principal(path.clone())),
+        _ => None,
+    }
+}
+
+/// `x OP y` as `y OP' x`.
+fn flipped(op: BinOp) -> Option<BinOp> {
+    Some(match op {
+        BinOp::Eq | BinOp::Ne => op,
+        BinOp::Lt => BinOp::Gt,
+        BinOp::Le => BinOp::Ge,
+        BinOp::Gt => BinOp::Lt,
+        BinOp::Ge => BinOp::Le,
+        _ => return None,
+    })
+}
+
+/// `field OP literal` as a [`Test`], for the literals and operators it knows.
+fn literal_test(op: BinOp, c: &Const) -> Option<Test> {
+    let equal = match op {
+        BinOp::Eq => true,
+        BinOp::Ne => false,
+        BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
+            let Const::Num(n) = c else {
+                return None;
+            };
+            return num_test(op, n);
+        }
+        _ => return None,
+    };
+    match c {
+        Const::Num(n) => num_test(op, n),
+        Const::Str(s) => Some(Test::Str {
+            equal,
+            value: s.as_str().into(),
+        }),
+        Const::Bool(b) => Some(Test::Bool { equal, value: *b }),
+        Const::Duration(_) | Const::Null => None,
+    }
+}
+
+fn num_test(op: BinOp, n: &Decimal) -> Option<Test> {
+    let floor = n.floor();
+    // A whole number: its mantissa is a multiple of its power of ten (at most 10^28).
+    let pow = 10i128.checked_pow(floor.scale())?;
+    Some(Test::Num {
+        op,
+        floor: floor.mantissa().checked_div(pow)?,
+        integral: floor == *n,
+    })
 }
 
 /// The regex of a `matches`, and, when every match starts at the start of the text with one
 /// of a few known bytes, those bytes: most texts are then refused on their first byte without
 /// running the regex (whose search costs a few hundred instructions even when it fails at once).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Regexp {
     regex: Regex,
     first: Option<ByteSet>,
@@ -974,11 +1114,11 @@ impl Compiler {
                     BinOp::Or => CExpr::Or(l, Box::new(self.expr(rhs)?)),
                     BinOp::Matches => match &rhs.kind {
                         ExprKind::Literal(Literal::Str(re)) => {
-                            CExpr::Matches(l, Box::new(Regexp::new(re)?))
+                            FieldTest::prepare(CExpr::Matches(l, Box::new(Regexp::new(re)?)))
                         }
                         _ => return invalid("the regex after `matches` must be a string literal"),
                     },
-                    op => CExpr::Binary(*op, l, Box::new(self.expr(rhs)?)),
+                    op => FieldTest::prepare(CExpr::Binary(*op, l, Box::new(self.expr(rhs)?))),
                 }
             }
             ExprKind::Call { func, args } => self.call(&func.value, args)?,
