@@ -274,8 +274,12 @@ impl Engine {
     ) -> Verdicts<'a> {
         let tool = car.tool.as_ref();
         let decided = match agent.known_tools.get(tool) {
-            Some(known) => self
-                .first_match(
+            Some(known) => {
+                // Room for a step per rule that may be tried (a few at most: the first to fire
+                // ends the search), made at once rather than grown.
+                let steps = known.mandatory.len() + known.rules.len();
+                *trace = Vec::with_capacity(steps.min(8));
+                self.first_match(
                     &agent.mandatory,
                     KnownTool::candidates(&known.mandatory),
                     tool,
@@ -285,7 +289,8 @@ impl Engine {
                 .or_else(|| {
                     let candidates = KnownTool::candidates(&known.rules);
                     self.first_match(&agent.rules, candidates, tool, facts, trace)
-                }),
+                })
+            }
             None => self
                 .first_match(
                     &agent.mandatory,

@@ -144,14 +144,30 @@ fn from_tree(v: &Json) -> Option<V<'_>> {
     }
 }
 
+#[inline(always)]
 fn lookup<'j>(root: JsonRef<'j>, path: &[String]) -> Option<JsonRef<'j>> {
-    if let Some(tree) = root.as_tree() {
-        let found = path
-            .iter()
-            .try_fold(tree, |v, seg| v.as_object()?.get(seg.as_str()));
-        return found.map(JsonRef::tree);
+    match root.as_tree() {
+        Some(tree) => lookup_tree(tree, path).map(JsonRef::tree),
+        None => path.iter().try_fold(root, |v, seg| v.get(seg)),
     }
-    path.iter().try_fold(root, |v, seg| v.get(seg))
+}
+
+fn lookup_tree<'j>(tree: &'j Json, path: &[String]) -> Option<&'j Json> {
+    path.iter()
+        .try_fold(tree, |v, seg| tree_member(v.as_object()?, seg))
+}
+
+/// Member `key` of a tree's object. The objects of requests are small: a scan that compares
+/// lengths first compares the bytes of about one key, where the ordered search compares them
+/// with every key it passes.
+fn tree_member<'j>(object: &'j serde_json::Map<String, Json>, key: &str) -> Option<&'j Json> {
+    if object.len() > 16 {
+        return object.get(key);
+    }
+    object
+        .iter()
+        .find(|(k, _)| k.len() == key.len() && k.as_bytes() == key.as_bytes())
+        .map(|(_, v)| v)
 }
 
 /// How an operand is named in an error message.
@@ -217,6 +233,15 @@ pub fn truth<'a>(e: &'a CExpr, f: &'a dyn Facts) -> Result<Tri, EvalError> {
         }
         CExpr::Not(inner) => Ok(truth(inner, f)?.negate()),
         CExpr::Test(t) => field_test(t, f),
+        other => truth_of_value(other, f),
+    }
+}
+
+/// [`truth`] of anything but the logic and prepared comparisons: kept apart so that those,
+/// the common conditions, run in a small function.
+#[inline(never)]
+fn truth_of_value<'a>(e: &'a CExpr, f: &'a dyn Facts) -> Result<Tri, EvalError> {
+    match e {
         CExpr::Binary(op, a, b) => compare(*op, a, b, f),
         CExpr::Matches(a, re) => match operand(a, f)? {
             None => Ok(Tri::Unknown),
@@ -241,6 +266,7 @@ pub fn truth<'a>(e: &'a CExpr, f: &'a dyn Facts) -> Result<Tri, EvalError> {
 
 /// A prepared comparison: answered from the field's JSON when [`quick`] can, else evaluated
 /// as it was written.
+#[inline]
 fn field_test(t: &FieldTest, f: &dyn Facts) -> Result<Tri, EvalError> {
     let value = match &t.field {
         Field::Arg(path) => lookup(f.args(), path),
@@ -763,6 +789,29 @@ mod tests {
                 principal: if principal { field } else { JsonRef::null() },
             };
             prop_assert_eq!(&truth(&prepared, &parsed), &expected, "{:?} on {}", shape, text);
+        }
+    }
+
+    /// The scan of small objects and the search of large ones find what `get` finds.
+    #[test]
+    fn tree_members_are_those_of_get() {
+        for size in [0, 1, 5, 16, 17, 40] {
+            let object: serde_json::Map<String, Json> = (0..size)
+                .map(|i| {
+                    (
+                        format!("k{}", "x".repeat(i % 7) + &i.to_string()),
+                        Json::from(i),
+                    )
+                })
+                .collect();
+            let keys: Vec<String> = object
+                .keys()
+                .cloned()
+                .chain(["", "k", "kx"].map(String::from))
+                .collect();
+            for key in &keys {
+                assert_eq!(tree_member(&object, key), object.get(key.as_str()), "{key}");
+            }
         }
     }
 
