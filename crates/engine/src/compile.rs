@@ -184,6 +184,10 @@ pub struct CredentialSpec {
 /// their first or last segment after a comparison or two.
 #[derive(Debug, Clone)]
 pub struct ToolMatcher {
+    /// The literal segments the pattern starts with, joined by `/` (`None` when it starts
+    /// with a wildcard): compared with the start of the tool id at once.
+    prefix: Option<Box<[u8]>>,
+    /// The segments of the head after `prefix`.
     head: Vec<MatchSeg>,
     /// `None` when the pattern has no `**`: the tool id has exactly the head's segments.
     deep: Option<Deep>,
@@ -239,20 +243,51 @@ impl ToolMatcher {
             }
         }
         runs.push(run);
-        let head = runs.remove(0);
+        let mut head = runs.remove(0);
         let deep = runs.pop().map(|tail| Deep {
             // `a/**/**/b` is `a/**/b`: the empty run between two `**` asks for nothing.
             middle: runs.into_iter().filter(|r| !r.is_empty()).collect(),
             tail,
         });
-        ToolMatcher { head, deep }
+        let mut prefix = Vec::new();
+        let mut literals = 0;
+        for seg in &head {
+            let MatchSeg::Literal(lit) = seg else {
+                break;
+            };
+            if literals > 0 {
+                prefix.push(b'/');
+            }
+            prefix.extend_from_slice(lit);
+            literals += 1;
+        }
+        let prefix = (literals > 0).then(|| prefix.into_boxed_slice());
+        head.drain(..literals);
+        ToolMatcher { prefix, head, deep }
+    }
+
+    /// What follows the literal prefix in the tool id (see `matches` for the form); `None`
+    /// when the tool id does not start with those segments.
+    #[inline]
+    fn after_prefix<'t>(&self, tool: &'t [u8]) -> Option<Option<&'t [u8]>> {
+        let Some(prefix) = &self.prefix else {
+            return Some(Some(tool));
+        };
+        let after = tool.strip_prefix(&**prefix)?;
+        match after.split_first() {
+            None => Some(None),
+            Some((b'/', rest)) => Some(Some(rest)),
+            Some(_) => None,
+        }
     }
 
     /// Does the tool id (NFKC) match?
     pub fn matches(&self, tool: &str) -> bool {
         // What is left of the tool id: `None` when every segment has been taken, else the text
         // of one or more segments (`Some(b"")` is one empty segment).
-        let mut rest = Some(tool.as_bytes());
+        let Some(mut rest) = self.after_prefix(tool.as_bytes()) else {
+            return false;
+        };
         for seg in &self.head {
             let Some((first, after)) = rest.map(split_first) else {
                 return false;
