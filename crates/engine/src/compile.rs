@@ -75,6 +75,10 @@ pub struct CompiledAgent {
     pub mandatory_index: RuleIndex,
     pub rules: Vec<CompiledRule>,
     pub index: RuleIndex,
+    /// For tool ids a rule names literally, the rules of both lists that match them, found
+    /// when the policy is compiled: a decision on such a tool makes one lookup and tests no
+    /// pattern. Other tool ids go through the two indexes.
+    pub known_tools: HashMap<String, KnownTool, PolicyKeys>,
     pub rate_limits: Vec<RateSpec>,
     pub redactions: Vec<Redaction>,
     pub costs: Vec<(ToolPattern, CExpr)>,
@@ -180,6 +184,10 @@ pub struct CredentialSpec {
 /// their first or last segment after a comparison or two.
 #[derive(Debug, Clone)]
 pub struct ToolMatcher {
+    /// The literal segments the pattern starts with, joined by `/` (`None` when it starts
+    /// with a wildcard): compared with the start of the tool id at once.
+    prefix: Option<Box<[u8]>>,
+    /// The segments of the head after `prefix`.
     head: Vec<MatchSeg>,
     /// `None` when the pattern has no `**`: the tool id has exactly the head's segments.
     deep: Option<Deep>,
@@ -235,20 +243,51 @@ impl ToolMatcher {
             }
         }
         runs.push(run);
-        let head = runs.remove(0);
+        let mut head = runs.remove(0);
         let deep = runs.pop().map(|tail| Deep {
             // `a/**/**/b` is `a/**/b`: the empty run between two `**` asks for nothing.
             middle: runs.into_iter().filter(|r| !r.is_empty()).collect(),
             tail,
         });
-        ToolMatcher { head, deep }
+        let mut prefix = Vec::new();
+        let mut literals = 0;
+        for seg in &head {
+            let MatchSeg::Literal(lit) = seg else {
+                break;
+            };
+            if literals > 0 {
+                prefix.push(b'/');
+            }
+            prefix.extend_from_slice(lit);
+            literals += 1;
+        }
+        let prefix = (literals > 0).then(|| prefix.into_boxed_slice());
+        head.drain(..literals);
+        ToolMatcher { prefix, head, deep }
+    }
+
+    /// What follows the literal prefix in the tool id (see `matches` for the form); `None`
+    /// when the tool id does not start with those segments.
+    #[inline]
+    fn after_prefix<'t>(&self, tool: &'t [u8]) -> Option<Option<&'t [u8]>> {
+        let Some(prefix) = &self.prefix else {
+            return Some(Some(tool));
+        };
+        let after = tool.strip_prefix(&**prefix)?;
+        match after.split_first() {
+            None => Some(None),
+            Some((b'/', rest)) => Some(Some(rest)),
+            Some(_) => None,
+        }
     }
 
     /// Does the tool id (NFKC) match?
     pub fn matches(&self, tool: &str) -> bool {
         // What is left of the tool id: `None` when every segment has been taken, else the text
         // of one or more segments (`Some(b"")` is one empty segment).
-        let mut rest = Some(tool.as_bytes());
+        let Some(mut rest) = self.after_prefix(tool.as_bytes()) else {
+            return false;
+        };
         for seg in &self.head {
             let Some((first, after)) = rest.map(split_first) else {
                 return false;
@@ -496,6 +535,70 @@ impl Iterator for Candidates<'_> {
     }
 }
 
+/// The rules that apply to a tool id the policy names literally.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct KnownTool {
+    /// Indices into [`CompiledAgent::mandatory`] of the rules whose pattern matches the id,
+    /// ascending.
+    pub mandatory: Box<[u32]>,
+    /// The same into [`CompiledAgent::rules`].
+    pub rules: Box<[u32]>,
+}
+
+impl KnownTool {
+    /// `list` as the candidates of a decision, each known to match.
+    pub fn candidates(list: &[u32]) -> impl Iterator<Item = Candidate> + '_ {
+        list.iter().map(|&i| Candidate {
+            index: i as usize,
+            matches: true,
+        })
+    }
+}
+
+/// Finds the rules of every tool id the rules name literally (`deny!` rules first, then the
+/// others, in written order), as long as that takes testing no more than a few patterns per
+/// rule in all: a policy of many literal tools and many wildcard rules would otherwise take
+/// their product. Tools past that take the indexes at decision time, which answer the same.
+fn known_tools(
+    mandatory: &[CompiledRule],
+    mandatory_index: &RuleIndex,
+    rules: &[CompiledRule],
+    index: &RuleIndex,
+) -> HashMap<String, KnownTool, PolicyKeys> {
+    let mut known = HashMap::default();
+    let mut budget = 8 * (mandatory.len() + rules.len()) + 1024;
+    for tool in mandatory
+        .iter()
+        .chain(rules)
+        .filter_map(|r| r.pattern.literal())
+    {
+        if known.contains_key(tool) {
+            continue;
+        }
+        let cost = mandatory_index.candidates(tool).count() + index.candidates(tool).count();
+        if cost > budget {
+            break;
+        }
+        budget -= cost;
+        let tool_rules = KnownTool {
+            mandatory: matching(mandatory, mandatory_index, tool),
+            rules: matching(rules, index, tool),
+        };
+        known.insert(tool.to_string(), tool_rules);
+    }
+    known
+}
+
+/// The rules that match `tool`, found as a decision finds them: its candidates in `index`,
+/// each tested unless known to match.
+fn matching(rules: &[CompiledRule], index: &RuleIndex, tool: &str) -> Box<[u32]> {
+    index
+        .candidates(tool)
+        .filter(|c| c.matches || rules[c.index].matcher.matches(tool))
+        .map(|c| u32::try_from(c.index).unwrap_or(u32::MAX))
+        .collect()
+}
+
 /// A compiled expression: names resolved to where their value comes from.
 #[derive(Debug)]
 pub enum CExpr {
@@ -524,12 +627,152 @@ pub enum CExpr {
     Host(Box<CExpr>),
     Count(ToolPattern, u64),
     Spent(BudgetWindow),
+    /// A comparison of a request field with literals, prepared (see [`FieldTest`]).
+    Test(Box<FieldTest>),
+}
+
+/// A comparison of a field of the request with literals — `amount < $500`,
+/// `currency in ["usd", "eur"]`, `reference matches "…"`, the commonest conditions — prepared
+/// so that a decision reads the field's JSON and compares it without building values. It
+/// answers only when the field is missing or holds a value of the literals' type (an integer
+/// for a number), whose answer is known to be that of the comparison evaluated as usual; for
+/// any other value (a type error and its message, a fraction) `general`, the comparison
+/// compiled as usual, is evaluated.
+#[derive(Debug)]
+pub struct FieldTest {
+    pub field: Field,
+    pub test: Test,
+    pub general: CExpr,
+}
+
+/// Where a [`FieldTest`] reads its value.
+#[derive(Debug, Clone)]
+pub enum Field {
+    Arg(Vec<String>),
+    Principal(Vec<String>),
+}
+
+/// What a [`FieldTest`] asks of its value.
+#[derive(Debug)]
+pub enum Test {
+    /// `field OP number` (`OP` one of `==`, `!=`, `<`, `<=`, `>`, `>=`; the field on the left).
+    /// An integer orders against the number as against its floor, except that it is below a
+    /// fraction whose floor it equals: no decimal arithmetic is needed.
+    Num {
+        op: BinOp,
+        floor: i128,
+        integral: bool,
+    },
+    /// `field == "…"` (`equal`), or `!=`.
+    Str { equal: bool, value: Box<str> },
+    /// `field == true` and the like.
+    Bool { equal: bool, value: bool },
+    /// `field in [strings]` (`negate`: `not in`).
+    InStrs { negate: bool, set: Box<[Box<str>]> },
+    /// `field matches "…"`.
+    Matches(Regexp),
+}
+
+impl FieldTest {
+    /// `general` prepared, when it is a comparison of one of the kinds [`Test`] knows.
+    pub(crate) fn prepare(general: CExpr) -> CExpr {
+        match FieldTest::of(&general) {
+            Some((field, test)) => CExpr::Test(Box::new(FieldTest {
+                field,
+                test,
+                general,
+            })),
+            None => general,
+        }
+    }
+
+    fn of(e: &CExpr) -> Option<(Field, Test)> {
+        match e {
+            CExpr::Matches(a, re) => Some((field(a)?, Test::Matches((**re).clone()))),
+            CExpr::Binary(op @ (BinOp::In | BinOp::NotIn), a, b) => {
+                let CExpr::List(items) = &**b else {
+                    return None;
+                };
+                let set = items
+                    .iter()
+                    .map(|i| match i {
+                        CExpr::Lit(Const::Str(s)) => Some(s.as_str().into()),
+                        _ => None,
+                    })
+                    .collect::<Option<_>>()?;
+                let negate = *op == BinOp::NotIn;
+                Some((field(a)?, Test::InStrs { negate, set }))
+            }
+            CExpr::Binary(op, a, b) => match (&**a, &**b) {
+                (CExpr::Lit(c), other) => Some((field(other)?, literal_test(flipped(*op)?, c)?)),
+                (other, CExpr::Lit(c)) => Some((field(other)?, literal_test(*op, c)?)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// The field an operand reads, when it is one.
+fn field(e: &CExpr) -> Option<Field> {
+    match e {
+        CExpr::Arg(path) => Some(Field::Arg(path.clone())),
+        CExpr::Principal(path) => Some(Field::Principal(path.clone())),
+        _ => None,
+    }
+}
+
+/// `x OP y` as `y OP' x`.
+fn flipped(op: BinOp) -> Option<BinOp> {
+    Some(match op {
+        BinOp::Eq | BinOp::Ne => op,
+        BinOp::Lt => BinOp::Gt,
+        BinOp::Le => BinOp::Ge,
+        BinOp::Gt => BinOp::Lt,
+        BinOp::Ge => BinOp::Le,
+        _ => return None,
+    })
+}
+
+/// `field OP literal` as a [`Test`], for the literals and operators it knows.
+fn literal_test(op: BinOp, c: &Const) -> Option<Test> {
+    let equal = match op {
+        BinOp::Eq => true,
+        BinOp::Ne => false,
+        BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
+            let Const::Num(n) = c else {
+                return None;
+            };
+            return num_test(op, n);
+        }
+        _ => return None,
+    };
+    match c {
+        Const::Num(n) => num_test(op, n),
+        Const::Str(s) => Some(Test::Str {
+            equal,
+            value: s.as_str().into(),
+        }),
+        Const::Bool(b) => Some(Test::Bool { equal, value: *b }),
+        Const::Duration(_) | Const::Null => None,
+    }
+}
+
+fn num_test(op: BinOp, n: &Decimal) -> Option<Test> {
+    let floor = n.floor();
+    // A whole number: its mantissa is a multiple of its power of ten (at most 10^28).
+    let pow = 10i128.checked_pow(floor.scale())?;
+    Some(Test::Num {
+        op,
+        floor: floor.mantissa().checked_div(pow)?,
+        integral: floor == *n,
+    })
 }
 
 /// The regex of a `matches`, and, when every match starts at the start of the text with one
 /// of a few known bytes, those bytes: most texts are then refused on their first byte without
 /// running the regex (whose search costs a few hundred instructions even when it fails at once).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Regexp {
     regex: Regex,
     first: Option<ByteSet>,
@@ -792,6 +1035,9 @@ impl Compiler {
             spent_in(c, &mut spent_windows);
         }
         spent_windows.retain(|w| !budgets.iter().any(|b| b.window == *w));
+        let mandatory_index = RuleIndex::build(&mandatory);
+        let index = RuleIndex::build(&rules);
+        let known_tools = known_tools(&mandatory, &mandatory_index, &rules, &index);
         Ok(CompiledAgent {
             spent_windows,
             id: a.id.value.clone(),
@@ -799,10 +1045,11 @@ impl Compiler {
                 .default
                 .as_ref()
                 .map_or(Verdict::Deny, |d| Verdict::of(d.value)),
-            mandatory_index: RuleIndex::build(&mandatory),
+            mandatory_index,
             mandatory,
-            index: RuleIndex::build(&rules),
+            index,
             rules,
+            known_tools,
             rate_limits,
             redactions,
             costs,
@@ -902,11 +1149,11 @@ impl Compiler {
                     BinOp::Or => CExpr::Or(l, Box::new(self.expr(rhs)?)),
                     BinOp::Matches => match &rhs.kind {
                         ExprKind::Literal(Literal::Str(re)) => {
-                            CExpr::Matches(l, Box::new(Regexp::new(re)?))
+                            FieldTest::prepare(CExpr::Matches(l, Box::new(Regexp::new(re)?)))
                         }
                         _ => return invalid("the regex after `matches` must be a string literal"),
                     },
-                    op => CExpr::Binary(*op, l, Box::new(self.expr(rhs)?)),
+                    op => FieldTest::prepare(CExpr::Binary(*op, l, Box::new(self.expr(rhs)?))),
                 }
             }
             ExprKind::Call { func, args } => self.call(&func.value, args)?,
@@ -1194,6 +1441,42 @@ mod tests {
                 .filter(|&i| agent.rules[i].pattern.matches(tool))
                 .collect();
             assert_eq!(indexed, scanned, "{tool:?}");
+        }
+    }
+
+    /// A tool a rule names gets, in each list, exactly the rules whose pattern matches it, as a
+    /// scan of all rules would find them.
+    #[test]
+    fn known_tools_list_every_matching_rule() {
+        let patterns = [
+            "a", "a/b", "*", "**", "a/*", "**/b", "*/b", "a/**", "b", "a/b", "x/**/b", "a*/b",
+            "**/a/**", "b/a", "a/b/c", "*/*/c",
+        ];
+        let mut text = String::from("agent \"t\" {\n  default deny\n  rules {\n");
+        for (i, p) in patterns.iter().enumerate() {
+            let effect = if i % 3 == 0 { "deny!" } else { "permit" };
+            text.push_str(&format!("    {effect} {p}\n"));
+        }
+        text.push_str("  }\n}\n");
+        let parsed = fpl::parse(&text);
+        assert!(parsed.diagnostics.iter().all(|d| !d.is_error()));
+        let compiled = compile(&parsed.policy, "governance.fms", Some(&text)).unwrap();
+        let agent = &compiled.agents["t"];
+        let scan = |rules: &[CompiledRule], tool: &str| -> Vec<u32> {
+            (0..rules.len() as u32)
+                .filter(|&i| rules[i as usize].pattern.matches(tool))
+                .collect()
+        };
+        let literal: Vec<&str> = patterns
+            .iter()
+            .copied()
+            .filter(|p| !p.contains('*'))
+            .collect();
+        assert_eq!(agent.known_tools.len(), 5);
+        for tool in literal {
+            let known = &agent.known_tools[tool];
+            assert_eq!(*known.mandatory, *scan(&agent.mandatory, tool), "{tool}");
+            assert_eq!(*known.rules, *scan(&agent.rules, tool), "{tool}");
         }
     }
 

@@ -14,7 +14,7 @@ use crate::car::{
     parse_request,
 };
 use crate::clock::{Clock, TimeFacts, time_facts_in, window_start_ms};
-use crate::compile::{Candidate, CompiledAgent, CompiledPolicy, CompiledRule, Verdict};
+use crate::compile::{Candidate, CompiledAgent, CompiledPolicy, CompiledRule, KnownTool, Verdict};
 use crate::decision::{CredentialBinding, Decision, Event, Outcome, ReasonCode, TraceStep};
 use crate::doc::{Doc, JsonRef};
 use crate::eval::{EvalError, Facts, Tri, V, eval, truth};
@@ -272,23 +272,37 @@ impl Engine {
         approved: bool,
     ) -> Verdicts<'a> {
         let tool = car.tool.as_ref();
-        let decided = self
-            .first_match(
-                &agent.mandatory,
-                agent.mandatory_index.candidates(tool),
-                tool,
-                facts,
-                trace,
-            )
-            .or_else(|| {
+        let decided = match agent.known_tools.get(tool) {
+            Some(known) => {
+                // Room for a step per rule that may be tried (a few at most: the first to fire
+                // ends the search), made at once rather than grown.
+                let steps = known.mandatory.len() + known.rules.len();
+                *trace = Vec::with_capacity(steps.min(8));
                 self.first_match(
-                    &agent.rules,
-                    agent.index.candidates(tool),
+                    &agent.mandatory,
+                    KnownTool::candidates(&known.mandatory),
                     tool,
                     facts,
                     trace,
                 )
-            });
+                .or_else(|| {
+                    let candidates = KnownTool::candidates(&known.rules);
+                    self.first_match(&agent.rules, candidates, tool, facts, trace)
+                })
+            }
+            None => self
+                .first_match(
+                    &agent.mandatory,
+                    agent.mandatory_index.candidates(tool),
+                    tool,
+                    facts,
+                    trace,
+                )
+                .or_else(|| {
+                    let candidates = agent.index.candidates(tool);
+                    self.first_match(&agent.rules, candidates, tool, facts, trace)
+                }),
+        };
         let verdicts = match decided {
             Some(Ok(rule)) => {
                 let code = match rule.verdict {

@@ -11,7 +11,7 @@ use fpl::ast::{BinOp, BudgetWindow};
 use rust_decimal::Decimal;
 use serde_json::Value as Json;
 
-use crate::compile::{CExpr, Const};
+use crate::compile::{CExpr, Const, Field, FieldTest, Test};
 use crate::doc::{JsonRef, Shape};
 
 /// Three-valued truth.
@@ -144,14 +144,30 @@ fn from_tree(v: &Json) -> Option<V<'_>> {
     }
 }
 
+#[inline(always)]
 fn lookup<'j>(root: JsonRef<'j>, path: &[String]) -> Option<JsonRef<'j>> {
-    if let Some(tree) = root.as_tree() {
-        let found = path
-            .iter()
-            .try_fold(tree, |v, seg| v.as_object()?.get(seg.as_str()));
-        return found.map(JsonRef::tree);
+    match root.as_tree() {
+        Some(tree) => lookup_tree(tree, path).map(JsonRef::tree),
+        None => path.iter().try_fold(root, |v, seg| v.get(seg)),
     }
-    path.iter().try_fold(root, |v, seg| v.get(seg))
+}
+
+fn lookup_tree<'j>(tree: &'j Json, path: &[String]) -> Option<&'j Json> {
+    path.iter()
+        .try_fold(tree, |v, seg| tree_member(v.as_object()?, seg))
+}
+
+/// Member `key` of a tree's object. The objects of requests are small: a scan that compares
+/// lengths first compares the bytes of about one key, where the ordered search compares them
+/// with every key it passes.
+fn tree_member<'j>(object: &'j serde_json::Map<String, Json>, key: &str) -> Option<&'j Json> {
+    if object.len() > 16 {
+        return object.get(key);
+    }
+    object
+        .iter()
+        .find(|(k, _)| k.len() == key.len() && k.as_bytes() == key.as_bytes())
+        .map(|(_, v)| v)
 }
 
 /// How an operand is named in an error message.
@@ -216,6 +232,16 @@ pub fn truth<'a>(e: &'a CExpr, f: &'a dyn Facts) -> Result<Tri, EvalError> {
             })
         }
         CExpr::Not(inner) => Ok(truth(inner, f)?.negate()),
+        CExpr::Test(t) => field_test(t, f),
+        other => truth_of_value(other, f),
+    }
+}
+
+/// [`truth`] of anything but the logic and prepared comparisons: kept apart so that those,
+/// the common conditions, run in a small function.
+#[inline(never)]
+fn truth_of_value<'a>(e: &'a CExpr, f: &'a dyn Facts) -> Result<Tri, EvalError> {
+    match e {
         CExpr::Binary(op, a, b) => compare(*op, a, b, f),
         CExpr::Matches(a, re) => match operand(a, f)? {
             None => Ok(Tri::Unknown),
@@ -236,6 +262,75 @@ pub fn truth<'a>(e: &'a CExpr, f: &'a dyn Facts) -> Result<Tri, EvalError> {
             )),
         },
     }
+}
+
+/// A prepared comparison: answered from the field's JSON when [`quick`] can, else evaluated
+/// as it was written.
+#[inline]
+fn field_test(t: &FieldTest, f: &dyn Facts) -> Result<Tri, EvalError> {
+    let value = match &t.field {
+        Field::Arg(path) => lookup(f.args(), path),
+        Field::Principal(path) => lookup(f.principal(), path),
+    };
+    match quick(&t.test, value) {
+        Some(answer) => Ok(answer),
+        None => truth(&t.general, f),
+    }
+}
+
+/// The answer of `test` on the field's value (`None`: missing) when the value is missing,
+/// `null` or of the literals' type (an integer for a number): the answer the comparison
+/// evaluated as usual gives. `None` for any other value.
+fn quick(test: &Test, value: Option<JsonRef<'_>>) -> Option<Tri> {
+    let Some(value) = value else {
+        return Some(Tri::Unknown);
+    };
+    // Strings, the commonest values, are read without taking the value's whole shape.
+    if let Some(s) = value.as_str() {
+        return quick_str(test, s).map(tri);
+    }
+    let answer = match (test, value.shape()) {
+        (_, Shape::Null) => return Some(Tri::Unknown),
+        (
+            Test::Num {
+                op,
+                floor,
+                integral,
+            },
+            Shape::Num(n),
+        ) => {
+            let int = match n.as_i64() {
+                Some(i) => i128::from(i),
+                None => i128::from(n.as_u64()?),
+            };
+            let ord = match int.cmp(floor) {
+                Ordering::Equal if !integral => Ordering::Less,
+                ord => ord,
+            };
+            match op {
+                BinOp::Eq => ord.is_eq(),
+                BinOp::Ne => ord.is_ne(),
+                BinOp::Lt => ord.is_lt(),
+                BinOp::Le => ord.is_le(),
+                BinOp::Gt => ord.is_gt(),
+                BinOp::Ge => ord.is_ge(),
+                _ => return None,
+            }
+        }
+        (Test::Bool { equal, value }, Shape::Bool(b)) => (*value == b) == *equal,
+        _ => return None,
+    };
+    Some(tri(answer))
+}
+
+/// [`quick`] on a string value.
+fn quick_str(test: &Test, s: &str) -> Option<bool> {
+    Some(match test {
+        Test::Str { equal, value } => (**value == *s) == *equal,
+        Test::InStrs { negate, set } => set.iter().any(|x| **x == *s) != *negate,
+        Test::Matches(re) => re.is_match(s),
+        Test::Num { .. } | Test::Bool { .. } => return None,
+    })
 }
 
 fn tri(b: bool) -> Tri {
@@ -435,13 +530,16 @@ pub fn eval<'a>(e: &'a CExpr, f: &'a dyn Facts) -> R<'a> {
             }
             Some(V::List(out))
         }
-        CExpr::Not(_) | CExpr::And(..) | CExpr::Or(..) | CExpr::Binary(..) | CExpr::Matches(..) => {
-            match truth(e, f)? {
-                Tri::True => Some(V::Bool(true)),
-                Tri::False => Some(V::Bool(false)),
-                Tri::Unknown => None,
-            }
-        }
+        CExpr::Not(_)
+        | CExpr::And(..)
+        | CExpr::Or(..)
+        | CExpr::Binary(..)
+        | CExpr::Matches(..)
+        | CExpr::Test(_) => match truth(e, f)? {
+            Tri::True => Some(V::Bool(true)),
+            Tri::False => Some(V::Bool(false)),
+            Tri::Unknown => None,
+        },
         CExpr::Len(a) => match eval(a, f)? {
             None => None,
             Some(V::Str(s)) => Some(V::Num(Decimal::from(s.chars().count()))),
@@ -517,6 +615,212 @@ mod tests {
             prop_assert_eq!(cmp_num(&y, &x), y.cmp(&x));
             prop_assert_eq!(cmp_num(&x, &-x), x.cmp(&-x));
             prop_assert_eq!(cmp_num(&x, &x), std::cmp::Ordering::Equal);
+        }
+    }
+
+    /// Facts of a call that has only arguments and a principal.
+    struct Fields<'a> {
+        args: JsonRef<'a>,
+        principal: JsonRef<'a>,
+    }
+
+    impl Facts for Fields<'_> {
+        fn args(&self) -> JsonRef<'_> {
+            self.args
+        }
+        fn principal(&self) -> JsonRef<'_> {
+            self.principal
+        }
+        fn agent_id(&self) -> &str {
+            "a"
+        }
+        fn tool_id(&self) -> &str {
+            "t"
+        }
+        fn session_id(&self) -> Option<&str> {
+            None
+        }
+        fn session_calls(&self) -> u64 {
+            0
+        }
+        fn session_cost(&self) -> Decimal {
+            Decimal::ZERO
+        }
+        fn time_hour(&self) -> u8 {
+            0
+        }
+        fn time_weekday(&self) -> &str {
+            "monday"
+        }
+        fn time_date(&self) -> String {
+            String::new()
+        }
+        fn count(&self, _: &fpl::pattern::ToolPattern, _: u64) -> u64 {
+            0
+        }
+        fn spent(&self, _: BudgetWindow) -> Decimal {
+            Decimal::ZERO
+        }
+        fn selector(&self, _: usize) -> Result<Option<Json>, String> {
+            Ok(None)
+        }
+    }
+
+    /// Field values of every JSON type, near the literals of [`literal`] and at the edges.
+    fn field_value() -> impl Strategy<Value = Json> {
+        let leaf = prop_oneof![
+            1 => Just(Json::Null),
+            1 => any::<bool>().prop_map(Json::from),
+            3 => (-8i64..8).prop_map(Json::from),
+            1 => prop::sample::select(vec![i64::MIN, i64::MAX, -1, 0, 1]).prop_map(Json::from),
+            1 => prop::sample::select(vec![u64::MAX, 1 << 63]).prop_map(Json::from),
+            1 => (-80i64..80).prop_map(|i| Json::from(i as f64 / 10.0)),
+            1 => prop::sample::select(vec![1e300, -1e300, 0.5, -0.0]).prop_map(Json::from),
+            1 => "[ab]{0,2}|usd|eur|ord_1|test_5_1|qa_5_".prop_map(Json::from),
+        ];
+        let nested = leaf.clone().prop_recursive(2, 6, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Json::from),
+                prop::collection::btree_map("[xy]", inner, 0..3)
+                    .prop_map(|m| Json::Object(m.into_iter().collect())),
+            ]
+        });
+        prop_oneof![6 => leaf, 1 => nested]
+    }
+
+    fn literal() -> impl Strategy<Value = Const> {
+        prop_oneof![
+            3 => (-80i64..80, 0u32..3).prop_map(|(m, s)| Const::Num(Decimal::new(m, s))),
+            1 => (any::<i64>(), 0u32..29).prop_map(|(m, s)| Const::Num(Decimal::new(m, s))),
+            1 => prop::sample::select(vec![Decimal::MAX, Decimal::MIN, -Decimal::ZERO])
+                .prop_map(Const::Num),
+            1 => "[ab]{0,2}|usd".prop_map(Const::Str),
+            1 => any::<bool>().prop_map(Const::Bool),
+            1 => Just(Const::Null),
+            1 => (0u64..5).prop_map(Const::Duration),
+        ]
+    }
+
+    /// A comparison of field `x` (of the arguments or the principal) as `compile` writes it.
+    #[derive(Debug, Clone)]
+    enum Shape {
+        Compare(BinOp, Const, bool),
+        In(BinOp, Vec<Const>),
+        Matches(&'static str),
+    }
+
+    fn comparison() -> impl Strategy<Value = Shape> {
+        let op = prop::sample::select(vec![
+            BinOp::Eq,
+            BinOp::Ne,
+            BinOp::Lt,
+            BinOp::Le,
+            BinOp::Gt,
+            BinOp::Ge,
+            BinOp::Contains,
+            BinOp::StartsWith,
+        ]);
+        prop_oneof![
+            (op, literal(), any::<bool>()).prop_map(|(op, c, left)| Shape::Compare(op, c, left)),
+            (
+                prop::sample::select(vec![BinOp::In, BinOp::NotIn]),
+                prop::collection::vec(
+                    prop_oneof![
+                        4 => "[ab]{0,2}|usd|eur".prop_map(Const::Str),
+                        1 => literal(),
+                    ],
+                    0..4
+                )
+            )
+                .prop_map(|(op, items)| Shape::In(op, items)),
+            prop::sample::select(vec!["^(test|qa)_5_[0-9]+$", "b", "^$", "(?i)^U"])
+                .prop_map(Shape::Matches),
+        ]
+    }
+
+    fn build(shape: &Shape, principal: bool) -> CExpr {
+        let field = || {
+            let path = vec!["x".to_string()];
+            Box::new(if principal {
+                CExpr::Principal(path)
+            } else {
+                CExpr::Arg(path)
+            })
+        };
+        let lit = |c: &Const| Box::new(CExpr::Lit(c.clone()));
+        match shape {
+            Shape::Compare(op, c, false) => CExpr::Binary(*op, field(), lit(c)),
+            Shape::Compare(op, c, true) => CExpr::Binary(*op, lit(c), field()),
+            Shape::In(op, items) => CExpr::Binary(
+                *op,
+                field(),
+                Box::new(CExpr::List(
+                    items.iter().map(|c| CExpr::Lit(c.clone())).collect(),
+                )),
+            ),
+            Shape::Matches(re) => {
+                CExpr::Matches(field(), Box::new(crate::compile::Regexp::new(re).unwrap()))
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+        /// A prepared comparison answers as the comparison evaluated as written, errors and
+        /// their messages included, on trees and on parsed documents.
+        #[test]
+        fn field_tests_answer_as_written(
+            shape in comparison(),
+            value in prop::option::of(field_value()),
+            principal in any::<bool>(),
+        ) {
+            let general = build(&shape, principal);
+            let prepared = FieldTest::prepare(build(&shape, principal));
+            let mut object = serde_json::Map::new();
+            if let Some(v) = value {
+                object.insert("x".into(), v);
+            }
+            let root = Json::Object(object);
+            let tree = Fields {
+                args: if principal { JsonRef::null() } else { JsonRef::tree(&root) },
+                principal: if principal { JsonRef::tree(&root) } else { JsonRef::null() },
+            };
+            let expected = truth(&general, &tree);
+            prop_assert_eq!(&truth(&prepared, &tree), &expected, "{:?} on {}", shape, root);
+            let text = serde_json::json!({ "f": root }).to_string();
+            // A text the document reader gives up on is read as a tree, tested above.
+            let Some(doc) = crate::doc::Doc::parse(&text, 64) else {
+                return Ok(());
+            };
+            let (_, field) = doc.fields().next().unwrap();
+            let parsed = Fields {
+                args: if principal { JsonRef::null() } else { field },
+                principal: if principal { field } else { JsonRef::null() },
+            };
+            prop_assert_eq!(&truth(&prepared, &parsed), &expected, "{:?} on {}", shape, text);
+        }
+    }
+
+    /// The scan of small objects and the search of large ones find what `get` finds.
+    #[test]
+    fn tree_members_are_those_of_get() {
+        for size in [0, 1, 5, 16, 17, 40] {
+            let object: serde_json::Map<String, Json> = (0..size)
+                .map(|i| {
+                    (
+                        format!("k{}", "x".repeat(i % 7) + &i.to_string()),
+                        Json::from(i),
+                    )
+                })
+                .collect();
+            let keys: Vec<String> = object
+                .keys()
+                .cloned()
+                .chain(["", "k", "kx"].map(String::from))
+                .collect();
+            for key in &keys {
+                assert_eq!(tree_member(&object, key), object.get(key.as_str()), "{key}");
+            }
         }
     }
 
