@@ -321,10 +321,9 @@ impl<'t> Doc<'t> {
             members_done: 0,
         };
         let bytes = text.as_bytes();
-        let at = skip_ws(bytes, 0);
-        if bytes.get(at) != Some(&b'{') {
+        let (b'{', at) = token(bytes, 0)? else {
             return None;
-        }
+        };
         let (root, end) = p.object(at, 1)?;
         if skip_ws(bytes, end) != text.len() {
             return None;
@@ -396,30 +395,31 @@ pub(crate) fn special(bytes: &[u8], i: usize) -> usize {
 /// [`special`], inlined in the parser: eight bytes at a time. In each test the lowest flagged
 /// byte is a true match (borrows only flag bytes above one), so the lowest of all is the first.
 #[inline(always)]
-fn find_special(bytes: &[u8], i: usize) -> usize {
+fn find_special(bytes: &[u8], mut i: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let rest = bytes.get(i..).unwrap_or_default();
-    let (words, tail) = rest.as_chunks::<8>();
-    let mut at = i;
-    for word in words {
-        let x = u64::from_le_bytes(*word);
-        let quote = x ^ (ONES * u64::from(b'"'));
-        let slash = x ^ (ONES * u64::from(b'\\'));
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v;
-        let found = (zero(quote) | zero(slash) | (x.wrapping_sub(ONES * 0x20) & !x)) & HIGH;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        // Bytes that are `"`, `\\` or below 0x20 get their high bit set. (`!x` stands for the
+        // complement of `x ^ b'"'` and of `x ^ b'\\'` too: they differ only below the high bit.)
+        let quote = (x ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES);
+        let slash = (x ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES);
+        let control = x.wrapping_sub(ONES * 0x20);
+        let found = (quote | slash | control) & !x & HIGH;
         if found != 0 {
-            return at + (found.trailing_zeros() / 8) as usize;
+            return i + (found.trailing_zeros() / 8) as usize;
         }
-        at += 8;
+        i += 8;
     }
-    for &b in tail {
+    while let Some(&b) = bytes.get(i) {
         if b == b'"' || b == b'\\' || b < 0x20 {
             break;
         }
-        at += 1;
+        i += 1;
     }
-    at
+    i
 }
 
 /// True when key `a` sorts before key `b` in the order of the UTF-16 code units (RFC 8785),
@@ -512,17 +512,24 @@ fn slice(text: &str, start: usize, end: usize) -> Option<&str> {
 /// Deeper documents are left to `serde_json`, whose own limit is 128.
 const MAX_DEPTH: usize = 100;
 
-/// The position of the first byte at or after `at` that is not whitespace (or the length).
+/// The first byte at or after `at` that is not whitespace, and its position.
 #[inline(always)]
-fn skip_ws(bytes: &[u8], at: usize) -> usize {
-    // Compact text, the common case, has none: one test.
-    match bytes.get(at) {
-        Some(&b) if b > b' ' => at,
-        _ => skip_ws_slowly(bytes, at),
+fn token(bytes: &[u8], at: usize) -> Option<(u8, usize)> {
+    let b = *bytes.get(at)?;
+    // Compact text, the common case, has no whitespace: one test.
+    if b > b' ' {
+        return Some((b, at));
     }
+    token_after_ws(bytes, at)
 }
 
-fn skip_ws_slowly(bytes: &[u8], mut at: usize) -> usize {
+fn token_after_ws(bytes: &[u8], at: usize) -> Option<(u8, usize)> {
+    let at = skip_ws(bytes, at);
+    Some((*bytes.get(at)?, at))
+}
+
+/// The position of the first byte at or after `at` that is not whitespace (or the length).
+fn skip_ws(bytes: &[u8], mut at: usize) -> usize {
     while let Some(b' ' | b'\n' | b'\r' | b'\t') = bytes.get(at) {
         at += 1;
     }
@@ -643,12 +650,12 @@ impl<'t> Parser<'t> {
         Some(i)
     }
 
-    /// The value whose first byte is at `at`, in a container at `depth`: its node and the
-    /// position after it. Scalars are read here, inlined in the loops of the containers: only
-    /// containers cost a call.
+    /// The value whose first byte, `first`, is at `at`, in a container at `depth`: its node and
+    /// the position after it. Scalars are read here, inlined in the loops of the containers:
+    /// only containers cost a call.
     #[inline(always)]
-    fn value(&mut self, at: usize, depth: usize) -> Option<(u32, usize)> {
-        let (node, after) = match *self.text.as_bytes().get(at)? {
+    fn value(&mut self, first: u8, at: usize, depth: usize) -> Option<(u32, usize)> {
+        let (node, after) = match first {
             b'"' => {
                 let (s, after) = string_at(self.text, at)?;
                 (Node::Str(s), after)
@@ -678,12 +685,12 @@ impl<'t> Parser<'t> {
         // borrowed from the text. Most objects come so.
         let mut ordered = true;
         let mut prev: Option<&[u8]> = None;
-        let mut at = skip_ws(bytes, at + 1);
-        if bytes.get(at) == Some(&b'}') {
+        let (mut b, mut at) = token(bytes, at + 1)?;
+        if b == b'}' {
             at += 1;
         } else {
             loop {
-                if bytes.get(at) != Some(&b'"') {
+                if b != b'"' {
                     return None;
                 }
                 let (key, after) = string_at(text, at)?;
@@ -694,18 +701,18 @@ impl<'t> Parser<'t> {
                     }
                     Cow::Owned(_) => ordered = false,
                 }
-                at = skip_ws(bytes, after);
-                if bytes.get(at) != Some(&b':') {
+                let (colon, at_colon) = token(bytes, after)?;
+                if colon != b':' {
                     return None;
                 }
-                let (value, after) = self.value(skip_ws(bytes, at + 1), depth)?;
+                let (first, at_value) = token(bytes, at_colon + 1)?;
+                let (value, after) = self.value(first, at_value, depth)?;
                 self.doc.members.push(Key { key, value });
                 count += 1;
-                at = skip_ws(bytes, after);
-                match bytes.get(at) {
-                    Some(b',') => at = skip_ws(bytes, at + 1),
-                    Some(b'}') => {
-                        at += 1;
+                match token(bytes, after)? {
+                    (b',', at_comma) => (b, at) = token(bytes, at_comma + 1)?,
+                    (b'}', at_end) => {
+                        at = at_end + 1;
                         break;
                     }
                     _ => return None,
@@ -741,18 +748,17 @@ impl<'t> Parser<'t> {
         }
         let bytes = self.text.as_bytes();
         let mark = self.item_stack.len();
-        let mut at = skip_ws(bytes, at + 1);
-        if bytes.get(at) == Some(&b']') {
+        let (mut b, mut at) = token(bytes, at + 1)?;
+        if b == b']' {
             at += 1;
         } else {
             loop {
-                let (item, after) = self.value(at, depth)?;
+                let (item, after) = self.value(b, at, depth)?;
                 self.item_stack.push(item);
-                at = skip_ws(bytes, after);
-                match bytes.get(at) {
-                    Some(b',') => at = skip_ws(bytes, at + 1),
-                    Some(b']') => {
-                        at += 1;
+                match token(bytes, after)? {
+                    (b',', at_comma) => (b, at) = token(bytes, at_comma + 1)?,
+                    (b']', at_end) => {
+                        at = at_end + 1;
                         break;
                     }
                     _ => return None,
