@@ -6,7 +6,7 @@
 //! `serde_json` refuses, a NUL, deep nesting, duplicate keys, a syntax error) it gives up, and
 //! the caller parses the whole text with `serde_json`, which also words the error.
 
-use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::cmp::Ordering;
 use std::sync::LazyLock;
 
@@ -109,7 +109,7 @@ impl<'a> JsonRef<'a> {
         match self.0 {
             Ref::Tree(v) => v.as_str(),
             Ref::Doc(doc, i) => match doc.node(i) {
-                Node::Str(t) => Some(t),
+                Node::Str(t) | Node::Escaped(t) => Some(t),
                 _ => None,
             },
         }
@@ -211,7 +211,7 @@ impl<'a> Iterator for Members<'a> {
                 value: JsonRef::tree(v),
             }),
             Members::Doc(doc, it) => it.next().map(|m| Member {
-                key: &m.key,
+                key: m.key,
                 value: JsonRef(Ref::Doc(doc, m.value)),
             }),
         }
@@ -245,20 +245,22 @@ pub(crate) fn bytes_cmp(a: &[u8], b: &[u8]) -> Ordering {
 }
 
 /// An object member of a document.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Key<'t> {
-    key: Text<'t>,
+    key: &'t str,
     value: u32,
+    /// True when the key had no escapes in the text, and so needs none in JSON text.
+    plain: bool,
 }
 
 impl<'t> Key<'t> {
     pub(crate) fn name(&self) -> &str {
-        &self.key
+        self.key
     }
 
     /// True when the key needs no escaping in JSON text.
     pub(crate) fn plain(&self) -> bool {
-        is_plain(&self.key)
+        self.plain
     }
 
     /// Its value's node.
@@ -267,22 +269,23 @@ impl<'t> Key<'t> {
     }
 }
 
-/// A string of a document: borrowed from the text when it has no escapes there, and so needs
-/// none in JSON text; decoded otherwise. (A flag beside it would be stored as a byte and read
-/// back in a wider load when the string is moved: a store-forwarding stall per string.)
-type Text<'t> = Cow<'t, str>;
+/// Where a [`Doc`] keeps the strings it decoded (those with escapes in the text), so that, like
+/// the others, they outlive it and nothing in it needs dropping: made before the document,
+/// which borrows it. Nothing is allocated for a text without escapes.
+#[derive(Debug, Default)]
+pub(crate) struct Decoded(OnceCell<Box<[OnceCell<String>]>>);
 
-/// True when `t` needs no escaping in JSON text.
-fn is_plain(t: &Text<'_>) -> bool {
-    matches!(t, Cow::Borrowed(_))
-}
-
+/// A value of a document. Nothing in it needs dropping (its strings are borrowed from the
+/// text or from [`Decoded`]): freeing a document is freeing its vectors.
 #[derive(Debug)]
 enum Node<'t> {
     Null,
     Bool(bool),
     Num(Number),
-    Str(Text<'t>),
+    /// A string without escapes in the text, and so needing none in JSON text.
+    Str(&'t str),
+    /// A string that had escapes in the text, decoded.
+    Escaped(&'t str),
     /// A range of `Doc::items`.
     Array(u32, u32),
     /// A range of `Doc::members`, sorted by the UTF-16 code units of the keys; the root's, read
@@ -306,9 +309,11 @@ impl<'t> Doc<'t> {
     /// Parses `text`, one JSON object, or gives up (see the module's comment). No container
     /// may nest deeper than `max_depth` (the root is at depth 1) and no string or key may hold
     /// a NUL.
-    pub(crate) fn parse(text: &'t str, max_depth: usize) -> Option<Doc<'t>> {
+    pub(crate) fn parse(text: &'t str, decoded: &'t Decoded, max_depth: usize) -> Option<Doc<'t>> {
         let mut p = Parser {
             text,
+            decoded,
+            decoded_count: 0,
             max_depth: max_depth.min(MAX_DEPTH),
             doc: Doc {
                 // Sized to stay in malloc's per-thread cache (up to 1 KiB) for common requests.
@@ -351,7 +356,7 @@ impl<'t> Doc<'t> {
     pub(crate) fn fields(&self) -> impl Iterator<Item = (&str, JsonRef<'_>)> {
         self.members_of(self.root)
             .iter()
-            .map(|m| (m.key.as_ref(), JsonRef(Ref::Doc(self, m.value))))
+            .map(|m| (m.key, JsonRef(Ref::Doc(self, m.value))))
     }
 
     /// Node `i` with its parts.
@@ -361,7 +366,8 @@ impl<'t> Doc<'t> {
             Node::Null => View::Null,
             Node::Bool(b) => View::Bool(*b),
             Node::Num(n) => View::Num(n),
-            Node::Str(t) => View::Str(t, is_plain(t)),
+            Node::Str(t) => View::Str(t, true),
+            Node::Escaped(t) => View::Str(t, false),
             Node::Array(a, b) => View::Array(self.items.get(range(*a, *b)).unwrap_or_default()),
             Node::Object(a, b) => View::Object(self.members.get(range(*a, *b)).unwrap_or_default()),
         }
@@ -373,7 +379,8 @@ impl<'t> Doc<'t> {
             Node::Null => Shape::Null,
             Node::Bool(b) => Shape::Bool(*b),
             Node::Num(n) => Shape::Num(n),
-            Node::Str(t) => Shape::Str(t, is_plain(t)),
+            Node::Str(t) => Shape::Str(t, true),
+            Node::Escaped(t) => Shape::Str(t, false),
             Node::Array(a, b) => Shape::Array(Items::Doc(
                 self,
                 self.items.get(range(*a, *b)).unwrap_or_default().iter(),
@@ -442,7 +449,7 @@ fn utf16_before(a: &[u8], b: &[u8]) -> bool {
 /// when two keys are equal (readers differ on which one wins, so the parser gives up).
 fn sort_keys(members: &mut [Key<'_>]) -> Option<()> {
     // Their bytes' order, unless a key holds a character at or above U+E000.
-    let high = members.iter().any(|m| is_high(&m.key));
+    let high = members.iter().any(|m| is_high(m.key));
     if !high && members.len() <= 16 {
         return insertion_sort(members);
     }
@@ -536,36 +543,18 @@ fn skip_ws(bytes: &[u8], mut at: usize) -> usize {
     at
 }
 
-/// The string whose opening quote is at `at`, and the position after its closing quote.
-#[inline(always)]
-fn string_at(text: &str, at: usize) -> Option<(Text<'_>, usize)> {
-    let start = at + 1;
-    let end = find_special(text.as_bytes(), start);
-    match text.as_bytes().get(end)? {
-        b'"' => Some((Cow::Borrowed(slice(text, start, end)?), end + 1)),
-        b'\\' => escaped_string_at(text, at),
-        _ => None,
-    }
-}
-
-/// [`string_at`] for a string with escapes, decoded by `serde_json` (surrogate pairs and all).
-#[cold]
-fn escaped_string_at(text: &str, at: usize) -> Option<(Text<'_>, usize)> {
-    let bytes = text.as_bytes();
+/// The end of the string with escapes whose opening quote is at `at`: the position of its
+/// closing quote.
+fn escaped_end(bytes: &[u8], at: usize) -> Option<usize> {
     let mut i = at + 1;
     loop {
         match *bytes.get(i)? {
-            b'"' => break,
+            b'"' => return Some(i),
             b'\\' => i += 2,
             0..=0x1f => return None,
             _ => i += 1,
         }
     }
-    let s: String = serde_json::from_str(text.get(at..=i)?).ok()?;
-    if s.contains('\0') {
-        return None;
-    }
-    Some((Cow::Owned(s), i + 1))
 }
 
 /// `true`, `false` or `null` at `at`, and the position after it.
@@ -627,10 +616,27 @@ fn any_number_at(text: &str, start: usize) -> (Option<Number>, usize) {
     (n, i)
 }
 
+/// Moves the members from `mark` on down to `done`, and those from `done` to `mark` up after
+/// them. Three copies (`rotate_right`, for any type, costs twice as much).
+fn move_down(members: &mut Vec<Key<'_>>, done: usize, mark: usize) -> Option<()> {
+    let (len, count) = (members.len(), members.len().checked_sub(mark)?);
+    if done > mark {
+        return None;
+    }
+    members.extend_from_within(mark..);
+    members.copy_within(done..mark, done + count);
+    members.copy_within(len.., done);
+    members.truncate(len);
+    Some(())
+}
+
 /// Reads values into a [`Doc`]. Positions in the text are passed along in registers, not kept
 /// in the parser.
 struct Parser<'t> {
     text: &'t str,
+    decoded: &'t Decoded,
+    /// How many strings were decoded so far.
+    decoded_count: usize,
     max_depth: usize,
     doc: Doc<'t>,
     /// Elements of the arrays still open.
@@ -643,6 +649,40 @@ struct Parser<'t> {
 }
 
 impl<'t> Parser<'t> {
+    /// The string whose opening quote is at `at`, whether it had no escapes, and the position
+    /// after its closing quote.
+    #[inline(always)]
+    fn string(&mut self, at: usize) -> Option<(&'t str, bool, usize)> {
+        let start = at + 1;
+        let end = find_special(self.text.as_bytes(), start);
+        match self.text.as_bytes().get(end)? {
+            b'"' => Some((slice(self.text, start, end)?, true, end + 1)),
+            b'\\' => self.escaped_string(at),
+            _ => None,
+        }
+    }
+
+    /// [`Parser::string`] for a string with escapes, decoded by `serde_json` (surrogate pairs
+    /// and all) into the next slot of `decoded`.
+    #[cold]
+    fn escaped_string(&mut self, at: usize) -> Option<(&'t str, bool, usize)> {
+        let text = self.text;
+        let end = escaped_end(text.as_bytes(), at)?;
+        let s: String = serde_json::from_str(text.get(at..=end)?).ok()?;
+        if s.contains('\0') {
+            return None;
+        }
+        // Each decoded string has a backslash of its own: that many slots are enough.
+        let slots = self.decoded.0.get_or_init(|| {
+            let most = text.bytes().filter(|&b| b == b'\\').count();
+            (0..most).map(|_| OnceCell::new()).collect()
+        });
+        let slot = slots.get(self.decoded_count)?;
+        self.decoded_count += 1;
+        slot.set(s).ok()?;
+        Some((slot.get()?.as_str(), false, end + 1))
+    }
+
     #[inline(always)]
     fn push(&mut self, node: Node<'t>) -> Option<u32> {
         let i = u32::try_from(self.doc.nodes.len()).ok()?;
@@ -657,8 +697,15 @@ impl<'t> Parser<'t> {
     fn value(&mut self, first: u8, at: usize, depth: usize) -> Option<(u32, usize)> {
         let (node, after) = match first {
             b'"' => {
-                let (s, after) = string_at(self.text, at)?;
-                (Node::Str(s), after)
+                let (s, plain, after) = self.string(at)?;
+                (
+                    if plain {
+                        Node::Str(s)
+                    } else {
+                        Node::Escaped(s)
+                    },
+                    after,
+                )
             }
             b'{' => return self.object(at, depth + 1),
             b'[' => return self.array(at, depth + 1),
@@ -677,7 +724,7 @@ impl<'t> Parser<'t> {
         if depth > self.max_depth {
             return None;
         }
-        let (text, bytes) = (self.text, self.text.as_bytes());
+        let bytes = self.text.as_bytes();
         // The members this object has so far: the last ones of `doc.members` (those of objects
         // inside it are moved below them as they close).
         let mut count = 0;
@@ -693,13 +740,12 @@ impl<'t> Parser<'t> {
                 if b != b'"' {
                     return None;
                 }
-                let (key, after) = string_at(text, at)?;
-                match &key {
-                    Cow::Borrowed(k) => {
-                        ordered &= prev.is_none_or(|p| utf16_before(p, k.as_bytes()));
-                        prev = Some(k.as_bytes());
-                    }
-                    Cow::Owned(_) => ordered = false,
+                let (key, plain, after) = self.string(at)?;
+                if plain {
+                    ordered &= prev.is_none_or(|p| utf16_before(p, key.as_bytes()));
+                    prev = Some(key.as_bytes());
+                } else {
+                    ordered = false;
                 }
                 let (colon, at_colon) = token(bytes, after)?;
                 if colon != b':' {
@@ -707,7 +753,7 @@ impl<'t> Parser<'t> {
                 }
                 let (first, at_value) = token(bytes, at_colon + 1)?;
                 let (value, after) = self.value(first, at_value, depth)?;
-                self.doc.members.push(Key { key, value });
+                self.doc.members.push(Key { key, value, plain });
                 count += 1;
                 match token(bytes, after)? {
                     (b',', at_comma) => (b, at) = token(bytes, at_comma + 1)?,
@@ -732,7 +778,7 @@ impl<'t> Parser<'t> {
         // Moved below the members of the objects still open (their order is kept).
         let done = self.members_done;
         if mark != done {
-            self.doc.members.get_mut(done..)?.rotate_right(count);
+            move_down(&mut self.doc.members, done, mark)?;
         }
         self.members_done = done + count;
         let start = u32::try_from(done).ok()?;
@@ -779,7 +825,8 @@ mod tests {
     use serde_json::json;
 
     fn parsed(text: &str) -> Option<Value> {
-        Doc::parse(text, 64).map(|doc| JsonRef(Ref::Doc(&doc, doc.root)).to_value())
+        Doc::parse(text, &Decoded::default(), 64)
+            .map(|doc| JsonRef(Ref::Doc(&doc, doc.root)).to_value())
     }
 
     #[test]
@@ -794,7 +841,8 @@ mod tests {
     fn sorts_keys_in_the_order_of_utf_16() {
         // Bytes EE 80 80 before F0 90 80 80; UTF-16 E000 after D800 DC00.
         let text = "{\"v\": {\"\u{e000}\": 1, \"\u{10000}\": 2}, \"w\": {\"a\": 1, \"\u{e000}\": 2, \"\u{10000}\": 3}}";
-        let doc = Doc::parse(text, 64).unwrap();
+        let decoded = Decoded::default();
+        let doc = Doc::parse(text, &decoded, 64).unwrap();
         let v = doc.fields().find(|(k, _)| *k == "v").unwrap().1;
         let keys: Vec<_> = match v.shape() {
             Shape::Object(members) => members.map(|m| m.key).collect(),
@@ -803,8 +851,22 @@ mod tests {
         assert_eq!(keys, ["\u{10000}", "\u{e000}"]);
         assert!(in_order(&doc, doc.root, true));
         let text = "{\"\":{\"\":null,\"\u{10000}\":null}}";
-        let doc = Doc::parse(text, 64).unwrap();
+        let decoded = Decoded::default();
+        let doc = Doc::parse(text, &decoded, 64).unwrap();
         assert!(in_order(&doc, doc.root, true));
+    }
+
+    #[test]
+    fn nothing_in_a_document_needs_dropping() {
+        assert!(!std::mem::needs_drop::<Node<'_>>());
+        assert!(!std::mem::needs_drop::<Key<'_>>());
+    }
+
+    #[test]
+    fn decodes_strings_with_escapes() {
+        let text = r#"{"a\"b": ["\u00e9\n", "c", "\\", {"\t": "\ud83d\ude00"}]}"#;
+        let v: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(parsed(text), Some(v));
     }
 
     #[test]
@@ -831,8 +893,8 @@ mod tests {
             r#"{"a":{"b":{"c":{}}}}"#,
         ] {
             let deep = text.starts_with(r#"{"a":{"b""#);
-            let doc = Doc::parse(text, if deep { 3 } else { 64 });
-            assert!(doc.is_none(), "{text}");
+            let doc = Doc::parse(text, &Decoded::default(), if deep { 3 } else { 64 }).is_some();
+            assert!(!doc, "{text}");
         }
     }
 
@@ -1011,7 +1073,8 @@ mod tests {
             render(&t, spaced, &mut text);
             let v: Value = serde_json::from_str(&text).unwrap();
             let repeats = repeats_a_key(&t);
-            match Doc::parse(&text, 64) {
+            let decoded = Decoded::default();
+            match Doc::parse(&text, &decoded, 64) {
                 Some(doc) => {
                     prop_assert!(!repeats, "took a repeated key: {}", text);
                     prop_assert_eq!(JsonRef(Ref::Doc(&doc, doc.root)).to_value(), v);
