@@ -575,8 +575,30 @@ fn literal_at(bytes: &[u8], at: usize) -> Option<(Node<'static>, usize)> {
 
 /// The number at `at` as `serde_json` reads it, if its double is exact
 /// ([`crate::car::is_exact`]: the tree reader refuses the others, naming where they are), and
-/// the position after it.
+/// the position after it. A natural number of up to 15 digits (below 10^15, so exact) without
+/// a leading zero, a fraction or an exponent, the common case, is read here; the others by
+/// [`number_at_slowly`].
+#[inline(always)]
 fn number_at(text: &str, at: usize) -> Option<(Number, usize)> {
+    let bytes = text.as_bytes();
+    let (mut n, mut i) = (0u64, at);
+    while let Some(&d @ b'0'..=b'9') = bytes.get(i) {
+        if i - at == 15 {
+            return number_at_slowly(text, at);
+        }
+        n = n * 10 + u64::from(d - b'0');
+        i += 1;
+    }
+    let leading_zero = bytes.get(at) == Some(&b'0') && i - at > 1;
+    let more = matches!(bytes.get(i), Some(b'.' | b'e' | b'E' | b'+' | b'-'));
+    if i == at || leading_zero || more {
+        return number_at_slowly(text, at);
+    }
+    Some((Number::from(n), i))
+}
+
+/// [`number_at`] for any number.
+fn number_at_slowly(text: &str, at: usize) -> Option<(Number, usize)> {
     let (n, end) = any_number_at(text, at);
     Some((n.filter(crate::car::is_exact)?, end))
 }
