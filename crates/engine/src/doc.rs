@@ -6,7 +6,7 @@
 //! `serde_json` refuses, a NUL, deep nesting, duplicate keys, a syntax error) it gives up, and
 //! the caller parses the whole text with `serde_json`, which also words the error.
 
-use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::cmp::Ordering;
 use std::sync::LazyLock;
 
@@ -109,7 +109,7 @@ impl<'a> JsonRef<'a> {
         match self.0 {
             Ref::Tree(v) => v.as_str(),
             Ref::Doc(doc, i) => match doc.node(i) {
-                Node::Str(t) => Some(t),
+                Node::Str(t) | Node::Escaped(t) => Some(t),
                 _ => None,
             },
         }
@@ -211,7 +211,7 @@ impl<'a> Iterator for Members<'a> {
                 value: JsonRef::tree(v),
             }),
             Members::Doc(doc, it) => it.next().map(|m| Member {
-                key: &m.key,
+                key: m.key,
                 value: JsonRef(Ref::Doc(doc, m.value)),
             }),
         }
@@ -245,20 +245,22 @@ pub(crate) fn bytes_cmp(a: &[u8], b: &[u8]) -> Ordering {
 }
 
 /// An object member of a document.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Key<'t> {
-    key: Text<'t>,
+    key: &'t str,
     value: u32,
+    /// True when the key had no escapes in the text, and so needs none in JSON text.
+    plain: bool,
 }
 
 impl<'t> Key<'t> {
     pub(crate) fn name(&self) -> &str {
-        &self.key
+        self.key
     }
 
     /// True when the key needs no escaping in JSON text.
     pub(crate) fn plain(&self) -> bool {
-        is_plain(&self.key)
+        self.plain
     }
 
     /// Its value's node.
@@ -267,29 +269,32 @@ impl<'t> Key<'t> {
     }
 }
 
-/// A string of a document: borrowed from the text when it has no escapes there, and so needs
-/// none in JSON text; decoded otherwise. (A flag beside it would be stored as a byte and read
-/// back in a wider load when the string is moved: a store-forwarding stall per string.)
-type Text<'t> = Cow<'t, str>;
+/// Where a [`Doc`] keeps the strings it decoded (those with escapes in the text), so that, like
+/// the others, they outlive it and nothing in it needs dropping: made before the document,
+/// which borrows it. Nothing is allocated for a text without escapes.
+#[derive(Debug, Default)]
+pub(crate) struct Decoded(OnceCell<Box<[OnceCell<String>]>>);
 
-/// True when `t` needs no escaping in JSON text.
-fn is_plain(t: &Text<'_>) -> bool {
-    matches!(t, Cow::Borrowed(_))
-}
-
+/// A value of a document. Nothing in it needs dropping (its strings are borrowed from the
+/// text or from [`Decoded`]): freeing a document is freeing its vectors.
 #[derive(Debug)]
 enum Node<'t> {
     Null,
     Bool(bool),
     Num(Number),
-    Str(Text<'t>),
+    /// A string without escapes in the text, and so needing none in JSON text.
+    Str(&'t str),
+    /// A string that had escapes in the text, decoded.
+    Escaped(&'t str),
     /// A range of `Doc::items`.
     Array(u32, u32),
-    /// A range of `Doc::members`, sorted by the UTF-16 code units of the keys.
+    /// A range of `Doc::members`, sorted by the UTF-16 code units of the keys; the root's, read
+    /// by field name only ([`Doc::fields`]), are in the order of the text.
     Object(u32, u32),
 }
 
-/// A JSON text parsed into one flat structure: values in `nodes` (the root first), the
+/// A JSON text parsed into one flat structure: values in `nodes` (a container after what it
+/// holds, so the root last: `root`), the
 /// elements of every array and the members of every object each in one run of `items` and
 /// `members`.
 #[derive(Debug, Default)]
@@ -297,33 +302,39 @@ pub(crate) struct Doc<'t> {
     nodes: Vec<Node<'t>>,
     items: Vec<u32>,
     members: Vec<Key<'t>>,
+    root: u32,
 }
 
 impl<'t> Doc<'t> {
     /// Parses `text`, one JSON object, or gives up (see the module's comment). No container
     /// may nest deeper than `max_depth` (the root is at depth 1) and no string or key may hold
     /// a NUL.
-    pub(crate) fn parse(text: &'t str, max_depth: usize) -> Option<Doc<'t>> {
+    pub(crate) fn parse(text: &'t str, decoded: &'t Decoded, max_depth: usize) -> Option<Doc<'t>> {
         let mut p = Parser {
             text,
-            at: 0,
+            decoded,
+            decoded_count: 0,
             max_depth: max_depth.min(MAX_DEPTH),
             doc: Doc {
                 // Sized to stay in malloc's per-thread cache (up to 1 KiB) for common requests.
                 nodes: Vec::with_capacity(text.len() / 16),
                 items: Vec::new(),
                 members: Vec::with_capacity(text.len() / 16),
+                root: 0,
             },
             item_stack: Vec::new(),
-            member_stack: Vec::with_capacity(16),
+            members_done: 0,
         };
-        p.skip_ws();
-        if p.peek() != Some(b'{') {
+        let bytes = text.as_bytes();
+        let (b'{', at) = token(bytes, 0)? else {
+            return None;
+        };
+        let (root, end) = p.object(at, 1)?;
+        if skip_ws(bytes, end) != text.len() {
             return None;
         }
-        p.value(0)?;
-        p.skip_ws();
-        (p.at == text.len()).then_some(p.doc)
+        p.doc.root = root;
+        Some(p.doc)
     }
 
     fn node(&self, i: u32) -> &Node<'t> {
@@ -341,11 +352,11 @@ impl<'t> Doc<'t> {
         }
     }
 
-    /// The root's members: (key, value).
+    /// The root's members: (key, value), in the order of the text.
     pub(crate) fn fields(&self) -> impl Iterator<Item = (&str, JsonRef<'_>)> {
-        self.members_of(0)
+        self.members_of(self.root)
             .iter()
-            .map(|m| (m.key.as_ref(), JsonRef(Ref::Doc(self, m.value))))
+            .map(|m| (m.key, JsonRef(Ref::Doc(self, m.value))))
     }
 
     /// Node `i` with its parts.
@@ -355,7 +366,8 @@ impl<'t> Doc<'t> {
             Node::Null => View::Null,
             Node::Bool(b) => View::Bool(*b),
             Node::Num(n) => View::Num(n),
-            Node::Str(t) => View::Str(t, is_plain(t)),
+            Node::Str(t) => View::Str(t, true),
+            Node::Escaped(t) => View::Str(t, false),
             Node::Array(a, b) => View::Array(self.items.get(range(*a, *b)).unwrap_or_default()),
             Node::Object(a, b) => View::Object(self.members.get(range(*a, *b)).unwrap_or_default()),
         }
@@ -367,7 +379,8 @@ impl<'t> Doc<'t> {
             Node::Null => Shape::Null,
             Node::Bool(b) => Shape::Bool(*b),
             Node::Num(n) => Shape::Num(n),
-            Node::Str(t) => Shape::Str(t, is_plain(t)),
+            Node::Str(t) => Shape::Str(t, true),
+            Node::Escaped(t) => Shape::Str(t, false),
             Node::Array(a, b) => Shape::Array(Items::Doc(
                 self,
                 self.items.get(range(*a, *b)).unwrap_or_default().iter(),
@@ -381,31 +394,29 @@ impl<'t> Doc<'t> {
 }
 
 /// The index of the first `"`, `\\` or control character in `bytes` at or after `i` (or the
-/// length): eight bytes at a time. In each test the lowest flagged byte is a true match
-/// (borrows only flag bytes above one), so the lowest of all is the first.
+/// length).
 pub(crate) fn special(bytes: &[u8], i: usize) -> usize {
-    scan(bytes, i).0
+    find_special(bytes, i)
 }
 
-/// [`special`], and whether a byte before the one found is not ASCII.
+/// [`special`], inlined in the parser: eight bytes at a time. In each test the lowest flagged
+/// byte is a true match (borrows only flag bytes above one), so the lowest of all is the first.
 #[inline(always)]
-fn scan(bytes: &[u8], mut i: usize) -> (usize, bool) {
+fn find_special(bytes: &[u8], mut i: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut wide = 0;
     while let Some(chunk) = bytes.get(i..i + 8) {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let x = u64::from_le_bytes(word);
-        let quote = x ^ (ONES * u64::from(b'"'));
-        let slash = x ^ (ONES * u64::from(b'\\'));
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v;
-        let found = (zero(quote) | zero(slash) | (x.wrapping_sub(ONES * 0x20) & !x)) & HIGH;
-        // The high bits of the bytes below the first one found (all of them if none is).
-        let below = (found & found.wrapping_neg()).wrapping_sub(1);
-        wide |= x & HIGH & below;
+        // Bytes that are `"`, `\\` or below 0x20 get their high bit set. (`!x` stands for the
+        // complement of `x ^ b'"'` and of `x ^ b'\\'` too: they differ only below the high bit.)
+        let quote = (x ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES);
+        let slash = (x ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES);
+        let control = x.wrapping_sub(ONES * 0x20);
+        let found = (quote | slash | control) & !x & HIGH;
         if found != 0 {
-            return (i + (found.trailing_zeros() / 8) as usize, wide != 0);
+            return i + (found.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
@@ -413,16 +424,32 @@ fn scan(bytes: &[u8], mut i: usize) -> (usize, bool) {
         if b == b'"' || b == b'\\' || b < 0x20 {
             break;
         }
-        wide |= u64::from(b >= 0x80);
         i += 1;
     }
-    (i, wide != 0)
+    i
 }
 
-/// Sorts the members of an object in the order of the UTF-16 code units of their keys (their
-/// bytes unless one holds a character at or above U+E000: `high`); `None` when two keys are
-/// equal (readers differ on which one wins, so the parser gives up).
-fn sort_keys(members: &mut [Key<'_>], high: bool) -> Option<()> {
+/// True when key `a` sorts before key `b` in the order of the UTF-16 code units (RFC 8785),
+/// judged from their bytes; false too when that order is not their bytes' order there. Byte
+/// order is code point order, which UTF-16 keeps except between a character in
+/// U+E000–U+FFFF (lead byte 0xEE or 0xEF) and a supplementary one (0xF0–0xF4), whose
+/// surrogates sort below it; the first differing bytes show whether that is the case.
+#[inline(always)]
+fn utf16_before(a: &[u8], b: &[u8]) -> bool {
+    for (&x, &y) in a.iter().zip(b) {
+        if x != y {
+            let mixed = x.min(y) >= 0xEE && (x >= 0xF0) != (y >= 0xF0);
+            return x < y && !mixed;
+        }
+    }
+    a.len() < b.len()
+}
+
+/// Sorts the members of an object in the order of the UTF-16 code units of their keys; `None`
+/// when two keys are equal (readers differ on which one wins, so the parser gives up).
+fn sort_keys(members: &mut [Key<'_>]) -> Option<()> {
+    // Their bytes' order, unless a key holds a character at or above U+E000.
+    let high = members.iter().any(|m| is_high(m.key));
     if !high && members.len() <= 16 {
         return insertion_sort(members);
     }
@@ -437,6 +464,29 @@ fn sort_keys(members: &mut [Key<'_>], high: bool) -> Option<()> {
     // Sorted, duplicates are neighbours.
     if members.windows(2).any(|w| order(&w[0], &w[1]).is_eq()) {
         return None;
+    }
+    Some(())
+}
+
+/// `None` when two keys are equal, leaving the members in their order: for the fields of a
+/// request, which senders order as they like (comparing them costs less than sorting them).
+fn distinct(members: &mut [Key<'_>]) -> Option<()> {
+    if members.len() > 32 {
+        return sort_keys(members);
+    }
+    // A bit per key from its length and its ends (the request's own fields fall on distinct
+    // bits): only a key whose bit is taken is compared with the others.
+    let mut seen = 0u64;
+    for (i, m) in members.iter().enumerate() {
+        let k = m.key.as_bytes();
+        let (first, last) = (k.first().copied(), k.last().copied());
+        let h = (u32::from(first.unwrap_or(0)) ^ (u32::from(last.unwrap_or(0)) * 3))
+            .wrapping_add(k.len() as u32 * 5);
+        let bit = 1u64 << (h & 63);
+        if seen & bit != 0 && members.get(..i)?.iter().any(|o| o.key.as_bytes() == k) {
+            return None;
+        }
+        seen |= bit;
     }
     Some(())
 }
@@ -459,135 +509,324 @@ fn insertion_sort(members: &mut [Key<'_>]) -> Option<()> {
     Some(())
 }
 
+/// `text[start..end]`. In two steps, each checking one end: `str::get` with a range is a call,
+/// and strings are many.
+#[inline(always)]
+fn slice(text: &str, start: usize, end: usize) -> Option<&str> {
+    text.get(start..)?.get(..end.checked_sub(start)?)
+}
+
 /// Deeper documents are left to `serde_json`, whose own limit is 128.
 const MAX_DEPTH: usize = 100;
 
+/// The first byte at or after `at` that is not whitespace, and its position.
+#[inline(always)]
+fn token(bytes: &[u8], at: usize) -> Option<(u8, usize)> {
+    let b = *bytes.get(at)?;
+    // Compact text, the common case, has no whitespace: one test.
+    if b > b' ' {
+        return Some((b, at));
+    }
+    token_after_ws(bytes, at)
+}
+
+fn token_after_ws(bytes: &[u8], at: usize) -> Option<(u8, usize)> {
+    let at = skip_ws(bytes, at);
+    Some((*bytes.get(at)?, at))
+}
+
+/// The position of the first byte at or after `at` that is not whitespace (or the length).
+fn skip_ws(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = bytes.get(at) {
+        at += 1;
+    }
+    at
+}
+
+/// The end of the string with escapes whose opening quote is at `at`: the position of its
+/// closing quote.
+fn escaped_end(bytes: &[u8], at: usize) -> Option<usize> {
+    let mut i = at + 1;
+    loop {
+        match *bytes.get(i)? {
+            b'"' => return Some(i),
+            b'\\' => i += 2,
+            0..=0x1f => return None,
+            _ => i += 1,
+        }
+    }
+}
+
+/// `true`, `false` or `null` at `at`, and the position after it.
+#[cold]
+fn literal_at(bytes: &[u8], at: usize) -> Option<(Node<'static>, usize)> {
+    let rest = bytes.get(at..)?;
+    let (node, len) = if rest.starts_with(b"true") {
+        (Node::Bool(true), 4)
+    } else if rest.starts_with(b"false") {
+        (Node::Bool(false), 5)
+    } else if rest.starts_with(b"null") {
+        (Node::Null, 4)
+    } else {
+        return None;
+    };
+    Some((node, at + len))
+}
+
+/// The number at `at` as `serde_json` reads it, if its double is exact
+/// ([`crate::car::is_exact`]: the tree reader refuses the others, naming where they are), and
+/// the position after it. A natural number of up to 15 digits (below 10^15, so exact) without
+/// a leading zero, a fraction or an exponent, the common case, is read here; the others by
+/// [`number_at_slowly`].
+#[inline(always)]
+fn number_at(text: &str, at: usize) -> Option<(Number, usize)> {
+    let bytes = text.as_bytes();
+    let (mut n, mut i) = (0u64, at);
+    while let Some(&d @ b'0'..=b'9') = bytes.get(i) {
+        if i - at == 15 {
+            return number_at_slowly(text, at);
+        }
+        n = n * 10 + u64::from(d - b'0');
+        i += 1;
+    }
+    let leading_zero = bytes.get(at) == Some(&b'0') && i - at > 1;
+    let more = matches!(bytes.get(i), Some(b'.' | b'e' | b'E' | b'+' | b'-'));
+    if i == at || leading_zero || more {
+        return number_at_slowly(text, at);
+    }
+    Some((Number::from(n), i))
+}
+
+/// [`number_at`] for any number.
+fn number_at_slowly(text: &str, at: usize) -> Option<(Number, usize)> {
+    let (n, end) = any_number_at(text, at);
+    Some((n.filter(crate::car::is_exact)?, end))
+}
+
+/// The number at `at` as `serde_json` reads it (short integers here, the rest by
+/// `serde_json`), and the position after it.
+fn any_number_at(text: &str, start: usize) -> (Option<Number>, usize) {
+    let bytes = text.as_bytes();
+    let negative = bytes.get(start) == Some(&b'-');
+    let digits = start + usize::from(negative);
+    let mut i = digits;
+    while let Some(b'0'..=b'9') = bytes.get(i) {
+        i += 1;
+    }
+    let int_end = i;
+    while let Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') = bytes.get(i) {
+        i += 1;
+    }
+    let int = bytes.get(digits..int_end).unwrap_or_default();
+    // Up to 18 digits fit an `i64`; a leading zero, `-0`, fractions and exponents go to
+    // `serde_json`.
+    if i == int_end
+        && (1..=18).contains(&int.len())
+        && (int.first() != Some(&b'0') || int.len() == 1)
+    {
+        let n = int.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if !negative {
+            return (Some(Number::from(n)), i);
+        }
+        if n != 0 {
+            return (i64::try_from(n).ok().map(|n| Number::from(-n)), i);
+        }
+    }
+    let n = text
+        .get(start..i)
+        .and_then(|t| serde_json::from_str(t).ok());
+    (n, i)
+}
+
+/// Moves the members from `mark` on down to `done`, and those from `done` to `mark` up after
+/// them. Three copies (`rotate_right`, for any type, costs twice as much).
+fn move_down(members: &mut Vec<Key<'_>>, done: usize, mark: usize) -> Option<()> {
+    let (len, count) = (members.len(), members.len().checked_sub(mark)?);
+    if done > mark {
+        return None;
+    }
+    members.extend_from_within(mark..);
+    members.copy_within(done..mark, done + count);
+    members.copy_within(len.., done);
+    members.truncate(len);
+    Some(())
+}
+
+/// Reads values into a [`Doc`]. Positions in the text are passed along in registers, not kept
+/// in the parser.
 struct Parser<'t> {
     text: &'t str,
-    at: usize,
+    decoded: &'t Decoded,
+    /// How many strings were decoded so far.
+    decoded_count: usize,
     max_depth: usize,
     doc: Doc<'t>,
-    /// Elements and members of the containers still open.
+    /// Elements of the arrays still open.
     item_stack: Vec<u32>,
-    member_stack: Vec<Key<'t>>,
+    /// How many of `doc.members` belong to closed objects; the rest, the members of the
+    /// objects still open, outer ones first, follow them. One vector, not a separate stack:
+    /// the innermost object closing is almost always the outermost open one (a leaf object,
+    /// or the root), whose members are then in place.
+    members_done: usize,
 }
 
 impl<'t> Parser<'t> {
-    fn peek(&self) -> Option<u8> {
-        self.text.as_bytes().get(self.at).copied()
-    }
-
-    fn skip_ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
-            self.at += 1;
+    /// The string whose opening quote is at `at`, whether it had no escapes, and the position
+    /// after its closing quote.
+    #[inline(always)]
+    fn string(&mut self, at: usize) -> Option<(&'t str, bool, usize)> {
+        let start = at + 1;
+        let end = find_special(self.text.as_bytes(), start);
+        match self.text.as_bytes().get(end)? {
+            b'"' => Some((slice(self.text, start, end)?, true, end + 1)),
+            b'\\' => self.escaped_string(at),
+            _ => None,
         }
     }
 
-    /// Skips whitespace, then expects `b`.
-    fn expect(&mut self, b: u8) -> Option<()> {
-        self.skip_ws();
-        (self.peek() == Some(b)).then(|| self.at += 1)
+    /// [`Parser::string`] for a string with escapes, decoded by `serde_json` (surrogate pairs
+    /// and all) into the next slot of `decoded`.
+    #[cold]
+    fn escaped_string(&mut self, at: usize) -> Option<(&'t str, bool, usize)> {
+        let text = self.text;
+        let end = escaped_end(text.as_bytes(), at)?;
+        let s: String = serde_json::from_str(text.get(at..=end)?).ok()?;
+        if s.contains('\0') {
+            return None;
+        }
+        // Each decoded string has a backslash of its own: that many slots are enough.
+        let slots = self.decoded.0.get_or_init(|| {
+            let most = text.bytes().filter(|&b| b == b'\\').count();
+            (0..most).map(|_| OnceCell::new()).collect()
+        });
+        let slot = slots.get(self.decoded_count)?;
+        self.decoded_count += 1;
+        slot.set(s).ok()?;
+        Some((slot.get()?.as_str(), false, end + 1))
     }
 
+    #[inline(always)]
     fn push(&mut self, node: Node<'t>) -> Option<u32> {
         let i = u32::try_from(self.doc.nodes.len()).ok()?;
         self.doc.nodes.push(node);
         Some(i)
     }
 
-    /// A value at `depth` (its container's); its index in `nodes`.
-    fn value(&mut self, depth: usize) -> Option<u32> {
-        self.skip_ws();
-        let node = match self.peek()? {
-            b'{' => return self.object(depth + 1),
-            b'[' => return self.array(depth + 1),
-            b'"' => Node::Str(self.string()?),
-            b't' => self.literal("true", Node::Bool(true))?,
-            b'f' => self.literal("false", Node::Bool(false))?,
-            b'n' => self.literal("null", Node::Null)?,
-            b'-' | b'0'..=b'9' => Node::Num(self.number()?),
-            _ => return None,
+    /// The value whose first byte, `first`, is at `at`, in a container at `depth`: its node and
+    /// the position after it. Scalars are read here, inlined in the loops of the containers:
+    /// only containers cost a call.
+    #[inline(always)]
+    fn value(&mut self, first: u8, at: usize, depth: usize) -> Option<(u32, usize)> {
+        let (node, after) = match first {
+            b'"' => {
+                let (s, plain, after) = self.string(at)?;
+                (
+                    if plain {
+                        Node::Str(s)
+                    } else {
+                        Node::Escaped(s)
+                    },
+                    after,
+                )
+            }
+            b'{' => return self.object(at, depth + 1),
+            b'[' => return self.array(at, depth + 1),
+            b'-' | b'0'..=b'9' => {
+                let (n, after) = number_at(self.text, at)?;
+                (Node::Num(n), after)
+            }
+            _ => literal_at(self.text.as_bytes(), at)?,
         };
-        self.push(node)
+        Some((self.push(node)?, after))
     }
 
-    fn literal(&mut self, word: &str, node: Node<'t>) -> Option<Node<'t>> {
-        let rest = self.text.as_bytes().get(self.at..)?;
-        rest.starts_with(word.as_bytes()).then(|| {
-            self.at += word.len();
-            node
-        })
-    }
-
-    fn object(&mut self, depth: usize) -> Option<u32> {
+    /// The object whose `{` is at `at`, at `depth`: its node, pushed once it is read, and the
+    /// position after it.
+    fn object(&mut self, at: usize, depth: usize) -> Option<(u32, usize)> {
         if depth > self.max_depth {
             return None;
         }
-        self.at += 1;
-        let index = self.push(Node::Null)?;
-        let mark = self.member_stack.len();
-        // The keys so far came in the order of their bytes, none holding a character at or
-        // above U+E000 (see [`is_high`]): then they are in RFC 8785 order already, and
-        // distinct. Most objects come so.
-        let (mut ordered, mut high) = (true, false);
-        self.skip_ws();
-        if self.peek() == Some(b'}') {
-            self.at += 1;
+        let bytes = self.text.as_bytes();
+        // The members this object has so far: the last ones of `doc.members` (those of objects
+        // inside it are moved below them as they close).
+        let mut count = 0;
+        // The keys so far are distinct and in RFC 8785 order (see [`utf16_before`]), all
+        // borrowed from the text. Most objects come so.
+        let mut ordered = true;
+        let mut prev: Option<&[u8]> = None;
+        let (mut b, mut at) = token(bytes, at + 1)?;
+        if b == b'}' {
+            at += 1;
         } else {
             loop {
-                self.skip_ws();
-                if self.peek() != Some(b'"') {
+                if b != b'"' {
                     return None;
                 }
-                let (key, wide) = self.key()?;
-                self.expect(b':')?;
-                let value = self.value(depth)?;
-                high |= wide && is_high(&key);
-                ordered &= self.member_stack.get(mark..).is_none_or(|keys| {
-                    keys.last()
-                        .is_none_or(|last| bytes_cmp(last.key.as_bytes(), key.as_bytes()).is_lt())
-                });
-                self.member_stack.push(Key { key, value });
-                self.skip_ws();
-                match self.peek()? {
-                    b',' => self.at += 1,
-                    b'}' => {
-                        self.at += 1;
+                let (key, plain, after) = self.string(at)?;
+                if plain {
+                    ordered &= prev.is_none_or(|p| utf16_before(p, key.as_bytes()));
+                    prev = Some(key.as_bytes());
+                } else {
+                    ordered = false;
+                }
+                let (colon, at_colon) = token(bytes, after)?;
+                if colon != b':' {
+                    return None;
+                }
+                let (first, at_value) = token(bytes, at_colon + 1)?;
+                let (value, after) = self.value(first, at_value, depth)?;
+                self.doc.members.push(Key { key, value, plain });
+                count += 1;
+                match token(bytes, after)? {
+                    (b',', at_comma) => (b, at) = token(bytes, at_comma + 1)?,
+                    (b'}', at_end) => {
+                        at = at_end + 1;
                         break;
                     }
                     _ => return None,
                 }
             }
         }
-        if high || !ordered {
-            sort_keys(self.member_stack.get_mut(mark..)?, high)?;
+        let mark = self.doc.members.len().checked_sub(count)?;
+        let keys = self.doc.members.get_mut(mark..)?;
+        if !ordered {
+            if depth == 1 {
+                // The root is only read by field name: its members stay in text order.
+                distinct(keys)?;
+            } else {
+                sort_keys(keys)?;
+            }
         }
-        let start = u32::try_from(self.doc.members.len()).ok()?;
-        self.doc.members.extend(self.member_stack.drain(mark..));
-        let end = u32::try_from(self.doc.members.len()).ok()?;
-        *self.doc.nodes.get_mut(index as usize)? = Node::Object(start, end);
-        Some(index)
+        // Moved below the members of the objects still open (their order is kept).
+        let done = self.members_done;
+        if mark != done {
+            move_down(&mut self.doc.members, done, mark)?;
+        }
+        self.members_done = done + count;
+        let start = u32::try_from(done).ok()?;
+        let end = u32::try_from(done + count).ok()?;
+        Some((self.push(Node::Object(start, end))?, at))
     }
 
-    fn array(&mut self, depth: usize) -> Option<u32> {
+    /// The array whose `[` is at `at`, at `depth`: its node, pushed once it is read, and the
+    /// position after it.
+    fn array(&mut self, at: usize, depth: usize) -> Option<(u32, usize)> {
         if depth > self.max_depth {
             return None;
         }
-        self.at += 1;
-        let index = self.push(Node::Null)?;
+        let bytes = self.text.as_bytes();
         let mark = self.item_stack.len();
-        self.skip_ws();
-        if self.peek() == Some(b']') {
-            self.at += 1;
+        let (mut b, mut at) = token(bytes, at + 1)?;
+        if b == b']' {
+            at += 1;
         } else {
             loop {
-                let item = self.value(depth)?;
+                let (item, after) = self.value(b, at, depth)?;
                 self.item_stack.push(item);
-                self.skip_ws();
-                match self.peek()? {
-                    b',' => self.at += 1,
-                    b']' => {
-                        self.at += 1;
+                match token(bytes, after)? {
+                    (b',', at_comma) => (b, at) = token(bytes, at_comma + 1)?,
+                    (b']', at_end) => {
+                        at = at_end + 1;
                         break;
                     }
                     _ => return None,
@@ -597,95 +836,7 @@ impl<'t> Parser<'t> {
         let start = u32::try_from(self.doc.items.len()).ok()?;
         self.doc.items.extend(self.item_stack.drain(mark..));
         let end = u32::try_from(self.doc.items.len()).ok()?;
-        *self.doc.nodes.get_mut(index as usize)? = Node::Array(start, end);
-        Some(index)
-    }
-
-    /// A key at `self.at` (its opening quote), and whether it may hold a character that is not
-    /// ASCII.
-    #[inline(always)]
-    fn key(&mut self) -> Option<(Text<'t>, bool)> {
-        let start = self.at + 1;
-        let (i, wide) = scan(self.text.as_bytes(), start);
-        match self.text.as_bytes().get(i)? {
-            b'"' => {}
-            b'\\' => return self.escaped_string().map(|key| (key, true)),
-            _ => return None,
-        }
-        self.at = i + 1;
-        Some((Cow::Borrowed(self.text.get(start..i)?), wide))
-    }
-
-    /// A string at `self.at` (its opening quote). Inlined: returned through memory, a `Text`
-    /// costs a store-forwarding stall per string.
-    #[inline(always)]
-    fn string(&mut self) -> Option<Text<'t>> {
-        let start = self.at + 1;
-        let i = special(self.text.as_bytes(), start);
-        match self.text.as_bytes().get(i)? {
-            b'"' => {}
-            b'\\' => return self.escaped_string(),
-            _ => return None,
-        }
-        self.at = i + 1;
-        Some(Cow::Borrowed(self.text.get(start..i)?))
-    }
-
-    /// A string with escapes, decoded by `serde_json` (surrogate pairs and all).
-    #[cold]
-    fn escaped_string(&mut self) -> Option<Text<'t>> {
-        let bytes = self.text.as_bytes();
-        let mut i = self.at + 1;
-        loop {
-            match *bytes.get(i)? {
-                b'"' => break,
-                b'\\' => i += 2,
-                0..=0x1f => return None,
-                _ => i += 1,
-            }
-        }
-        let s: String = serde_json::from_str(self.text.get(self.at..=i)?).ok()?;
-        if s.contains('\0') {
-            return None;
-        }
-        self.at = i + 1;
-        Some(Cow::Owned(s))
-    }
-
-    /// A number as `serde_json` reads it, if its double is exact ([`crate::car::is_exact`]):
-    /// the tree reader refuses the others, naming where they are.
-    fn number(&mut self) -> Option<Number> {
-        self.any_number().filter(crate::car::is_exact)
-    }
-
-    /// A number as `serde_json` reads it: short integers here, the rest by `serde_json`.
-    fn any_number(&mut self) -> Option<Number> {
-        let bytes = self.text.as_bytes();
-        let start = self.at;
-        let negative = bytes.get(start) == Some(&b'-');
-        let digits = start + usize::from(negative);
-        let mut i = digits;
-        while let Some(b'0'..=b'9') = bytes.get(i) {
-            i += 1;
-        }
-        let int_end = i;
-        while let Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') = bytes.get(i) {
-            i += 1;
-        }
-        self.at = i;
-        let int = bytes.get(digits..int_end)?;
-        // Up to 18 digits fit an `i64`; a leading zero, `-0`, fractions and exponents go to
-        // `serde_json`.
-        if i == int_end && (1..=18).contains(&int.len()) && (int[0] != b'0' || int.len() == 1) {
-            let n = int.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            if !negative {
-                return Some(Number::from(n));
-            }
-            if n != 0 {
-                return i64::try_from(n).ok().map(|n| Number::from(-n));
-            }
-        }
-        serde_json::from_str(self.text.get(start..i)?).ok()
+        Some((self.push(Node::Array(start, end))?, at))
     }
 }
 
@@ -696,13 +847,46 @@ mod tests {
     use serde_json::json;
 
     fn parsed(text: &str) -> Option<Value> {
-        Doc::parse(text, 64).map(|doc| JsonRef(Ref::Doc(&doc, 0)).to_value())
+        Doc::parse(text, &Decoded::default(), 64)
+            .map(|doc| JsonRef(Ref::Doc(&doc, doc.root)).to_value())
     }
 
     #[test]
     fn reads_what_serde_json_reads() {
         let text = r#" { "b" : [1, -2, 3.5, 1e2, -0, 9007199254740992, -9007199254740992,
             true, false, null, {}], "a": {"x\u00e9": "\ud83d\ude00\n", "": ""}, "\ue000": 0 } "#;
+        let v: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(parsed(text), Some(v));
+    }
+
+    #[test]
+    fn sorts_keys_in_the_order_of_utf_16() {
+        // Bytes EE 80 80 before F0 90 80 80; UTF-16 E000 after D800 DC00.
+        let text = "{\"v\": {\"\u{e000}\": 1, \"\u{10000}\": 2}, \"w\": {\"a\": 1, \"\u{e000}\": 2, \"\u{10000}\": 3}}";
+        let decoded = Decoded::default();
+        let doc = Doc::parse(text, &decoded, 64).unwrap();
+        let v = doc.fields().find(|(k, _)| *k == "v").unwrap().1;
+        let keys: Vec<_> = match v.shape() {
+            Shape::Object(members) => members.map(|m| m.key).collect(),
+            _ => panic!("not an object"),
+        };
+        assert_eq!(keys, ["\u{10000}", "\u{e000}"]);
+        assert!(in_order(&doc, doc.root, true));
+        let text = "{\"\":{\"\":null,\"\u{10000}\":null}}";
+        let decoded = Decoded::default();
+        let doc = Doc::parse(text, &decoded, 64).unwrap();
+        assert!(in_order(&doc, doc.root, true));
+    }
+
+    #[test]
+    fn nothing_in_a_document_needs_dropping() {
+        assert!(!std::mem::needs_drop::<Node<'_>>());
+        assert!(!std::mem::needs_drop::<Key<'_>>());
+    }
+
+    #[test]
+    fn decodes_strings_with_escapes() {
+        let text = r#"{"a\"b": ["\u00e9\n", "c", "\\", {"\t": "\ud83d\ude00"}]}"#;
         let v: Value = serde_json::from_str(text).unwrap();
         assert_eq!(parsed(text), Some(v));
     }
@@ -731,8 +915,8 @@ mod tests {
             r#"{"a":{"b":{"c":{}}}}"#,
         ] {
             let deep = text.starts_with(r#"{"a":{"b""#);
-            let doc = Doc::parse(text, if deep { 3 } else { 64 });
-            assert!(doc.is_none(), "{text}");
+            let doc = Doc::parse(text, &Decoded::default(), if deep { 3 } else { 64 }).is_some();
+            assert!(!doc, "{text}");
         }
     }
 
@@ -770,6 +954,115 @@ mod tests {
         })
     }
 
+    /// A JSON text's structure as written: members in any order, keys maybe repeated.
+    #[derive(Debug, Clone)]
+    enum Text {
+        Leaf(Value),
+        Array(Vec<Text>),
+        Object(Vec<(String, Text)>),
+    }
+
+    fn render(t: &Text, spaced: bool, out: &mut String) {
+        let gap = if spaced { " \n\t" } else { "" };
+        match t {
+            Text::Leaf(v) => out.push_str(&serde_json::to_string(v).unwrap()),
+            Text::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    out.push_str(if i > 0 { "," } else { "" });
+                    out.push_str(gap);
+                    render(item, spaced, out);
+                }
+                out.push_str(gap);
+                out.push(']');
+            }
+            Text::Object(members) => {
+                out.push('{');
+                for (i, (k, v)) in members.iter().enumerate() {
+                    out.push_str(if i > 0 { "," } else { "" });
+                    out.push_str(gap);
+                    out.push_str(&serde_json::to_string(k).unwrap());
+                    out.push_str(gap);
+                    out.push(':');
+                    out.push_str(gap);
+                    render(v, spaced, out);
+                }
+                out.push_str(gap);
+                out.push('}');
+            }
+        }
+    }
+
+    fn repeats_a_key(t: &Text) -> bool {
+        match t {
+            Text::Leaf(_) => false,
+            Text::Array(items) => items.iter().any(repeats_a_key),
+            Text::Object(members) => {
+                let keys: std::collections::BTreeSet<_> = members.iter().map(|(k, _)| k).collect();
+                keys.len() < members.len() || members.iter().any(|(_, v)| repeats_a_key(v))
+            }
+        }
+    }
+
+    /// Every object but the root has its members in RFC 8785 order.
+    fn in_order(doc: &Doc<'_>, i: u32, root: bool) -> bool {
+        match doc.view(i) {
+            View::Array(items) => items.iter().all(|&i| in_order(doc, i, false)),
+            View::Object(members) => {
+                (root
+                    || members
+                        .windows(2)
+                        .all(|w| utf16_cmp(w[0].name(), w[1].name()).is_lt()))
+                    && members.iter().all(|m| in_order(doc, m.value(), false))
+            }
+            _ => true,
+        }
+    }
+
+    /// Keys that collide, need escapes, or order differently in UTF-16 and in UTF-8.
+    const KEY: &str = "[ab\"\\\\\u{1}\u{7f}\u{e9}\u{e000}\u{ffff}\u{10000}]{0,3}";
+
+    /// Keys whose UTF-16 order is not their bytes' order.
+    const HIGH_KEY: &str = "[a\u{e000}\u{ffff}\u{10000}]{1,2}";
+
+    fn text() -> impl Strategy<Value = Text> {
+        // Numbers the parser takes (most of `value()`'s are beyond 2^53).
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-(1i64 << 53)..=(1i64 << 53)).prop_map(Value::from),
+            (-1e15f64..1e15).prop_filter_map("finite", |f| Number::from_f64(f).map(Value::Number)),
+            "[a\"\\\\\u{1}\u{e9}\u{10000}]{0,4}".prop_map(Value::String),
+        ];
+        leaf.prop_map(Text::Leaf).prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Text::Array),
+                object(prop_oneof![KEY, HIGH_KEY], inner, 6),
+            ]
+        })
+    }
+
+    /// Objects whose keys are seldom repeated (one in sixteen may be).
+    fn object(
+        key: impl Strategy<Value = String>,
+        value: impl Strategy<Value = Text>,
+        most: usize,
+    ) -> impl Strategy<Value = Text> {
+        let members = prop::collection::vec((key, value), 0..most);
+        (members, 0..16u8).prop_map(|(mut members, repeat)| {
+            if repeat != 0 {
+                let mut seen = std::collections::BTreeSet::new();
+                members.retain(|(k, _)| seen.insert(k.clone()));
+            }
+            Text::Object(members)
+        })
+    }
+
+    /// A request-like root: fields in any order, up to more than [`distinct`] compares.
+    fn root() -> impl Strategy<Value = Text> {
+        prop_oneof![object("[a-z_]{1,12}", text(), 40), object(KEY, text(), 8),]
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2_000))]
 
@@ -787,6 +1080,40 @@ mod tests {
             match parsed(&text) {
                 Some(doc) => prop_assert_eq!(doc, v),
                 None => prop_assert!(nul || inexact(&v), "refused {}", text),
+            }
+        }
+
+    }
+
+    proptest! {
+        // Larger documents: fewer cases.
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn a_document_in_any_order_is_the_value_serde_json_reads(t in root(), spaced in any::<bool>()) {
+            let mut text = String::new();
+            render(&t, spaced, &mut text);
+            let v: Value = serde_json::from_str(&text).unwrap();
+            let repeats = repeats_a_key(&t);
+            let decoded = Decoded::default();
+            match Doc::parse(&text, &decoded, 64) {
+                Some(doc) => {
+                    prop_assert!(!repeats, "took a repeated key: {}", text);
+                    prop_assert_eq!(JsonRef(Ref::Doc(&doc, doc.root)).to_value(), v);
+                    prop_assert!(in_order(&doc, doc.root, true), "out of order: {}", text);
+                }
+                None => prop_assert!(repeats || text.contains("\\u0000") || inexact(&v), "refused {}", text),
+            }
+        }
+
+        #[test]
+        fn utf16_before_is_the_rfc_8785_order(a in KEY, b in KEY) {
+            let before = utf16_before(a.as_bytes(), b.as_bytes());
+            if before {
+                prop_assert!(utf16_cmp(&a, &b).is_lt());
+            }
+            if !is_high(&a) && !is_high(&b) {
+                prop_assert_eq!(before, a < b);
             }
         }
     }

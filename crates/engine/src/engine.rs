@@ -16,7 +16,7 @@ use crate::car::{
 use crate::clock::{Clock, TimeFacts, time_facts_in, window_start_ms};
 use crate::compile::{Candidate, CompiledAgent, CompiledPolicy, CompiledRule, KnownTool, Verdict};
 use crate::decision::{CredentialBinding, Decision, Event, Outcome, ReasonCode, TraceStep};
-use crate::doc::{Doc, JsonRef};
+use crate::doc::{Decoded, Doc, JsonRef};
 use crate::eval::{EvalError, Facts, Tri, V, eval, truth};
 use crate::redact::{Plan, RedactionKey, plan, recorded, recorded_from_tree};
 use crate::selector::SelectorCache;
@@ -112,8 +112,9 @@ impl Engine {
     /// duplicate keys, wrong types, errors) go through `serde_json`, which words the refusal.
     pub fn decide_json(&self, params: &str) -> Decision {
         let limits = &self.config.limits;
+        let decoded = Decoded::default();
         if params.len() <= limits.max_text_bytes()
-            && let Some(doc) = Doc::parse(params, limits.max_depth.saturating_add(1))
+            && let Some(doc) = Doc::parse(params, &decoded, limits.max_depth.saturating_add(1))
             && let Some(request) = RequestRef::from_doc(&doc)
         {
             return self.decide_ref(request, false);
