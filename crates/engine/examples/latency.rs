@@ -19,7 +19,7 @@
 //! medians; this gives tails.
 
 // A measurement tool fails loudly on a broken setup.
-#![allow(clippy::expect_used, clippy::panic)]
+#![allow(clippy::expect_used)]
 
 #[path = "../benches/common/mod.rs"]
 mod common;
