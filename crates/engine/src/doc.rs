@@ -394,12 +394,7 @@ impl<'t> Doc<'t> {
 }
 
 /// The index of the first `"`, `\\` or control character in `bytes` at or after `i` (or the
-/// length).
-pub(crate) fn special(bytes: &[u8], i: usize) -> usize {
-    find_special(bytes, i)
-}
-
-/// [`special`], inlined in the parser: eight bytes at a time. In each test the lowest flagged
+/// length), found eight bytes at a time. In each test the lowest flagged
 /// byte is a true match (borrows only flag bytes above one), so the lowest of all is the first.
 #[inline(always)]
 fn find_special(bytes: &[u8], mut i: usize) -> usize {
@@ -1069,7 +1064,7 @@ mod tests {
         #[test]
         fn special_finds_the_first_special_byte(s in "[a\"\\\\\u{1}\u{1f} \u{e9}\u{10000}]{0,40}", i in 0usize..8) {
             let i = i.min(s.len());
-            prop_assert_eq!(special(s.as_bytes(), i), special_slowly(s.as_bytes(), i));
+            prop_assert_eq!(find_special(s.as_bytes(), i), special_slowly(s.as_bytes(), i));
         }
 
         #[test]

@@ -789,7 +789,8 @@ mod tests {
             prop_assert_eq!(&truth(&prepared, &tree), &expected, "{:?} on {}", shape, root);
             let text = serde_json::json!({ "f": root }).to_string();
             // A text the document reader gives up on is read as a tree, tested above.
-            let Some(doc) = crate::doc::Doc::parse(&text, 64) else {
+            let decoded = crate::doc::Decoded::default();
+            let Some(doc) = crate::doc::Doc::parse(&text, &decoded, 64) else {
                 return Ok(());
             };
             let (_, field) = doc.fields().next().unwrap();
