@@ -16,10 +16,10 @@ use std::sync::Arc;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Number, Value};
-use sha2::{Digest, Sha256};
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
 use crate::doc::{Doc, JsonRef, Key, Source, View, bytes_cmp, utf16_cmp};
+use crate::redact::sha256;
 
 /// What an adapter sends (deserializable from the daemon's JSON and the CLI).
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
@@ -314,12 +314,7 @@ pub(crate) fn canonicalize_marking<'a, 't>(
     };
 
     let canonical_args = written.finish(limits)?;
-    let mut args_digest = String::with_capacity(DIGEST_PREFIX.len() + 64);
-    args_digest.push_str(DIGEST_PREFIX);
-    push_hex(
-        &mut args_digest,
-        &Sha256::digest(canonical_args.as_bytes()).into(),
-    );
+    let args_digest = DigestText::of(&sha256(canonical_args.as_bytes())).into_string();
 
     let car = Car {
         session: req.session,
@@ -374,6 +369,35 @@ fn no_nul(field: &str, value: &str) -> Result<(), Malformed> {
 
 /// The prefix of `args_digest`.
 const DIGEST_PREFIX: &str = "sha256:";
+
+/// `sha256:` and the 64 lowercase hex digits of a digest, after padding that puts the digits
+/// at an aligned offset: built in place and checked for UTF-8 once (to hand it out as `str`
+/// without `unsafe`), then copied into its `String` at once.
+#[repr(align(16))]
+struct DigestText([u8; DigestText::LEN]);
+
+impl DigestText {
+    const PAD: usize = 16 - DIGEST_PREFIX.len();
+    const LEN: usize = 16 + 64;
+
+    fn of(digest: &[u8; 32]) -> DigestText {
+        let mut text = [b' '; DigestText::LEN];
+        let (head, hex) = text.split_at_mut(16);
+        head[DigestText::PAD..].copy_from_slice(DIGEST_PREFIX.as_bytes());
+        hex.copy_from_slice(&Hex::of(digest).0);
+        DigestText(text)
+    }
+
+    /// Always `Some`: the text is ASCII.
+    fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()?.get(DigestText::PAD..)
+    }
+
+    /// The text in a `String` of its own length.
+    fn into_string(self) -> String {
+        String::from(self.as_str().unwrap_or_default())
+    }
+}
 
 /// Appends the lowercase hex of a SHA-256 digest.
 pub(crate) fn push_hex(out: &mut String, digest: &[u8; 32]) {
@@ -539,18 +563,28 @@ pub(crate) fn is_exact(n: &Number) -> bool {
 /// True when [`Walk::check`] finds nothing wrong with `v` at `depth`.
 fn is_clean(v: &Value, depth: usize, max_depth: usize) -> bool {
     match v {
-        Value::String(s) => !has_nul(s),
-        Value::Number(n) => is_exact(n),
         Value::Array(items) => {
-            depth < max_depth && items.iter().all(|i| is_clean(i, depth + 1, max_depth))
+            depth < max_depth && items.iter().all(|i| is_clean_in(i, depth + 1, max_depth))
         }
         Value::Object(map) => {
             depth < max_depth
                 && map
                     .iter()
-                    .all(|(k, i)| !has_nul(k) && is_clean(i, depth + 1, max_depth))
+                    .all(|(k, i)| !has_nul(k) && is_clean_in(i, depth + 1, max_depth))
         }
-        _ => true,
+        scalar => is_clean_in(scalar, depth, max_depth),
+    }
+}
+
+/// [`is_clean`] of an item or member: scalars (most of them) are checked in place, without
+/// the call.
+#[inline(always)]
+fn is_clean_in(v: &Value, depth: usize, max_depth: usize) -> bool {
+    match v {
+        Value::String(s) => !has_nul(s),
+        Value::Number(n) => is_exact(n),
+        Value::Null | Value::Bool(_) => true,
+        Value::Array(_) | Value::Object(_) => is_clean(v, depth, max_depth),
     }
 }
 
@@ -1624,6 +1658,7 @@ fn digits(mut n: u64, buf: &mut [u8; 20]) -> usize {
 mod tests {
     use super::*;
     use serde_json::json;
+    use sha2::{Digest, Sha256};
 
     fn req(tool: &str, args: Value) -> ActionRequest {
         ActionRequest {
@@ -2247,6 +2282,22 @@ mod tests {
                 if let Ok(text) = std::str::from_utf8(&bytes) {
                     prop_assert_eq!(has_nul(text), text.contains('\0'));
                 }
+            }
+
+            /// The digest text is `sha256:` and the hex of the streaming hasher's digest.
+            #[test]
+            fn digest_text_is_the_hex_sha256(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+                let want = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+                prop_assert_eq!(DigestText::of(&sha256(&bytes)).into_string(), want);
+            }
+
+            /// The quick cleanliness check agrees with the walk that words the refusal.
+            #[test]
+            fn is_clean_agrees_with_the_walk(v in wild_value(), max_depth in 0usize..6) {
+                prop_assert_eq!(
+                    is_clean(&v, 0, max_depth),
+                    Walk::new("args", max_depth).check(&v).is_ok()
+                );
             }
 
             /// Marks held in place and spilled past them read back as a `Vec` of them would.

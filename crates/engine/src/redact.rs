@@ -111,13 +111,28 @@ fn big_endian(state: [u32; 8]) -> [u8; 32] {
     out
 }
 
+/// SHA-256 of `msg`, on the block function itself: without the buffering of a streaming
+/// hasher, which costs more than the padding here.
+pub(crate) fn sha256(msg: &[u8]) -> [u8; 32] {
+    big_endian(sha256_after(SHA256_H0, 0, msg))
+}
+
 /// The SHA-256 state after a 64-byte block (whose state is `state`) followed by `msg`,
 /// padding included (FIPS 180-4 §5.1.1): 0x80, zeros, the length in bits.
-fn sha256_after_block(mut state: [u32; 8], msg: &[u8]) -> [u32; 8] {
-    let bits = (64 + msg.len() as u64).wrapping_mul(8);
+fn sha256_after_block(state: [u32; 8], msg: &[u8]) -> [u32; 8] {
+    sha256_after(state, 64, msg)
+}
+
+/// The SHA-256 state after `before` bytes (a whole number of blocks, whose state is `state`)
+/// followed by `msg`, padding included.
+fn sha256_after(mut state: [u32; 8], before: u64, msg: &[u8]) -> [u32; 8] {
+    let bits = before.wrapping_add(msg.len() as u64).wrapping_mul(8);
     let mut blocks = msg.chunks_exact(64);
     for block in &mut blocks {
-        sha2::compress256(&mut state, &[GenericArray::clone_from_slice(block)]);
+        sha2::compress256(
+            &mut state,
+            std::slice::from_ref(GenericArray::from_slice(block)),
+        );
     }
     let rest = blocks.remainder();
     let mut last = [0u8; 64];
