@@ -769,26 +769,27 @@ static KEY_CLASS: [u8; 256] = {
 };
 
 /// Which targets the members of an object being written lead to: those in `mask`, whose paths
-/// match the keys so far in their first `at` bytes (dots included). No mask, no targets.
+/// match the keys so far in their first `depth` segments. No mask, no targets.
 #[derive(Clone, Copy)]
 struct Way<'m, 't> {
     targets: &'m Targets<'t>,
     mask: u64,
-    at: usize,
-    /// The [`sketch`] bits of the segments of those targets after `at`: a key whose bit is not
+    depth: usize,
+    /// The [`sketch`] bits of the segments of those targets at `depth`: a key whose bit is not
     /// here is none of them, which saves comparing it with each (most keys).
     sketches: u64,
 }
 
-/// One bit of a `u64` for a key or path segment, from its length and its first and last bytes.
+/// One bit of a `u64` for a key or path segment, from its length and its first and last bytes
+/// (mixed by a multiplication, so that common keys seldom share a bit).
 fn sketch(segment: &[u8]) -> u64 {
     let (first, last) = match segment {
         [] => (0, 0),
         [first, .., last] => (*first, *last),
         [only] => (*only, *only),
     };
-    let n = segment.len() as u32 ^ u32::from(first) ^ (u32::from(last) << 2);
-    1 << (n & 63)
+    let n = (segment.len() as u32) ^ u32::from(first) << 8 ^ u32::from(last) << 16;
+    1 << (n.wrapping_mul(0x9E37_79B1) >> 26)
 }
 
 /// Where an object member's value stands on the [`Way`] to the targets.
@@ -809,25 +810,24 @@ impl<'m, 't> Way<'m, 't> {
     const OFF: Way<'static, 'static> = Way {
         targets: &NO_TARGETS,
         mask: 0,
-        at: 0,
+        depth: 0,
         sketches: 0,
     };
 
-    fn new(targets: &'m Targets<'t>, mask: u64, at: usize) -> Self {
+    fn new(targets: &'m Targets<'t>, mask: u64, depth: usize) -> Self {
         let mut sketches = 0;
         let mut rest = mask;
         while rest != 0 {
             let i = rest.trailing_zeros() as usize;
             rest &= rest - 1;
-            let path = targets.get(i).map_or(&b""[..], |p| p.as_bytes());
-            let tail = path.get(at..).unwrap_or_default();
-            let end = tail.iter().position(|&b| b == b'.').unwrap_or(tail.len());
-            sketches |= sketch(tail.get(..end).unwrap_or_default());
+            if let Some(segment) = targets.path(i).and_then(|p| p.segments.get(depth)) {
+                sketches |= segment.sketch;
+            }
         }
         Way {
             targets,
             mask,
-            at,
+            depth,
             sketches,
         }
     }
@@ -841,23 +841,55 @@ impl<'m, 't> Way<'m, 't> {
         self.step_on(key)
     }
 
+    /// The targets whose segment at `depth` is `key`: one that ends there, or those that go
+    /// on into the value (with the sketches of their next segments).
     #[inline(never)]
     fn step_on(self, key: &str) -> Step<'m, 't> {
-        let (whole, inner) = self.targets.step(self.mask, self.at, key);
-        if whole != 0 {
-            // Targets are distinct paths, so `whole` is one of them.
-            Step::At(whole.trailing_zeros() as usize)
-        } else if inner != 0 {
-            Step::Into(Way::new(self.targets, inner, self.at + key.len() + 1))
-        } else {
-            Step::Off
+        let head = swar::word(key.as_bytes());
+        let (mut inner, mut sketches) = (0, 0);
+        let mut rest = self.mask;
+        while rest != 0 {
+            let i = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            let Some(path) = self.targets.path(i) else {
+                continue;
+            };
+            if !path
+                .segments
+                .get(self.depth)
+                .is_some_and(|s| s.is(key, head))
+            {
+                continue;
+            }
+            match path.segments.get(self.depth + 1) {
+                // Targets are distinct paths, none inside another: the value is this one's.
+                None => return Step::At(i),
+                Some(next) => {
+                    inner |= 1 << i;
+                    sketches |= next.sketch;
+                }
+            }
         }
+        if inner == 0 {
+            return Step::Off;
+        }
+        Step::Into(Way {
+            targets: self.targets,
+            mask: inner,
+            depth: self.depth + 1,
+            sketches,
+        })
     }
 }
 
 // Trees and documents are written by separate functions, each reading its own kind of value
 // directly: a common view of both (`JsonRef::shape`) costs a dispatch at every value and
 // member, which was most of the writer's time.
+//
+// The size of the text is checked at the end of each container and of the whole, and where
+// writing stops for another reason, rather than after each value: past the limit by at most
+// one container's text (bounded by the size of the input) before it stops, the answer is the
+// same.
 impl Jcs {
     fn new(out: String, max: usize, max_depth: usize) -> Self {
         Jcs {
@@ -871,9 +903,10 @@ impl Jcs {
 
     fn value(&mut self, v: JsonRef<'_>, depth: usize) -> Result<(), JcsError> {
         match v.source() {
-            Source::Tree(tree) => self.tree(tree, depth),
-            Source::Doc(doc, i) => self.doc(doc, i, depth),
+            Source::Tree(tree) => self.tree(tree, depth)?,
+            Source::Doc(doc, i) => self.doc(doc, i, depth)?,
         }
+        self.check_size()
     }
 
     /// An object (the args), marking the values at the targets of `way`.
@@ -882,9 +915,9 @@ impl Jcs {
             Source::Tree(Value::Object(map)) => self.tree_object(map, 0, way),
             Source::Doc(doc, i) => match doc.view(i) {
                 View::Object(members) => self.doc_object(doc, members, 0, way),
-                _ => self.doc(doc, i, 0),
+                _ => self.value(v, 0),
             },
-            Source::Tree(tree) => self.tree(tree, 0),
+            Source::Tree(_) => self.value(v, 0),
         }
     }
 
@@ -900,27 +933,33 @@ impl Jcs {
         Ok(())
     }
 
+    /// Inline in the member loops, where most values are strings.
+    #[inline(always)]
     fn tree(&mut self, v: &Value, depth: usize) -> Result<(), JcsError> {
         match v {
+            Value::String(s) => self.string(s),
+            Value::Number(n) => return self.number(n),
+            Value::Object(map) => return self.tree_object(map, depth, Way::OFF),
+            Value::Array(items) => return self.tree_array(items, depth),
             Value::Null => self.out.push_str("null"),
             Value::Bool(true) => self.out.push_str("true"),
             Value::Bool(false) => self.out.push_str("false"),
-            Value::Number(n) => self.number(n)?,
-            Value::String(s) => self.string(s),
-            Value::Array(items) => {
-                if !self.too_deep(depth) {
-                    self.out.push('[');
-                    for (i, item) in items.iter().enumerate() {
-                        if i > 0 {
-                            self.out.push(',');
-                        }
-                        self.tree(item, depth + 1)?;
-                    }
-                    self.out.push(']');
-                }
-            }
-            Value::Object(map) => return self.tree_object(map, depth, Way::OFF),
         }
+        Ok(())
+    }
+
+    fn tree_array(&mut self, items: &[Value], depth: usize) -> Result<(), JcsError> {
+        if self.too_deep(depth) {
+            return Ok(());
+        }
+        self.out.push('[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            self.tree(item, depth + 1)?;
+        }
+        self.out.push(']');
         self.check_size()
     }
 
@@ -961,6 +1000,7 @@ impl Jcs {
     /// character at or above U+E000 (see [`crate::doc::is_high`]; `prev` is known not to).
     /// Answers whether it may. One pass over its bytes finds both escapes and such characters
     /// (keys are short: a byte loop beats setting up words).
+    #[inline(always)]
     fn member_key(&mut self, prev: Option<&str>, key: &str) -> bool {
         let class = key
             .bytes()
@@ -1004,6 +1044,7 @@ impl Jcs {
     }
 
     /// The value of member `key` of an object at `depth` (its key is written).
+    #[inline(always)]
     fn tree_member(
         &mut self,
         key: &str,
@@ -1011,36 +1052,44 @@ impl Jcs {
         depth: usize,
         way: Way<'_, '_>,
     ) -> Result<(), JcsError> {
-        match (way.step(key), value) {
-            (Step::Off, _) => self.tree(value, depth + 1),
-            (Step::At(target), _) => self.mark(target, |w| w.tree(value, depth + 1)),
-            (Step::Into(way), Value::Object(map)) => self.tree_object(map, depth + 1, way),
-            (Step::Into(_), _) => self.tree(value, depth + 1),
+        match way.step(key) {
+            Step::Off => self.tree(value, depth + 1),
+            Step::At(target) => self.mark(target, |w| w.tree(value, depth + 1)),
+            Step::Into(way) => match value {
+                Value::Object(map) => self.tree_object(map, depth + 1, way),
+                _ => self.tree(value, depth + 1),
+            },
         }
     }
 
+    /// Inline in the member loops, where most values are strings.
+    #[inline(always)]
     fn doc(&mut self, doc: &Doc<'_>, i: u32, depth: usize) -> Result<(), JcsError> {
         match doc.view(i) {
+            View::Str(s, true) => self.plain(s),
+            View::Str(s, false) => self.string(s),
+            View::Num(n) => return self.number(n),
+            View::Object(members) => return self.doc_object(doc, members, depth, Way::OFF),
+            View::Array(items) => return self.doc_array(doc, items, depth),
             View::Null => self.out.push_str("null"),
             View::Bool(true) => self.out.push_str("true"),
             View::Bool(false) => self.out.push_str("false"),
-            View::Num(n) => self.number(n)?,
-            View::Str(s, true) => self.plain(s),
-            View::Str(s, false) => self.string(s),
-            View::Array(items) => {
-                if !self.too_deep(depth) {
-                    self.out.push('[');
-                    for (n, &item) in items.iter().enumerate() {
-                        if n > 0 {
-                            self.out.push(',');
-                        }
-                        self.doc(doc, item, depth + 1)?;
-                    }
-                    self.out.push(']');
-                }
-            }
-            View::Object(members) => return self.doc_object(doc, members, depth, Way::OFF),
         }
+        Ok(())
+    }
+
+    fn doc_array(&mut self, doc: &Doc<'_>, items: &[u32], depth: usize) -> Result<(), JcsError> {
+        if self.too_deep(depth) {
+            return Ok(());
+        }
+        self.out.push('[');
+        for (n, &item) in items.iter().enumerate() {
+            if n > 0 {
+                self.out.push(',');
+            }
+            self.doc(doc, item, depth + 1)?;
+        }
+        self.out.push(']');
         self.check_size()
     }
 
@@ -1103,12 +1152,14 @@ impl Jcs {
         if !is_exact(n) {
             self.clean = false;
         }
-        let f = n.as_f64().ok_or(JcsError::NotFinite)?;
-        if !f.is_finite() {
-            return Err(JcsError::NotFinite);
+        match n.as_f64() {
+            Some(f) if f.is_finite() => {
+                self.out.push_str(ryu_js::Buffer::new().format_finite(f));
+                Ok(())
+            }
+            // Writing stops here: the size first, as if it were checked after every value.
+            _ => self.check_size().and(Err(JcsError::NotFinite)),
         }
-        self.out.push_str(ryu_js::Buffer::new().format_finite(f));
-        Ok(())
     }
 
     fn check_size(&self) -> Result<(), JcsError> {
@@ -1141,6 +1192,7 @@ impl Jcs {
     }
 
     /// A string known to need no escape.
+    #[inline(always)]
     fn plain(&mut self, s: &str) {
         self.out.push('"');
         self.out.push_str(s);
@@ -1148,11 +1200,17 @@ impl Jcs {
     }
 
     /// A string as JSON text, escaped as `serde_json` escapes it.
+    #[inline(always)]
     fn string(&mut self, s: &str) {
         // Most strings need no escape: found a word at a time, written in one piece.
         if !swar::any(s.as_bytes(), swar::escaped) {
             return self.plain(s);
         }
+        self.quoted_escaped(s);
+    }
+
+    #[inline(never)]
+    fn quoted_escaped(&mut self, s: &str) {
         self.out.push('"');
         self.escaped(s);
         self.out.push('"');
@@ -1192,9 +1250,9 @@ pub(crate) enum Targets<'a> {
     #[default]
     None,
     /// The paths of one `redact` statement.
-    One(&'a [Arc<str>]),
+    One(&'a [TargetPath]),
     /// The paths of several.
-    Many(Vec<&'a Arc<str>>),
+    Many(Vec<&'a TargetPath>),
 }
 
 impl<'a> Targets<'a> {
@@ -1209,7 +1267,12 @@ impl<'a> Targets<'a> {
         }
     }
 
+    /// Target `i`'s dotted path.
     pub(crate) fn get(&self, i: usize) -> Option<&'a Arc<str>> {
+        self.path(i).map(|p| &p.path)
+    }
+
+    fn path(&self, i: usize) -> Option<&'a TargetPath> {
         match self {
             Targets::None => None,
             Targets::One(paths) => paths.get(i),
@@ -1224,40 +1287,48 @@ impl<'a> Targets<'a> {
             n => (1u64 << n) - 1,
         }
     }
+}
 
-    /// Of the targets in `mask`, those whose segment after byte `at` is `key`: the ones that
-    /// end there and the ones that go on into the value. Paths split at every `.` (as
-    /// `lookup` does), so a key holding a `.` is never one segment.
-    fn step(&self, mask: u64, at: usize, key: &str) -> (u64, u64) {
-        let key = key.as_bytes();
-        let end = at + key.len();
-        let (mut whole, mut inner) = (0, 0);
-        let mut rest = mask;
-        while rest != 0 {
-            let i = rest.trailing_zeros() as usize;
-            rest &= rest - 1;
-            let path = self.get(i).map_or(&b""[..], |p| p.as_bytes());
-            // The byte after the segment decides first: most keys fail there.
-            let ends = match path.get(end) {
-                None if path.len() == end => &mut whole,
-                Some(b'.') => &mut inner,
-                _ => continue,
-            };
-            if path
-                .get(at..end)
-                .is_some_and(|segment| is_segment(segment, key))
-            {
-                *ends |= 1 << i;
-            }
-        }
-        (whole, inner)
+/// A redaction path prepared for the canonical writer once, when the policy is compiled: split
+/// at every `.` (as `redact::lookup` splits it), so a key is compared with a segment as it is.
+#[derive(Debug, Clone)]
+pub(crate) struct TargetPath {
+    path: Arc<str>,
+    segments: Box<[Segment]>,
+}
+
+#[derive(Debug, Clone)]
+struct Segment {
+    text: Box<[u8]>,
+    /// Its first eight bytes, as [`swar::word`] reads them.
+    head: u64,
+    /// Its [`sketch`] bit.
+    sketch: u64,
+}
+
+impl TargetPath {
+    pub(crate) fn new(path: Arc<str>) -> TargetPath {
+        let segments = path
+            .split('.')
+            .map(|s| Segment {
+                text: s.as_bytes().into(),
+                head: swar::word(s.as_bytes()),
+                sketch: sketch(s.as_bytes()),
+            })
+            .collect();
+        TargetPath { path, segments }
     }
 }
 
-/// `segment` (of a path) is `key` (of the same length), which holds no `.`. Keys are short:
-/// compared here rather than by a `memcmp` call.
-fn is_segment(segment: &[u8], key: &[u8]) -> bool {
-    segment.iter().zip(key).all(|(s, k)| s == k && *k != b'.')
+impl Segment {
+    /// Whether `key`, whose [`swar::word`] is `head`, is this segment (which holds no `.`, so
+    /// neither does such a key): keys are short, and most are compared in that one word.
+    #[inline(always)]
+    fn is(&self, key: &str, head: u64) -> bool {
+        self.text.len() == key.len()
+            && self.head == head
+            && (key.len() <= 8 || self.text.get(8..) == key.as_bytes().get(8..))
+    }
 }
 
 /// Where the values at the targets are in the canonical args text.
@@ -1857,9 +1928,9 @@ mod tests {
             "\u{10000}": {"a": [2, "x"]},
             "card": {"number": "4111"},
         });
-        let paths: Vec<Arc<str>> = ["\u{10000}.a", "\u{e000}.a", "card.number"]
+        let paths: Vec<TargetPath> = ["\u{10000}.a", "\u{e000}.a", "card.number"]
             .into_iter()
-            .map(Arc::from)
+            .map(|p| TargetPath::new(Arc::from(p)))
             .collect();
         let r = req("t", args.clone());
         let (car, marks) =
@@ -2317,6 +2388,76 @@ mod tests {
                     prop_assert_eq!(found.len(), want.len());
                     prop_assert!(found.iter().eq(want.iter()));
                     prop_assert!(found.iter().rev().eq(want.iter().rev()));
+                }
+            }
+        }
+
+        /// Args over a few short keys, so that generated paths often lead to values.
+        fn keyed_args() -> impl Strategy<Value = Value> {
+            let key = "[ab.\u{e000}\u{10000}]{0,2}";
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                (-1000i64..1000).prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                "[a\"\u{0}]{0,3}".prop_map(Value::String),
+            ];
+            let value = leaf.prop_recursive(3, 24, 4, move |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                    prop::collection::btree_map(key, inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            });
+            prop::collection::btree_map(key, value, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect()))
+        }
+
+        /// The marks of the text written from a document and from its tree, as (path, text).
+        fn marked(car: &Car<'_>, marks: &Marks<'_>) -> Vec<(String, String)> {
+            marks
+                .found
+                .iter()
+                .map(|(t, r)| {
+                    let path = marks.targets.get(*t).map(|p| p.to_string());
+                    (
+                        path.unwrap_or_default(),
+                        car.canonical_args[r.clone()].to_string(),
+                    )
+                })
+                .collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2_000))]
+            /// Writing a document's args finds the same text and marks as writing its tree.
+            #[test]
+            fn documents_and_trees_are_written_and_marked_alike(
+                args in keyed_args(),
+                listed in prop::collection::vec("[ab.\u{e000}\u{10000}]{0,5}", 0..4),
+            ) {
+                let paths: Vec<TargetPath> =
+                    listed.iter().map(|p| TargetPath::new(Arc::from(p.as_str()))).collect();
+                let limits = Limits::default();
+                let r = req("t", args.clone());
+                let tree = canonicalize_marking((&r).into(), &limits, |_| Targets::One(&paths));
+                let text = json!({"agent": "a", "tool": "t", "args": args}).to_string();
+                // The engine reads what the document reader declines as a tree.
+                let Some(doc) = Doc::parse(&text, limits.max_depth + 1) else {
+                    return Ok(());
+                };
+                let request = RequestRef::from_doc(&doc).unwrap();
+                let from_doc = canonicalize_marking(request, &limits, |_| Targets::One(&paths));
+                match (tree, from_doc) {
+                    (Ok((a, am)), Ok((b, bm))) => {
+                        prop_assert_eq!(&a.canonical_args, &b.canonical_args);
+                        prop_assert_eq!(
+                            &a.canonical_args,
+                            &serde_json_canonicalizer::to_string(&args).unwrap()
+                        );
+                        prop_assert_eq!(marked(&a, &am), marked(&b, &bm));
+                    }
+                    (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+                    (a, b) => prop_assert!(false, "{:?} / {:?}", a.err(), b.err()),
                 }
             }
         }

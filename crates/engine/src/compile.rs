@@ -12,6 +12,7 @@ use regex::{Regex, RegexBuilder};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 
+use crate::car::TargetPath;
 use crate::egress::EgressPolicy;
 
 /// Compiled regexes may not exceed this (the checker enforces the same limit).
@@ -121,6 +122,8 @@ pub struct Redaction {
     /// The paths as listed, less repeats and paths inside another listed path: neither ever
     /// redacts anything of its own (see [`crate::redact::redact`]).
     pub paths: Vec<Arc<str>>,
+    /// `paths`, prepared for the canonical writer to find their values as it writes.
+    pub(crate) targets: Vec<TargetPath>,
 }
 
 impl Redaction {
@@ -137,6 +140,7 @@ impl Redaction {
         Redaction {
             matcher: ToolMatcher::new(&pattern),
             pattern,
+            targets: paths.iter().cloned().map(TargetPath::new).collect(),
             paths,
         }
     }

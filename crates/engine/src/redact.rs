@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use sha2::digest::generic_array::GenericArray;
 
-use crate::car::{CanonicalJson, Hex, Marks, Targets, push_hex};
+use crate::car::{CanonicalJson, Hex, Marks, TargetPath, Targets, push_hex};
 use crate::compile::Redaction;
 
 /// The prefix of every redaction token.
@@ -196,10 +196,10 @@ pub(crate) fn plan<'a>(redactions: &'a [Redaction], tool: &str) -> Plan<'a> {
         if first.paths.len() > Targets::MAX {
             return Plan::Tree(vec![first]);
         }
-        return Plan::Splice(Targets::One(&first.paths));
+        return Plan::Splice(Targets::One(&first.targets));
     };
     let statements: Vec<&Redaction> = [first, second].into_iter().chain(applying).collect();
-    let paths: Vec<&Arc<str>> = statements.iter().flat_map(|r| &r.paths).collect();
+    let paths: Vec<&TargetPath> = statements.iter().flat_map(|r| &r.targets).collect();
     if paths.len() > Targets::MAX || meet_across(&statements) {
         return Plan::Tree(statements);
     }
