@@ -2442,7 +2442,8 @@ mod tests {
                 let tree = canonicalize_marking((&r).into(), &limits, |_| Targets::One(&paths));
                 let text = json!({"agent": "a", "tool": "t", "args": args}).to_string();
                 // The engine reads what the document reader declines as a tree.
-                let Some(doc) = Doc::parse(&text, limits.max_depth + 1) else {
+                let decoded = crate::doc::Decoded::default();
+                let Some(doc) = Doc::parse(&text, &decoded, limits.max_depth + 1) else {
                     return Ok(());
                 };
                 let request = RequestRef::from_doc(&doc).unwrap();

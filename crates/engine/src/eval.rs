@@ -341,7 +341,7 @@ fn compare<'a>(op: BinOp, a: &'a CExpr, b: &'a CExpr, f: &'a dyn Facts) -> Resul
     if let (BinOp::In | BinOp::NotIn, CExpr::List(items)) = (op, b)
         && items.iter().all(|i| matches!(i, CExpr::Lit(_)))
     {
-        return in_literals(op, a, b, items, f);
+        return in_literals(op, a, items, f);
     }
     let l = operand(a, f)?;
     let r = operand(b, f)?;
@@ -415,7 +415,6 @@ fn compare<'a>(op: BinOp, a: &'a CExpr, b: &'a CExpr, f: &'a dyn Facts) -> Resul
 fn in_literals<'a>(
     op: BinOp,
     a: &'a CExpr,
-    b: &'a CExpr,
     items: &'a [CExpr],
     f: &'a dyn Facts,
 ) -> Result<Tri, EvalError> {
@@ -423,9 +422,9 @@ fn in_literals<'a>(
         return Ok(Tri::Unknown);
     };
     let mut found = Tri::False;
-    for item in items {
+    for element in items {
         // A missing element (`null`) might have been the value: not finding it is unknown.
-        let Some(item) = operand(item, f)? else {
+        let Some(item) = operand(element, f)? else {
             found = Tri::Unknown;
             continue;
         };
@@ -437,10 +436,10 @@ fn in_literals<'a>(
             Some(false) => {}
             None => {
                 return Err(EvalError::Type(format!(
-                    "`{}` is {} and `{}` is {}; `{}` needs values of one type",
+                    "`{}` is {} and `{}` in the list is {}; `{}` needs values of one type",
                     name(a),
                     l.kind(),
-                    name(b),
+                    name(element),
                     item.kind(),
                     op.symbol()
                 )));

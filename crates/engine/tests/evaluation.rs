@@ -574,6 +574,7 @@ agent "bot" {
     deny t/matches  if name matches "^adm"
     deny t/len      if len(count) > 3
     deny t/in       if role in allowed
+    deny t/inlist   if amount in [1, "a"]
     deny t/starts   if name starts_with "x"
     deny t/fields   if amount > limit
     deny t/princ    if principal.mfa == true
@@ -599,6 +600,7 @@ fn type_errors_deny_with_eval_error_naming_the_field() {
         ("t/fields", json!({"amount": 5, "limit": "10"}), "limit"),
         ("t/cond", json!({"flag": "yes"}), "flag"),
         ("t/lower", json!({"name": 7}), "name"),
+        ("t/inlist", json!({"amount": 2}), "amount"),
     ];
     for (tool, args, field) in cases {
         let d = h.decide("bot", tool, args.clone());
@@ -630,6 +632,19 @@ fn type_errors_deny_with_eval_error_naming_the_field() {
     );
     let d = h.decide("bot", "t/eq", json!({"flag": 1}));
     assert!(d.reason.contains("and `true` is a boolean"), "{}", d.reason);
+    // An element of a literal list is named too; elements before it were compared.
+    let d = h.decide("bot", "t/inlist", json!({"amount": 2}));
+    assert!(
+        d.reason
+            .contains("`amount` is a number and `\"a\"` in the list is a string"),
+        "{}",
+        d.reason
+    );
+    expect(
+        &h.decide("bot", "t/inlist", json!({"amount": 1})),
+        Deny,
+        R::RuleDeny,
+    );
     // A principal field is named as such.
     let d = h.decide_as(json!({"mfa": "yes"}), "bot", "t/princ", json!({}));
     expect(&d, Deny, R::EvalError);
