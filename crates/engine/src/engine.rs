@@ -154,16 +154,15 @@ impl Engine {
         // The redactions are planned once the tool id is canonical, so the canonical writer can
         // mark the values to redact as it writes them.
         let mut tree = None;
-        let canonical = canonicalize_marking(request, &self.config.limits, |tool| {
-            match agent.map(|a| plan(&a.redactions, tool)) {
-                Some(Plan::Splice(targets)) => targets,
-                Some(Plan::Tree(statements)) => {
-                    tree = Some(statements);
-                    Targets::None
-                }
-                None => Targets::None,
+        let targets = |tool: &str| match agent.map(|a| plan(&a.redactions, tool)) {
+            Some(Plan::Splice(targets)) => targets,
+            Some(Plan::Tree(statements)) => {
+                tree = Some(statements);
+                Targets::None
             }
-        });
+            None => Targets::None,
+        };
+        let mut canonical = canonicalize_marking(request, &self.config.limits, targets);
         let early = early.or_else(|| {
             canonical
                 .as_ref()
@@ -192,12 +191,22 @@ impl Engine {
                 "the request could not be read",
             ),
         };
-        let recorded = match (canonical, agent) {
+        // The texts are taken out of the canonical request where it lies: it holds the marks
+        // inline and is too large to move for the sake of two strings.
+        let recorded = match (&mut canonical, agent) {
             (Ok((car, marks)), Some(_)) => (
-                car.args_digest,
-                self.recorded(car.canonical_args, car.args, &marks, tree),
+                std::mem::take(&mut car.args_digest),
+                self.recorded(
+                    std::mem::take(&mut car.canonical_args),
+                    car.args,
+                    marks,
+                    tree,
+                ),
             ),
-            (Ok((car, _)), None) => (car.args_digest, (CanonicalJson::null(), Vec::new())),
+            (Ok((car, _)), None) => (
+                std::mem::take(&mut car.args_digest),
+                (CanonicalJson::null(), Vec::new()),
+            ),
             (Err(_), _) => (String::new(), (CanonicalJson::null(), Vec::new())),
         };
         self.write_up(
