@@ -284,7 +284,7 @@ impl Engine {
         approved: bool,
     ) -> Verdicts<'a> {
         let tool = car.tool.as_ref();
-        let decided = match agent.known_tools.get(tool) {
+        let decided = match facts.known {
             Some(known) => {
                 // Room for a step per rule that may be tried (a few at most: the first to fire
                 // ends the search), made at once rather than grown.
@@ -434,10 +434,10 @@ impl Engine {
         let session = car.session.unwrap_or("");
         let costs_nothing = !agent.costs.iter().any(|(p, _)| p.matches(&car.tool));
         if costs_nothing && agent.egress.is_unrestricted() {
-            return self.admit_on_rates(agent, car, now, permit, events);
+            return self.admit_on_rates(agent, facts.known, car, now, permit, events);
         }
         let mut passed = Passed::default();
-        for r in applying_rates(agent, &car.tool) {
+        for r in applying_rates(agent, facts.known, &car.tool) {
             let rate = rate_use(r, session);
             if let Err(retry_after_ms) = self.state.rate_check(rate.key, r.limit, r.period_ms, now)
             {
@@ -524,6 +524,7 @@ impl Engine {
     fn admit_on_rates<'a>(
         &self,
         agent: &'a CompiledAgent,
+        known: Option<&KnownTool>,
         car: &Car<'_>,
         now_ms: i64,
         permit: Verdicts<'a>,
@@ -531,7 +532,7 @@ impl Engine {
     ) -> Verdicts<'a> {
         let session = car.session.unwrap_or("");
         let mut passed = Passed::default();
-        for r in applying_rates(agent, &car.tool) {
+        for r in applying_rates(agent, known, &car.tool) {
             passed.push(rate_use(r, session));
         }
         let recorded = self.state.record_permit_within_rates(&Permit {
@@ -546,7 +547,7 @@ impl Engine {
         match recorded {
             Ok(()) => permit,
             Err((index, retry_after_ms)) => {
-                let limit = applying_rates(agent, &car.tool).nth(index);
+                let limit = applying_rates(agent, known, &car.tool).nth(index);
                 rate_exceeded(limit.map_or("", |r| &r.text), retry_after_ms, events)
             }
         }
@@ -588,15 +589,19 @@ impl Engine {
     }
 }
 
-/// The agent's rate limits that apply to `tool`, in written order.
+/// The agent's rate limits that apply to `tool`, in written order: listed when the policy
+/// names the tool (`known`), else found by testing each.
 fn applying_rates<'a>(
     agent: &'a CompiledAgent,
+    known: Option<&'a KnownTool>,
     tool: &'a str,
 ) -> impl Iterator<Item = &'a RateSpec> {
-    agent
-        .rate_limits
-        .iter()
-        .filter(move |r| r.matcher.matches(tool))
+    let (listed, tested): (&[u32], &[RateSpec]) = match known {
+        Some(k) => (&k.rates, &[]),
+        None => (&[], &agent.rate_limits),
+    };
+    let listed = listed.iter().map(|&i| &agent.rate_limits[i as usize]);
+    listed.chain(tested.iter().filter(move |r| r.matcher.matches(tool)))
 }
 
 /// The cell and limit of `r` that a call in `session` uses.
@@ -729,6 +734,8 @@ struct CallFacts<'a> {
     engine: &'a Engine,
     agent: &'a CompiledAgent,
     car: &'a Car<'a>,
+    /// What the policy lists for the call's tool when it names it.
+    known: Option<&'a KnownTool>,
     now_ms: i64,
     time: OnceCell<TimeFacts>,
     session: OnceCell<SessionStats>,
@@ -742,6 +749,7 @@ impl<'a> CallFacts<'a> {
             engine,
             agent,
             car,
+            known: agent.known_tools.get(car.tool.as_ref()),
             now_ms: engine.clock.now_ms(),
             time: OnceCell::new(),
             session: OnceCell::new(),
