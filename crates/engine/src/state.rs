@@ -396,6 +396,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// `a + b`, saturating at the ends of `Decimal`.
+#[inline]
 fn add_saturating(a: Decimal, b: Decimal) -> Decimal {
     // Most calls add nothing to nothing. A sum with a zero is the other operand, scale and
     // sign included (`0 + 0` is the right one); the proptest checks this against the sum.
