@@ -565,6 +565,8 @@ pub struct KnownTool {
     pub mandatory: Box<[u32]>,
     /// The same into [`CompiledAgent::rules`].
     pub rules: Box<[u32]>,
+    /// The same into [`CompiledAgent::rate_limits`]: the limits a call of the tool uses.
+    pub rates: Box<[u32]>,
 }
 
 impl KnownTool {
@@ -586,6 +588,7 @@ fn known_tools(
     mandatory_index: &RuleIndex,
     rules: &[CompiledRule],
     index: &RuleIndex,
+    rate_limits: &[RateSpec],
 ) -> HashMap<String, KnownTool, PolicyKeys> {
     let mut known = HashMap::default();
     let mut budget = 8 * (mandatory.len() + rules.len()) + 1024;
@@ -597,18 +600,35 @@ fn known_tools(
         if known.contains_key(tool) {
             continue;
         }
-        let cost = mandatory_index.candidates(tool).count() + index.candidates(tool).count();
+        let cost = mandatory_index.candidates(tool).count()
+            + index.candidates(tool).count()
+            + rate_limits.len();
         if cost > budget {
             break;
         }
         budget -= cost;
+        // Limits past `u32` indices (never in practice) leave the tool to the decision's tests.
+        let Some(rates) = matching_rates(rate_limits, tool) else {
+            break;
+        };
         let tool_rules = KnownTool {
             mandatory: matching(mandatory, mandatory_index, tool),
             rules: matching(rules, index, tool),
+            rates,
         };
         known.insert(tool.to_string(), tool_rules);
     }
     known
+}
+
+/// The indices of the rate limits that apply to `tool`, or `None` if one does not fit a `u32`.
+fn matching_rates(rate_limits: &[RateSpec], tool: &str) -> Option<Box<[u32]>> {
+    rate_limits
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.matcher.matches(tool))
+        .map(|(i, _)| u32::try_from(i).ok())
+        .collect()
 }
 
 /// The rules that match `tool`, found as a decision finds them: its candidates in `index`,
@@ -1059,7 +1079,7 @@ impl Compiler {
         spent_windows.retain(|w| !budgets.iter().any(|b| b.window == *w));
         let mandatory_index = RuleIndex::build(&mandatory);
         let index = RuleIndex::build(&rules);
-        let known_tools = known_tools(&mandatory, &mandatory_index, &rules, &index);
+        let known_tools = known_tools(&mandatory, &mandatory_index, &rules, &index, &rate_limits);
         Ok(CompiledAgent {
             spent_windows,
             id: a.id.value.clone(),
@@ -1479,7 +1499,11 @@ mod tests {
             let effect = if i % 3 == 0 { "deny!" } else { "permit" };
             text.push_str(&format!("    {effect} {p}\n"));
         }
-        text.push_str("  }\n}\n");
+        text.push_str("  }\n");
+        for p in patterns {
+            text.push_str(&format!("  rate_limit \"{p}\": 10 per minute\n"));
+        }
+        text.push_str("}\n");
         let parsed = fpl::parse(&text);
         assert!(parsed.diagnostics.iter().all(|d| !d.is_error()));
         let compiled = compile(&parsed.policy, "governance.fms", Some(&text)).unwrap();
@@ -1499,6 +1523,10 @@ mod tests {
             let known = &agent.known_tools[tool];
             assert_eq!(*known.mandatory, *scan(&agent.mandatory, tool), "{tool}");
             assert_eq!(*known.rules, *scan(&agent.rules, tool), "{tool}");
+            let rates: Vec<u32> = (0..agent.rate_limits.len() as u32)
+                .filter(|&i| agent.rate_limits[i as usize].pattern.matches(tool))
+                .collect();
+            assert_eq!(*known.rates, *rates, "{tool}");
         }
     }
 

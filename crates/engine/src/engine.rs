@@ -14,7 +14,9 @@ use crate::car::{
     parse_request,
 };
 use crate::clock::{Clock, TimeFacts, time_facts_in, window_start_ms};
-use crate::compile::{Candidate, CompiledAgent, CompiledPolicy, CompiledRule, KnownTool, Verdict};
+use crate::compile::{
+    Candidate, CompiledAgent, CompiledPolicy, CompiledRule, KnownTool, RateSpec, Verdict,
+};
 use crate::decision::{CredentialBinding, Decision, Event, Outcome, ReasonCode, TraceStep};
 use crate::doc::{Decoded, Doc, JsonRef};
 use crate::eval::{EvalError, Facts, Tri, V, eval, truth};
@@ -152,16 +154,15 @@ impl Engine {
         // The redactions are planned once the tool id is canonical, so the canonical writer can
         // mark the values to redact as it writes them.
         let mut tree = None;
-        let canonical = canonicalize_marking(request, &self.config.limits, |tool| {
-            match agent.map(|a| plan(&a.redactions, tool)) {
-                Some(Plan::Splice(targets)) => targets,
-                Some(Plan::Tree(statements)) => {
-                    tree = Some(statements);
-                    Targets::None
-                }
-                None => Targets::None,
+        let targets = |tool: &str| match agent.map(|a| plan(&a.redactions, tool)) {
+            Some(Plan::Splice(targets)) => targets,
+            Some(Plan::Tree(statements)) => {
+                tree = Some(statements);
+                Targets::None
             }
-        });
+            None => Targets::None,
+        };
+        let mut canonical = canonicalize_marking(request, &self.config.limits, targets);
         let early = early.or_else(|| {
             canonical
                 .as_ref()
@@ -190,12 +191,22 @@ impl Engine {
                 "the request could not be read",
             ),
         };
-        let recorded = match (canonical, agent) {
+        // The texts are taken out of the canonical request where it lies: it holds the marks
+        // inline and is too large to move for the sake of two strings.
+        let recorded = match (&mut canonical, agent) {
             (Ok((car, marks)), Some(_)) => (
-                car.args_digest,
-                self.recorded(car.canonical_args, car.args, &marks, tree),
+                std::mem::take(&mut car.args_digest),
+                self.recorded(
+                    std::mem::take(&mut car.canonical_args),
+                    car.args,
+                    marks,
+                    tree,
+                ),
             ),
-            (Ok((car, _)), None) => (car.args_digest, (CanonicalJson::null(), Vec::new())),
+            (Ok((car, _)), None) => (
+                std::mem::take(&mut car.args_digest),
+                (CanonicalJson::null(), Vec::new()),
+            ),
             (Err(_), _) => (String::new(), (CanonicalJson::null(), Vec::new())),
         };
         self.write_up(
@@ -273,7 +284,7 @@ impl Engine {
         approved: bool,
     ) -> Verdicts<'a> {
         let tool = car.tool.as_ref();
-        let decided = match agent.known_tools.get(tool) {
+        let decided = match facts.known {
             Some(known) => {
                 // Room for a step per rule that may be tried (a few at most: the first to fire
                 // ends the search), made at once rather than grown.
@@ -421,33 +432,18 @@ impl Engine {
     ) -> Verdicts<'a> {
         let now = facts.now_ms;
         let session = car.session.unwrap_or("");
+        let costs_nothing = !agent.costs.iter().any(|(p, _)| p.matches(&car.tool));
+        if costs_nothing && agent.egress.is_unrestricted() {
+            return self.admit_on_rates(agent, facts.known, car, now, permit, events);
+        }
         let mut passed = Passed::default();
-        for r in &agent.rate_limits {
-            if !r.matcher.matches(&car.tool) {
-                continue;
+        for r in applying_rates(agent, facts.known, &car.tool) {
+            let rate = rate_use(r, session);
+            if let Err(retry_after_ms) = self.state.rate_check(rate.key, r.limit, r.period_ms, now)
+            {
+                return rate_exceeded(&r.text, retry_after_ms, events);
             }
-            let key = RateKey {
-                limit: &r.key,
-                session: r.per_session.then_some(session),
-            };
-            if let Err(retry_after_ms) = self.state.rate_check(key, r.limit, r.period_ms, now) {
-                events.push(Event::RateExceeded {
-                    limit: r.text.clone(),
-                    retry_after_ms,
-                });
-                let mut v = Verdicts::new(
-                    Verdict::Deny,
-                    ReasonCode::RateExceeded,
-                    format!("`{}` is used up; retry in {} ms", r.text, retry_after_ms),
-                );
-                v.retry_after_ms = Some(retry_after_ms);
-                return v;
-            }
-            passed.push(RateUse {
-                key,
-                limit: r.limit,
-                period_ms: r.period_ms,
-            });
+            passed.push(rate);
         }
         let cost = match self.cost(agent, car, facts) {
             Ok(c) => c,
@@ -522,6 +518,41 @@ impl Engine {
         permit
     }
 
+    /// [`Engine::admit`] for a permit that costs nothing and may reach any host: only its rate
+    /// limits can still refuse it and no budget is touched, so the state checks them and
+    /// records the permit in one call.
+    fn admit_on_rates<'a>(
+        &self,
+        agent: &'a CompiledAgent,
+        known: Option<&KnownTool>,
+        car: &Car<'_>,
+        now_ms: i64,
+        permit: Verdicts<'a>,
+        events: &mut Vec<Event>,
+    ) -> Verdicts<'a> {
+        let session = car.session.unwrap_or("");
+        let mut passed = Passed::default();
+        for r in applying_rates(agent, known, &car.tool) {
+            passed.push(rate_use(r, session));
+        }
+        let recorded = self.state.record_permit_within_rates(&Permit {
+            agent: &agent.id,
+            tool: &car.tool,
+            session: car.session,
+            cost: Decimal::ZERO,
+            now_ms,
+            rates: passed.as_slice(),
+            spends: &[],
+        });
+        match recorded {
+            Ok(()) => permit,
+            Err((index, retry_after_ms)) => {
+                let limit = applying_rates(agent, known, &car.tool).nth(index);
+                rate_exceeded(limit.map_or("", |r| &r.text), retry_after_ms, events)
+            }
+        }
+    }
+
     /// Whether every destination in the arguments is within the agent's egress policy.
     fn egress_allows(&self, agent: &CompiledAgent, args: JsonRef<'_>) -> bool {
         let egress = &agent.egress;
@@ -556,6 +587,48 @@ impl Engine {
             }
         }
     }
+}
+
+/// The agent's rate limits that apply to `tool`, in written order: listed when the policy
+/// names the tool (`known`), else found by testing each.
+fn applying_rates<'a>(
+    agent: &'a CompiledAgent,
+    known: Option<&'a KnownTool>,
+    tool: &'a str,
+) -> impl Iterator<Item = &'a RateSpec> {
+    let (listed, tested): (&[u32], &[RateSpec]) = match known {
+        Some(k) => (&k.rates, &[]),
+        None => (&[], &agent.rate_limits),
+    };
+    let listed = listed.iter().map(|&i| &agent.rate_limits[i as usize]);
+    listed.chain(tested.iter().filter(move |r| r.matcher.matches(tool)))
+}
+
+/// The cell and limit of `r` that a call in `session` uses.
+fn rate_use<'a>(r: &'a RateSpec, session: &'a str) -> RateUse<'a> {
+    RateUse {
+        key: RateKey {
+            limit: &r.key,
+            session: r.per_session.then_some(session),
+        },
+        limit: r.limit,
+        period_ms: r.period_ms,
+    }
+}
+
+/// The denial of a call that rate limit `limit` (its text) refuses for `retry_after_ms`.
+fn rate_exceeded<'a>(limit: &str, retry_after_ms: u64, events: &mut Vec<Event>) -> Verdicts<'a> {
+    events.push(Event::RateExceeded {
+        limit: limit.to_owned(),
+        retry_after_ms,
+    });
+    let mut v = Verdicts::new(
+        Verdict::Deny,
+        ReasonCode::RateExceeded,
+        format!("`{limit}` is used up; retry in {retry_after_ms} ms"),
+    );
+    v.retry_after_ms = Some(retry_after_ms);
+    v
 }
 
 fn budget_key(agent: &str, window: BudgetWindow, now_ms: i64, session: &str) -> String {
@@ -661,6 +734,8 @@ struct CallFacts<'a> {
     engine: &'a Engine,
     agent: &'a CompiledAgent,
     car: &'a Car<'a>,
+    /// What the policy lists for the call's tool when it names it.
+    known: Option<&'a KnownTool>,
     now_ms: i64,
     time: OnceCell<TimeFacts>,
     session: OnceCell<SessionStats>,
@@ -674,6 +749,7 @@ impl<'a> CallFacts<'a> {
             engine,
             agent,
             car,
+            known: agent.known_tools.get(car.tool.as_ref()),
             now_ms: engine.clock.now_ms(),
             time: OnceCell::new(),
             session: OnceCell::new(),

@@ -69,6 +69,20 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
             self.session_record(session, permit.cost);
         }
     }
+
+    /// A permit whose only remaining condition is its rate limits: checks each of
+    /// `permit.rates` in order as [`StateStore::rate_check`] does; if all admit the call,
+    /// records the permit as [`StateStore::record_permit`] does and returns `Ok(())`, else
+    /// returns the index in `permit.rates` of the first that refuses with its retry-after and
+    /// changes nothing. Exactly those calls; a backend may check and record at once.
+    fn record_permit_within_rates(&self, permit: &Permit<'_>) -> Result<(), (usize, u64)> {
+        for (i, r) in permit.rates.iter().enumerate() {
+            self.rate_check(r.key, r.limit, r.period_ms, permit.now_ms)
+                .map_err(|retry_after_ms| (i, retry_after_ms))?;
+        }
+        self.record_permit(permit);
+        Ok(())
+    }
 }
 
 /// The cell of a rate limit a call uses: the limit's own key (`AGENT|INDEX`, from the
@@ -382,6 +396,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// `a + b`, saturating at the ends of `Decimal`.
+#[inline]
 fn add_saturating(a: Decimal, b: Decimal) -> Decimal {
     // Most calls add nothing to nothing. A sum with a zero is the other operand, scale and
     // sign included (`0 + 0` is the right one); the proptest checks this against the sum.
@@ -436,13 +451,36 @@ impl Tables {
     }
 
     fn shared_rate_consume(&mut self, key: &str, limit: u64, period_ms: u64, now_ms: i64) {
-        match self.rates.get_mut(key) {
+        // Consuming checks nothing, so this never fails.
+        let _ = self.shared_rate_admit(key, limit, period_ms, now_ms, false);
+    }
+
+    /// Consumes one admission of a shared cell, first checking it when `check` is set (then
+    /// a refusal changes nothing): one lookup of the cell for both.
+    fn shared_rate_admit(
+        &mut self,
+        key: &str,
+        limit: u64,
+        period_ms: u64,
+        now_ms: i64,
+        check: bool,
+    ) -> Result<(), u64> {
+        let cell = self.rates.get_mut(key);
+        if check {
+            GcraState::check(cell.as_deref().copied(), limit, period_ms, now_ms)?;
+        }
+        match cell {
             Some(cell) => *cell = GcraState::consume(Some(*cell), limit, period_ms, now_ms),
             None => {
                 let next = GcraState::consume(None, limit, period_ms, now_ms);
                 self.rates.insert(key.into(), next);
             }
         }
+        self.prune_rates(now_ms);
+        Ok(())
+    }
+
+    fn prune_rates(&mut self, now_ms: i64) {
         if self.rates.len() > self.prune_at.max(RATE_PRUNE_MIN) {
             self.rates.retain(|_, cell| !cell.is_idle(now_ms));
             self.prune_at = self.rates.len().saturating_mul(2);
@@ -481,6 +519,44 @@ impl Tables {
         }
         while ring.len() > HISTORY_CAPACITY {
             ring.pop_front();
+        }
+    }
+
+    /// Everything a final permit changes (see [`StateStore::record_permit`]).
+    fn record_permit(&mut self, permit: &Permit<'_>) {
+        for r in permit.rates {
+            self.rate_consume(r.key, r.limit, r.period_ms, permit.now_ms);
+        }
+        self.record_permit_but_rates(permit);
+    }
+
+    /// [`StateStore::record_permit_within_rates`] under the lock.
+    fn record_permit_within_rates(&mut self, permit: &Permit<'_>) -> Result<(), (usize, u64)> {
+        // The usual single shared limit is checked and consumed with one lookup of its cell.
+        if let [r] = permit.rates
+            && r.key.session.is_none()
+        {
+            self.shared_rate_admit(r.key.limit, r.limit, r.period_ms, permit.now_ms, true)
+                .map_err(|retry_after_ms| (0, retry_after_ms))?;
+            self.record_permit_but_rates(permit);
+            return Ok(());
+        }
+        for (i, r) in permit.rates.iter().enumerate() {
+            GcraState::check(self.rate_cell(r.key), r.limit, r.period_ms, permit.now_ms)
+                .map_err(|retry_after_ms| (i, retry_after_ms))?;
+        }
+        self.record_permit(permit);
+        Ok(())
+    }
+
+    /// What a final permit changes besides its rate limits.
+    fn record_permit_but_rates(&mut self, permit: &Permit<'_>) {
+        for key in permit.spends {
+            self.budget_add(key, permit.cost);
+        }
+        self.history_push(permit.agent, permit.tool, permit.now_ms);
+        if let Some(session) = permit.session {
+            self.with_session(session, |entry| entry.stats.record(permit.cost));
         }
     }
 
@@ -593,17 +669,13 @@ impl StateStore for MemoryState {
 
     /// The same changes as the provided method, under one lock.
     fn record_permit(&self, permit: &Permit<'_>) {
-        let mut tables = lock(&self.tables);
-        for r in permit.rates {
-            tables.rate_consume(r.key, r.limit, r.period_ms, permit.now_ms);
-        }
-        for key in permit.spends {
-            tables.budget_add(key, permit.cost);
-        }
-        tables.history_push(permit.agent, permit.tool, permit.now_ms);
-        if let Some(session) = permit.session {
-            tables.with_session(session, |entry| entry.stats.record(permit.cost));
-        }
+        lock(&self.tables).record_permit(permit);
+    }
+
+    /// The same checks and changes as the provided method, under one lock: no other decision
+    /// can consume a checked rate before this one records its permit.
+    fn record_permit_within_rates(&self, permit: &Permit<'_>) -> Result<(), (usize, u64)> {
+        lock(&self.tables).record_permit_within_rates(permit)
     }
 }
 
@@ -1149,6 +1221,67 @@ mod tests {
                 let spent = model.budgets.get("bot|daily|0").copied().unwrap_or_default();
                 prop_assert_eq!(fast.budget_spent("bot|daily|0"), spent);
                 prop_assert_eq!(slow.budget_spent("bot|daily|0"), spent);
+                prop_assert_eq!(fast.history("bot"), slow.0.history("bot"));
+            }
+
+            /// Checking the rates and recording the permit under one lock answers and changes
+            /// exactly what the provided method's calls do: the first refusing rate with its
+            /// retry-after and nothing changed, or every change of the permit.
+            #[test]
+            fn one_lock_permit_matches_check_then_record(
+                steps in proptest::collection::vec(
+                    (0i64..1_500, proptest::collection::vec((0usize..3, 0usize..4, 1u64..4), 0..4),
+                     0usize..4),
+                    1..120,
+                ),
+            ) {
+                let fast = MemoryState::new();
+                let slow = OneByOne(MemoryState::new());
+                let mut model = Reference::default();
+                let mut now = 1_000_000i64;
+                for (delay, uses, session) in steps {
+                    now += delay;
+                    let rates: Vec<RateUse<'_>> = uses
+                        .iter()
+                        .map(|&(l, s, limit)| RateUse {
+                            key: RateKey {
+                                limit: LIMITS[l],
+                                session: SESSIONS.get(s).copied(),
+                            },
+                            limit,
+                            period_ms: 1_000,
+                        })
+                        .collect();
+                    let permit = Permit {
+                        agent: "bot",
+                        tool: "t/op",
+                        session: SESSIONS.get(session).copied(),
+                        cost: Decimal::ZERO,
+                        now_ms: now,
+                        rates: &rates,
+                        spends: &[],
+                    };
+                    let want = rates
+                        .iter()
+                        .enumerate()
+                        .find_map(|(i, r)| model.check(r, now).err().map(|retry| (i, retry)))
+                        .map_or(Ok(()), Err);
+                    if want.is_ok() {
+                        model.permit(&permit);
+                    }
+                    prop_assert_eq!(fast.record_permit_within_rates(&permit), want);
+                    prop_assert_eq!(slow.record_permit_within_rates(&permit), want);
+                    for r in &rates {
+                        let want = model.check(r, now);
+                        prop_assert_eq!(fast.rate_check(r.key, r.limit, r.period_ms, now), want);
+                        prop_assert_eq!(slow.rate_check(r.key, r.limit, r.period_ms, now), want);
+                    }
+                }
+                for s in SESSIONS {
+                    let want = model.sessions.get(s).copied().unwrap_or_default();
+                    prop_assert_eq!(fast.session(s), want);
+                    prop_assert_eq!(slow.session(s), want);
+                }
                 prop_assert_eq!(fast.history("bot"), slow.0.history("bot"));
             }
         }
