@@ -1143,6 +1143,21 @@ mod tests {
         const LIMITS: [&str; 3] = ["a|0", "a|1", "b|0"];
         const SESSIONS: [&str; 3] = ["", "s1", "s|2"];
 
+        /// The rate uses that generated (limit, session, allowance) triples stand for; a
+        /// session index past `SESSIONS` is no session.
+        fn rate_uses(uses: &[(usize, usize, u64)]) -> Vec<RateUse<'static>> {
+            uses.iter()
+                .map(|&(l, s, limit)| RateUse {
+                    key: RateKey {
+                        limit: LIMITS[l],
+                        session: SESSIONS.get(s).copied(),
+                    },
+                    limit,
+                    period_ms: 1_000,
+                })
+                .collect()
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -1164,17 +1179,7 @@ mod tests {
                 for (delay, uses, session, cost, at_once) in steps {
                     now += delay;
                     let session = SESSIONS.get(session).copied();
-                    let rates: Vec<RateUse<'_>> = uses
-                        .iter()
-                        .map(|&(l, s, limit)| RateUse {
-                            key: RateKey {
-                                limit: LIMITS[l],
-                                session: SESSIONS.get(s).copied(),
-                            },
-                            limit,
-                            period_ms: 1_000,
-                        })
-                        .collect();
+                    let rates = rate_uses(&uses);
                     let mut admitted = true;
                     for r in &rates {
                         let want = model.check(r, now);
@@ -1241,17 +1246,7 @@ mod tests {
                 let mut now = 1_000_000i64;
                 for (delay, uses, session) in steps {
                     now += delay;
-                    let rates: Vec<RateUse<'_>> = uses
-                        .iter()
-                        .map(|&(l, s, limit)| RateUse {
-                            key: RateKey {
-                                limit: LIMITS[l],
-                                session: SESSIONS.get(s).copied(),
-                            },
-                            limit,
-                            period_ms: 1_000,
-                        })
-                        .collect();
+                    let rates = rate_uses(&uses);
                     let permit = Permit {
                         agent: "bot",
                         tool: "t/op",
