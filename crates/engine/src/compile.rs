@@ -1006,6 +1006,13 @@ fn pattern(text: &str) -> Result<ToolPattern, CompileError> {
 
 impl Compiler {
     fn agent(&mut self, a: &Agent) -> Result<CompiledAgent, CompileError> {
+        // `check` reports it (FPL507); never compile what would share state keys.
+        if !fpl::ast::is_valid_agent_id(&a.id.value) {
+            return Err(CompileError::Invalid(format!(
+                "agent id {:?} holds `|` or a control character",
+                a.id.value
+            )));
+        }
         let mut mandatory = Vec::new();
         let mut rules = Vec::new();
         for r in &a.rules {

@@ -269,3 +269,14 @@ agent "bot" {
     h.advance(60_000);
     expect(&call(), Deny, R::DefaultDeny);
 }
+
+/// Rate cells are stored under `AGENT|INDEX[|SESSION]`: an agent id with `|` could share one
+/// with another agent's per-session cell, so such a policy is never compiled.
+#[test]
+fn an_agent_id_with_a_bar_is_not_compiled() {
+    let src = "agent \"a|0\" {\n  default permit\n  rate_limit \"*\": 1 per minute\n}\n";
+    let parsed = fpl::parse(src);
+    assert!(parsed.diagnostics.iter().all(|d| !d.is_error()));
+    let err = engine::compile::compile(&parsed.policy, "governance.fms", Some(src)).unwrap_err();
+    assert!(err.to_string().contains("holds `|`"), "{err}");
+}

@@ -246,6 +246,13 @@ impl Quantity<SizeUnit> {
     }
 }
 
+/// Whether `id` may name an agent: no `|`, which separates the parts of the keys that rate limits
+/// and budgets are stored under (so `a|0` could meet agent `a`'s cells), and no control
+/// characters.
+pub fn is_valid_agent_id(id: &str) -> bool {
+    !id.chars().any(|c| c == '|' || c.is_control())
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Agent {

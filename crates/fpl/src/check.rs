@@ -320,6 +320,17 @@ impl Checker<'_> {
             } else {
                 seen.insert(&agent.id.value, agent.id.span);
             }
+            if !crate::ast::is_valid_agent_id(&agent.id.value) {
+                self.push(
+                    Diagnostic::new(
+                        Code::BadAgentId,
+                        format!("agent id {:?} holds `|` or a control character", agent.id.value),
+                    )
+                    .at(agent.id.span)
+                    .label("not allowed in an agent id")
+                    .help("`|` separates the parts of the keys rate limits and budgets are stored under; use `-`, `_`, `.` or `/` instead"),
+                );
+            }
             self.within(format!("agent `{}`", agent.id.value), |c| {
                 c.agent(agent, &providers)
             });

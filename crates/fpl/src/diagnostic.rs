@@ -77,6 +77,7 @@ codes! {
     DuplicateName = "FPL504", Error, "two providers, identities, selectors or credentials share a name";
     UndeclaredProvider = "FPL505", Warning, "a provider is referenced but not declared";
     UnsetEnv = "FPL506", Warning, "an env() variable is not set";
+    BadAgentId = "FPL507", Error, "an agent id holds `|` or a control character";
     // Types and values
     BadRegex = "FPL601", Error, "a regular expression does not compile";
     TypeMismatch = "FPL602", Error, "an operator is applied to values of the wrong type";
