@@ -7,6 +7,7 @@
 //! [`redaction_of`].
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -32,6 +33,9 @@ pub struct RedactionKey {
     inner: [u32; 8],
     outer: [u32; 8],
 }
+
+/// A SHA-256 block as the block function takes it.
+type Block = GenericArray<u8, sha2::digest::consts::U64>;
 
 /// The initial SHA-256 state (FIPS 180-4 §5.3.3).
 const SHA256_H0: [u32; 8] = [
@@ -70,38 +74,6 @@ impl RedactionKey {
     }
 }
 
-/// A buffer holding `{"redacted":"hmac-sha256:<hex>"}` after a few bytes of padding, so that
-/// the text checked for UTF-8 (to splice it as `str` without `unsafe`) is a whole number of
-/// the 16-byte blocks the check takes at once, from an aligned first byte.
-#[repr(align(16))]
-struct RedactedText([u8; REDACTION_PADDED]);
-
-/// Padding before the redacted value's text.
-const REDACTION_PAD: usize = REDACTION_PADDED - REDACTION_LEN;
-const REDACTION_PADDED: usize = REDACTION_LEN.div_ceil(16) * 16;
-
-impl RedactedText {
-    /// The text of a redaction whose digits are still to be set.
-    fn new() -> Self {
-        let mut out = [b' '; REDACTION_PADDED];
-        let (head, rest) = out[REDACTION_PAD..].split_at_mut(REDACTION_OPEN.len());
-        head.copy_from_slice(REDACTION_OPEN.as_bytes());
-        rest[64..].copy_from_slice(b"\"}");
-        RedactedText(out)
-    }
-
-    /// Makes this the redaction of the value whose JCS text is `jcs`.
-    fn set(&mut self, key: &RedactionKey, jcs: &str) {
-        let start = REDACTION_PAD + REDACTION_OPEN.len();
-        self.0[start..start + 64].copy_from_slice(&Hex::of(&key.hmac(jcs.as_bytes())).0);
-    }
-
-    /// The text; `None` never happens (it is ASCII).
-    fn as_str(&self) -> Option<&str> {
-        std::str::from_utf8(&self.0).ok()?.get(REDACTION_PAD..)
-    }
-}
-
 /// SHA-256 state words as the digest's bytes.
 fn big_endian(state: [u32; 8]) -> [u8; 32] {
     let mut out = [0u8; 32];
@@ -135,29 +107,30 @@ fn sha256_after(mut state: [u32; 8], before: u64, msg: &[u8]) -> [u32; 8] {
         );
     }
     let rest = blocks.remainder();
-    let mut last = [0u8; 64];
+    // Built in place: a `[u8; 64]` would be copied into a `GenericArray` for each call.
+    let mut last = Block::default();
     last[..rest.len()].copy_from_slice(rest);
     last[rest.len()] = 0x80;
     // No room for the length after the 0x80: it goes in a block of its own.
     if rest.len() >= 56 {
-        sha2::compress256(&mut state, &[GenericArray::from(last)]);
-        last = [0u8; 64];
+        sha2::compress256(&mut state, std::slice::from_ref(&last));
+        last = Block::default();
     }
     last[56..].copy_from_slice(&bits.to_be_bytes());
-    sha2::compress256(&mut state, &[GenericArray::from(last)]);
+    sha2::compress256(&mut state, std::slice::from_ref(&last));
     state
 }
 
 /// [`sha256_after_block`] of a 32-byte message given as state words (an inner digest): one
 /// block, made without the bytes in between.
 fn sha256_of_digest_after_block(mut state: [u32; 8], digest: [u32; 8]) -> [u32; 8] {
-    let mut block = [0u8; 64];
+    let mut block = Block::default();
     for (bytes, word) in block.chunks_exact_mut(4).zip(digest) {
         bytes.copy_from_slice(&word.to_be_bytes());
     }
     block[32] = 0x80;
     block[56..].copy_from_slice(&((64u64 + 32) * 8).to_be_bytes());
-    sha2::compress256(&mut state, &[GenericArray::from(block)]);
+    sha2::compress256(&mut state, std::slice::from_ref(&block));
     state
 }
 
@@ -233,29 +206,22 @@ pub(crate) fn recorded(
     marks: &Marks<'_>,
     key: &RedactionKey,
 ) -> (CanonicalJson, Vec<Arc<str>>) {
-    let mut text = text;
+    // Spliced as bytes (a `String` can only be spliced with two moves of the tail and a
+    // `Drain`), then checked for UTF-8 once, which also catches a mark off a character
+    // boundary. From the last mark back, so the ranges before it stay where they are; the
+    // text was written with room for the tokens.
+    let mut bytes = text.into_bytes();
     let mut done = 0u64;
-    // From the last mark back, so the ranges before it stay where they are; the text was
-    // written with room for the tokens.
-    // One buffer for every token: only the digits change.
-    let mut token = RedactedText::new();
+    let mut spliced = Some(());
     for (target, range) in marks.found.iter().rev() {
-        let redaction = text.get(range.clone()).and_then(|value| {
-            token.set(key, value);
-            token.as_str()
-        });
-        match redaction {
-            // Two moves of the tail, no `splice`.
-            Some(r) => {
-                text.insert_str(range.end, r);
-                text.drain(range.clone());
-            }
-            // Never taken (marks are on character boundaries); record nothing rather than a
-            // value that should have been redacted.
-            None => text = String::from("null"),
-        }
+        spliced = spliced.and_then(|()| splice_token(&mut bytes, range.clone(), key));
         done |= 1 << target;
     }
+    // `None` never happens (marks lie in the text, on character boundaries): record nothing
+    // rather than a value that should have been redacted.
+    let text = spliced
+        .and_then(|()| String::from_utf8(bytes).ok())
+        .unwrap_or_else(|| String::from("null"));
     let mut redacted = Vec::with_capacity(marks.found.len());
     while done != 0 {
         let target = done.trailing_zeros() as usize;
@@ -263,6 +229,26 @@ pub(crate) fn recorded(
         redacted.extend(marks.targets.get(target).cloned());
     }
     (CanonicalJson::from_jcs(text), redacted)
+}
+
+/// Replaces the value at `range` of `text` with `{"redacted":"hmac-sha256:<hex>"}`, the HMAC
+/// over the value's bytes, moving what follows once. `None` if the range is not in the text.
+fn splice_token(text: &mut Vec<u8>, range: Range<usize>, key: &RedactionKey) -> Option<()> {
+    let digest = key.hmac(text.get(range.clone())?);
+    let (start, end, len) = (range.start, range.end, text.len());
+    let spliced = len - (end - start) + REDACTION_LEN;
+    if spliced > len {
+        text.resize(spliced, 0);
+    }
+    text.copy_within(end..len, start + REDACTION_LEN);
+    text.truncate(spliced);
+    let token = text.get_mut(start..start + REDACTION_LEN)?;
+    let (open, rest) = token.split_at_mut(REDACTION_OPEN.len());
+    let (hex, close) = rest.split_at_mut(64);
+    open.copy_from_slice(REDACTION_OPEN.as_bytes());
+    hex.copy_from_slice(&Hex::of(&digest).0);
+    close.copy_from_slice(b"\"}");
+    Some(())
 }
 
 /// What is recorded of `args` under statements applied one after another, each to the
@@ -594,6 +580,47 @@ mod tests {
         let mut args = json!({"card": card});
         assert_eq!(redact(&mut args, &["card", "card"], &k), vec!["card"]);
         assert_eq!(args, json!({"card": {"redacted": redaction_of(&card, &k)}}));
+    }
+
+    mod splice_bytes {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2_000))]
+            /// Splicing the bytes gives what `replace_range` gives on the text, values longer
+            /// and shorter than the token alike; a range off a character boundary leaves bytes
+            /// that are not UTF-8 (so `recorded` records `null`), one out of the text nothing.
+            #[test]
+            fn splice_token_is_replace_range(
+                text in "[a-z\"{}\u{e9}\u{1f600}]{0,120}",
+                a in any::<prop::sample::Index>(),
+                b in any::<prop::sample::Index>(),
+                key_bytes in any::<[u8; 32]>(),
+            ) {
+                let k = RedactionKey::from_bytes(key_bytes);
+                let (a, b) = (a.index(text.len() + 1), b.index(text.len() + 1));
+                let range = a.min(b)..a.max(b);
+                let mut bytes = text.clone().into_bytes();
+                prop_assert!(splice_token(&mut bytes, range.clone(), &k).is_some());
+                match text.get(range.clone()) {
+                    Some(value) => {
+                        let mut token = String::new();
+                        k.push_token(value, &mut token);
+                        let mut want = text.clone();
+                        want.replace_range(range, &format!("{{\"redacted\":\"{token}\"}}"));
+                        prop_assert_eq!(String::from_utf8(bytes).unwrap(), want);
+                    }
+                    None => prop_assert!(String::from_utf8(bytes).is_err()),
+                }
+                let mut bytes = text.clone().into_bytes();
+                prop_assert!(splice_token(&mut bytes, a.max(b)..text.len() + 1, &k).is_none());
+                if a != b {
+                    prop_assert!(splice_token(&mut bytes, a.max(b)..a.min(b), &k).is_none());
+                }
+                prop_assert_eq!(bytes, text.into_bytes());
+            }
+        }
     }
 
     mod splice {
