@@ -182,6 +182,9 @@ pub(crate) struct RequestRef<'a> {
     pub(crate) call_id: Option<&'a str>,
     pub(crate) adapter: Option<&'a str>,
     pub(crate) defer_token: Option<&'a str>,
+    /// No string in it holds a NUL: it was read by [`Doc::parse`], which gives up on one (in a
+    /// string or key, escaped or not), so the NUL checks need not look again.
+    pub(crate) nul_free: bool,
 }
 
 impl<'a> From<&'a ActionRequest> for RequestRef<'a> {
@@ -195,6 +198,7 @@ impl<'a> From<&'a ActionRequest> for RequestRef<'a> {
             call_id: r.call_id.as_deref(),
             adapter: r.adapter.as_deref(),
             defer_token: r.defer_token.as_deref(),
+            nul_free: false,
         }
     }
 }
@@ -213,6 +217,7 @@ impl<'a> RequestRef<'a> {
             call_id: None,
             adapter: None,
             defer_token: None,
+            nul_free: true,
         };
         // Absent or `null` is `None`; a string is itself; anything else is refused.
         let optional = |v: JsonRef<'a>| {
@@ -266,15 +271,25 @@ pub(crate) fn canonicalize_marking<'a, 't>(
     if req.agent.is_empty() {
         return Err(Malformed::new("agent is empty"));
     }
-    no_nul("agent", req.agent)?;
-    for (field, value) in [
-        ("session", req.session),
-        ("call_id", req.call_id),
-        ("adapter", req.adapter),
-        ("defer_token", req.defer_token),
-    ] {
-        if let Some(value) = value {
-            no_nul(field, value)?;
+    // One branch for all the ids: the first with a NUL is found again, in order, for the message.
+    let nul = |v: Option<&str>| v.is_some_and(has_nul);
+    if !req.nul_free
+        && (has_nul(req.agent)
+            | nul(req.session)
+            | nul(req.call_id)
+            | nul(req.adapter)
+            | nul(req.defer_token))
+    {
+        no_nul("agent", req.agent)?;
+        for (field, value) in [
+            ("session", req.session),
+            ("call_id", req.call_id),
+            ("adapter", req.adapter),
+            ("defer_token", req.defer_token),
+        ] {
+            if let Some(value) = value {
+                no_nul(field, value)?;
+            }
         }
     }
 
@@ -420,12 +435,20 @@ fn hex_digit(n: u8) -> u8 {
     n + b'0' + if n > 9 { b'a' - b'0' - 10 } else { 0 }
 }
 
+/// The tool id in NFKC, or why it is refused.
+#[inline(always)]
 fn canonical_tool<'a>(raw: &'a str, limits: &Limits) -> Result<Cow<'a, str>, Malformed> {
     // Printable ASCII other than the space (most tool ids): no NUL, its own NFKC form, and
-    // nothing below can object but the length. One pass instead of four.
-    if is_printable_ascii(raw.as_bytes()) {
-        return checked_tool(Cow::Borrowed(raw), limits);
+    // nothing can object but the length. One pass instead of four, inline.
+    if is_printable_ascii(raw.as_bytes()) && !raw.is_empty() && raw.len() <= limits.max_tool_len {
+        return Ok(Cow::Borrowed(raw));
     }
+    normalized_tool(raw, limits)
+}
+
+/// [`canonical_tool`] of any tool id.
+#[inline(never)]
+fn normalized_tool<'a>(raw: &'a str, limits: &Limits) -> Result<Cow<'a, str>, Malformed> {
     no_nul("tool", raw)?;
     // A string the quick check finds normalised (every ASCII string is) is its own NFKC form.
     let tool = if raw.is_ascii() || is_nfkc_quick(raw.chars()) == IsNormalized::Yes {
@@ -474,6 +497,7 @@ fn checked_tool<'a>(tool: Cow<'a, str>, limits: &Limits) -> Result<Cow<'a, str>,
 }
 
 /// Every byte is printable ASCII other than the space (0x21 to 0x7E); true when empty.
+#[inline(always)]
 fn is_printable_ascii(s: &[u8]) -> bool {
     !swar::any(s, |x| swar::below(x, 0x21) | swar::above(x, 0x7e))
 }
@@ -1682,15 +1706,32 @@ mod swar {
     }
 }
 
-/// True when `s` holds a NUL character. Short strings (most fields) are looked at a byte at a
-/// time, which costs less than setting up words for them.
-#[inline]
+/// True when `s` holds a NUL character. Strings of up to 16 bytes (most keys and fields) are
+/// read in at most two overlapping loads, with no loop: only whether some byte read is zero
+/// matters, not where.
+#[inline(always)]
 fn has_nul(s: &str) -> bool {
-    let bytes = s.as_bytes();
-    if bytes.len() <= 8 {
-        bytes.contains(&0)
-    } else {
-        swar::any(bytes, |x| swar::below(x, 1))
+    has_zero(s.as_bytes())
+}
+
+/// [`has_nul`] of bytes.
+#[inline(always)]
+fn has_zero(b: &[u8]) -> bool {
+    let zeros = |x: u64| swar::below(x, 1);
+    if let (Some(lo), Some(hi)) = (b.first_chunk::<8>(), b.last_chunk::<8>()) {
+        if b.len() > 16 {
+            return swar::any(b, zeros);
+        }
+        return zeros(u64::from_le_bytes(*lo)) | zeros(u64::from_le_bytes(*hi)) != 0;
+    }
+    if let (Some(lo), Some(hi)) = (b.first_chunk::<4>(), b.last_chunk::<4>()) {
+        let (lo, hi) = (u32::from_le_bytes(*lo), u32::from_le_bytes(*hi));
+        return zeros(u64::from(lo) | u64::from(hi) << 32) != 0;
+    }
+    match b {
+        [] => false,
+        [first, .., last] => (*first == 0) | (*last == 0) | (b.get(1) == Some(&0)),
+        [only] => *only == 0,
     }
 }
 
@@ -2344,8 +2385,67 @@ mod tests {
                 let n = bytes.len().min(8);
                 padded[..n].copy_from_slice(&bytes[..n]);
                 prop_assert_eq!(swar::word(&bytes), u64::from_le_bytes(padded));
+                prop_assert_eq!(has_zero(&bytes), bytes.contains(&0));
                 if let Ok(text) = std::str::from_utf8(&bytes) {
                     prop_assert_eq!(has_nul(text), text.contains('\0'));
+                }
+            }
+
+            /// The inline tool check answers what the general one answers.
+            #[test]
+            fn canonical_tool_is_the_general_one(
+                raw in "[a/ \u{0}\u{200b}\u{ff21}\u{7f}]{0,12}|[!-~]{0,12}",
+                max_tool_len in 0usize..14,
+            ) {
+                let limits = Limits { max_tool_len, ..Limits::default() };
+                prop_assert_eq!(
+                    canonical_tool(&raw, &limits),
+                    normalized_tool(&raw, &limits)
+                );
+            }
+
+            /// The ids are refused for a NUL as checking them one by one, in order, refuses
+            /// them; a parsed text holds none (so its ids are not looked at again).
+            #[test]
+            fn ids_with_a_nul_are_refused_in_order(
+                agent in "[a\u{0}]{1,20}",
+                ids in prop::collection::vec(prop::option::of("[a\u{0}]{0,20}"), 4),
+            ) {
+                let r = ActionRequest {
+                    agent,
+                    session: ids[0].clone(),
+                    call_id: ids[1].clone(),
+                    adapter: ids[2].clone(),
+                    defer_token: ids[3].clone(),
+                    ..req("t", json!({}))
+                };
+                let mut want = Ok(());
+                for (field, value) in [
+                    ("agent", Some(&r.agent)),
+                    ("session", r.session.as_ref()),
+                    ("call_id", r.call_id.as_ref()),
+                    ("adapter", r.adapter.as_ref()),
+                    ("defer_token", r.defer_token.as_ref()),
+                ] {
+                    if value.is_some_and(|v| v.contains('\0')) {
+                        want = Err(format!("{field} contains a NUL byte"));
+                        break;
+                    }
+                }
+                let limits = Limits::default();
+                let got = canonicalize_marking((&r).into(), &limits, |_| Targets::None)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                prop_assert_eq!(&got, &want);
+                let text = serde_json::to_string(&r).unwrap();
+                let decoded = crate::doc::Decoded::default();
+                if let Some(doc) = Doc::parse(&text, &decoded, limits.max_depth + 1) {
+                    let request = RequestRef::from_doc(&doc).unwrap();
+                    prop_assert!(request.nul_free && want.is_ok());
+                    let got = canonicalize_marking(request, &limits, |_| Targets::None)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string());
+                    prop_assert_eq!(got, want);
                 }
             }
 
