@@ -721,7 +721,8 @@ pub(crate) enum JcsError {
 /// members are sorted by the UTF-16 code units of their keys. It writes straight into `out`,
 /// where that crate buffers every member of every object separately and parses each key back.
 pub(crate) fn write_jcs(v: &Value, out: &mut String, max: usize) -> Result<(), JcsError> {
-    let mut w = Jcs::new(std::mem::take(out), max, usize::MAX);
+    let mut found = Found::default();
+    let mut w = Jcs::new(std::mem::take(out), max, usize::MAX, &mut found);
     let written = w.value(JsonRef::tree(v), 0);
     *out = w.out;
     written
@@ -731,15 +732,16 @@ pub(crate) fn write_jcs(v: &Value, out: &mut String, max: usize) -> Result<(), J
 /// at the targets of [`Jcs::object_marked`] are.
 ///
 /// It owns the text it writes (one indirection less on every write than a `&mut String`).
-struct Jcs {
+struct Jcs<'f> {
     out: String,
     max: usize,
     max_depth: usize,
     /// False once a string or key holding NUL, or a container nested deeper than `max_depth`,
     /// has been written.
     clean: bool,
-    /// (target, byte range) of each marked value, in text order.
-    found: Found,
+    /// (target, byte range) of each marked value, in text order: where the caller keeps
+    /// them (moving them out at the end cost more than the few writes through it).
+    found: &'f mut Found,
 }
 
 /// For each byte: 0 if it is written as is, else the letter of its escape (`u` for `\u00xx`).
@@ -849,27 +851,50 @@ impl<'m, 't> Way<'m, 't> {
         self.step_on(key)
     }
 
-    /// The targets whose segment at `depth` is `key`: one that ends there, or those that go
-    /// on into the value (with the sketches of their next segments).
+    /// [`Way::step`] with the rest out of line: in the document's member loop an inline
+    /// [`Way::step_on`] costs more (in spilled registers) than the call it saves.
+    #[inline(always)]
+    fn step_outlined(self, key: &str) -> Step<'m, 't> {
+        if self.sketches & sketch(key.as_bytes()) == 0 {
+            return Step::Off;
+        }
+        self.step_on_outlined(key)
+    }
+
     #[inline(never)]
+    fn step_on_outlined(self, key: &str) -> Step<'m, 't> {
+        self.step_on(key)
+    }
+
+    /// The targets whose segment at `depth` is `key`: one that ends there, or those that go
+    /// on into the value (with the sketches of their next segments). Inline in the tree's
+    /// member loop, where the call cost more than the search.
+    #[inline(always)]
     fn step_on(self, key: &str) -> Step<'m, 't> {
+        // The kind of list is matched once, not at every target.
+        match self.targets {
+            Targets::None => Step::Off,
+            Targets::One(paths) => self.step_among(key, |i| paths.get(i)),
+            Targets::Many(paths) => self.step_among(key, |i| paths.get(i).copied()),
+        }
+    }
+
+    /// [`Way::step_on`] over the targets' paths, `path(i)` being target `i`'s.
+    #[inline(always)]
+    fn step_among(self, key: &str, path: impl Fn(usize) -> Option<&'t TargetPath>) -> Step<'m, 't> {
         let head = swar::word(key.as_bytes());
         let (mut inner, mut sketches) = (0, 0);
         let mut rest = self.mask;
         while rest != 0 {
             let i = rest.trailing_zeros() as usize;
             rest &= rest - 1;
-            let Some(path) = self.targets.path(i) else {
+            let Some(segments) = path(i).map(|p| &p.segments) else {
                 continue;
             };
-            if !path
-                .segments
-                .get(self.depth)
-                .is_some_and(|s| s.is(key, head))
-            {
+            if !segments.get(self.depth).is_some_and(|s| s.is(key, head)) {
                 continue;
             }
-            match path.segments.get(self.depth + 1) {
+            match segments.get(self.depth + 1) {
                 // Targets are distinct paths, none inside another: the value is this one's.
                 None => return Step::At(i),
                 Some(next) => {
@@ -898,14 +923,14 @@ impl<'m, 't> Way<'m, 't> {
 // writing stops for another reason, rather than after each value: past the limit by at most
 // one container's text (bounded by the size of the input) before it stops, the answer is the
 // same.
-impl Jcs {
-    fn new(out: String, max: usize, max_depth: usize) -> Self {
+impl<'f> Jcs<'f> {
+    fn new(out: String, max: usize, max_depth: usize, found: &'f mut Found) -> Self {
         Jcs {
             out,
             max,
             max_depth,
             clean: true,
-            found: Found::default(),
+            found,
         }
     }
 
@@ -1073,7 +1098,12 @@ impl Jcs {
     /// Inline in the member loops, where most values are strings.
     #[inline(always)]
     fn doc(&mut self, doc: &Doc<'_>, i: u32, depth: usize) -> Result<(), JcsError> {
-        match doc.view(i) {
+        self.doc_view(doc, doc.view(i), depth)
+    }
+
+    #[inline(always)]
+    fn doc_view(&mut self, doc: &Doc<'_>, view: View<'_>, depth: usize) -> Result<(), JcsError> {
+        match view {
             View::Str(s, true) => self.plain(s),
             View::Str(s, false) => self.string(s),
             View::Num(n) => return self.number(n),
@@ -1126,10 +1156,27 @@ impl Jcs {
             } else {
                 self.escaped(key);
             }
-            self.out.push_str("\":");
             let value = m.value();
-            match way.step(key) {
-                Step::Off => self.doc(doc, value, depth + 1)?,
+            let step = way.step_outlined(key);
+            if let Step::Off = step {
+                // `":"` in one push before a string that needs no escape (most values). (In
+                // the tree's loop the same made the rest of the loop cost more.)
+                match doc.view(value) {
+                    View::Str(s, true) => {
+                        self.out.push_str("\":\"");
+                        self.out.push_str(s);
+                        self.out.push('"');
+                    }
+                    view => {
+                        self.out.push_str("\":");
+                        self.doc_view(doc, view, depth + 1)?;
+                    }
+                }
+                continue;
+            }
+            self.out.push_str("\":");
+            match step {
+                Step::Off => {}
                 Step::At(target) => self.mark(target, |w| w.doc(doc, value, depth + 1))?,
                 Step::Into(way) => match doc.view(value) {
                     View::Object(inner) => self.doc_object(doc, inner, depth + 1, way)?,
@@ -1177,14 +1224,54 @@ impl Jcs {
         Ok(())
     }
 
+    /// Three digits at a time from [`DIGITS3`], each group a copy of known length (a call to
+    /// `memcpy` costs more than the rest); most integers are one group.
     fn integer(&mut self, i: i64) {
         if i < 0 {
             self.out.push('-');
         }
-        let mut buf = [0u8; 20];
-        let at = digits(i.unsigned_abs(), &mut buf);
-        for &d in buf.get(at..).unwrap_or_default() {
-            self.out.push(char::from(d));
+        let n = i.unsigned_abs();
+        if n < 1000 {
+            self.lead_group(n);
+        } else {
+            self.long_integer(n);
+        }
+    }
+
+    #[inline(never)]
+    fn long_integer(&mut self, mut n: u64) {
+        // Below 1000 each, least significant first; `n` ends as the leading group.
+        let (mut groups, mut k) = ([0u64; 7], 0);
+        while n >= 1000 {
+            if let Some(g) = groups.get_mut(k) {
+                *g = n % 1000;
+            }
+            n /= 1000;
+            k += 1;
+        }
+        self.lead_group(n);
+        for &g in groups.get(..k).unwrap_or_default().iter().rev() {
+            let at = g as usize * 3;
+            if let Some(d) = DIGITS3.get(at..at + 3) {
+                self.out.push_str(d);
+            }
+        }
+    }
+
+    /// The digits of `n` (below 1000) without leading zeros.
+    #[inline(always)]
+    fn lead_group(&mut self, n: u64) {
+        let at = n as usize * 3;
+        if n >= 100 {
+            if let Some(d) = DIGITS3.get(at..at + 3) {
+                self.out.push_str(d);
+            }
+        } else if n >= 10 {
+            if let Some(d) = DIGITS3.get(at + 1..at + 3) {
+                self.out.push_str(d);
+            }
+        } else {
+            self.out.push(char::from(b'0' + n as u8));
         }
     }
 
@@ -1494,16 +1581,20 @@ impl CanonicalArgs {
         // Room for the redaction tokens spliced in later.
         let targets = marks.targets.len();
         let out = String::with_capacity(256 + targets.min(4) * 96);
-        let mut w = Jcs::new(out, limits.max_args_bytes, limits.max_depth);
+        let way = Way::new(&marks.targets, marks.targets.all(), 0);
+        marks.found.truncate(0);
+        let mut w = Jcs::new(
+            out,
+            limits.max_args_bytes,
+            limits.max_depth,
+            &mut marks.found,
+        );
         let written = if targets > 0 {
-            w.marking(args, Way::new(&marks.targets, marks.targets.all(), 0))
+            w.marking(args, way)
         } else {
             w.value(args, 0)
         };
-        let Jcs {
-            out, found, clean, ..
-        } = w;
-        marks.found = found;
+        let Jcs { out, clean, .. } = w;
         CanonicalArgs {
             text: written.map(|()| out),
             clean,
@@ -1735,20 +1826,25 @@ fn has_zero(b: &[u8]) -> bool {
     }
 }
 
-/// Writes the decimal digits of `n` at the end of `buf`; where they start.
-fn digits(mut n: u64, buf: &mut [u8; 20]) -> usize {
-    let mut at = buf.len();
-    while at > 0 {
-        at -= 1;
-        // `n % 10` is a single digit.
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+/// The three digits of each number below 1000, from `000` to `999`.
+const DIGITS3: &str = {
+    const BYTES: [u8; 3000] = {
+        let mut t = [0u8; 3000];
+        let mut n = 0;
+        while n < 1000 {
+            t[3 * n] = b'0' + (n / 100) as u8;
+            t[3 * n + 1] = b'0' + (n / 10 % 10) as u8;
+            t[3 * n + 2] = b'0' + (n % 10) as u8;
+            n += 1;
         }
+        t
+    };
+    match std::str::from_utf8(&BYTES) {
+        Ok(s) => s,
+        Err(_) => "",
     }
-    at
-}
+};
+const _: () = assert!(DIGITS3.len() == 3000);
 
 #[cfg(test)]
 mod tests {
@@ -2541,7 +2637,9 @@ mod tests {
                     return Ok(());
                 };
                 let request = RequestRef::from_doc(&doc).unwrap();
-                let from_doc = canonicalize_marking(request, &limits, |_| Targets::One(&paths));
+                // A list of several statements' paths is walked as one statement's is.
+                let many = || Targets::Many(paths.iter().collect());
+                let from_doc = canonicalize_marking(request, &limits, |_| many());
                 match (tree, from_doc) {
                     (Ok((a, am)), Ok((b, bm))) => {
                         prop_assert_eq!(&a.canonical_args, &b.canonical_args);
@@ -2550,6 +2648,29 @@ mod tests {
                             &serde_json_canonicalizer::to_string(&args).unwrap()
                         );
                         prop_assert_eq!(marked(&a, &am), marked(&b, &bm));
+                        // Distinct paths, none inside another: each that leads (through
+                        // objects) to a value marks that value's text.
+                        let nested = |p: &String, q: &String| {
+                            p == q || q.strip_prefix(p.as_str()).is_some_and(|r| r.starts_with('.'))
+                        };
+                        let apart = listed.iter().enumerate().all(|(i, p)| {
+                            listed.iter().enumerate().all(|(j, q)| i == j || !nested(p, q))
+                        });
+                        if apart {
+                            let mut want: Vec<(String, String)> = listed
+                                .iter()
+                                .filter_map(|p| {
+                                    let v = p
+                                        .split('.')
+                                        .try_fold(&args, |v, k| v.as_object()?.get(k))?;
+                                    Some((p.clone(), serde_json_canonicalizer::to_string(v).ok()?))
+                                })
+                                .collect();
+                            let mut got = marked(&a, &am);
+                            want.sort();
+                            got.sort();
+                            prop_assert_eq!(got, want);
+                        }
                     }
                     (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
                     (a, b) => prop_assert!(false, "{:?} / {:?}", a.err(), b.err()),
@@ -2565,6 +2686,40 @@ mod tests {
                 write_jcs(&v, &mut ours, usize::MAX).unwrap();
                 let theirs = serde_json_canonicalizer::to_string(&v).unwrap();
                 prop_assert_eq!(ours, theirs);
+            }
+
+            /// Integers written three digits at a time read as `Display` writes them.
+            #[test]
+            fn integers_are_written_as_display_writes_them(
+                i in prop_oneof![
+                    -(1i64 << 53)..=(1i64 << 53),
+                    -100_000i64..100_000,
+                    (0u32..16, -9i64..=9).prop_map(|(e, d)| 10i64.pow(e) + d),
+                ]
+            ) {
+                let mut ours = String::new();
+                write_jcs(&Value::from(i), &mut ours, usize::MAX).unwrap();
+                prop_assert_eq!(ours, i.to_string());
+            }
+        }
+
+        #[test]
+        fn integers_below_a_million_are_written_as_display_writes_them() {
+            let mut ours = String::new();
+            for i in -1_000_000i64..=1_000_000 {
+                ours.clear();
+                write_jcs(&Value::from(i), &mut ours, usize::MAX).unwrap();
+                assert_eq!(ours, i.to_string());
+            }
+            for i in [
+                1i64 << 53,
+                -(1i64 << 53),
+                (1 << 53) - 1,
+                1_000_000_000_000_000,
+            ] {
+                ours.clear();
+                write_jcs(&Value::from(i), &mut ours, usize::MAX).unwrap();
+                assert_eq!(ours, i.to_string());
             }
         }
 
