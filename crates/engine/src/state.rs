@@ -205,32 +205,13 @@ impl GcraState {
         period_ms: u64,
         now_ms: i64,
     ) -> Result<(), u64> {
-        if period_ms == 0 {
-            return Ok(());
-        }
-        if limit == 0 {
-            return Err(period_ms);
-        }
-        let n = i128::from(limit);
-        let t = i128::from(period_ms);
-        let now = i128::from(now_ms).saturating_mul(n);
-        let tat = state.map_or(now, |s| s.tat_in(limit)).max(now);
-        // Admit iff max(TAT, now) + T - now <= N × T.
-        let excess = tat
-            .saturating_add(t)
-            .saturating_sub(now)
-            .saturating_sub(n.saturating_mul(t));
-        if excess <= 0 {
-            Ok(())
-        } else {
-            Err(u64::try_from(div_ceil_i128(excess, n)).unwrap_or(u64::MAX))
-        }
+        Self::admit(state, limit, period_ms, now_ms).map(|_| ())
     }
 
     /// The state after admitting one call at `now_ms`.
+    #[inline]
     pub fn consume(state: Option<GcraState>, limit: u64, period_ms: u64, now_ms: i64) -> GcraState {
-        let n = i128::from(limit);
-        let now = i128::from(now_ms).saturating_mul(n);
+        let now = scaled(now_ms, limit);
         let tat = state.map_or(now, |s| s.tat_in(limit)).max(now);
         GcraState {
             tat: tat.saturating_add(i128::from(period_ms)),
@@ -238,11 +219,49 @@ impl GcraState {
         }
     }
 
+    /// [`GcraState::check`], then [`GcraState::consume`] when it admits: the state after the
+    /// call, or the retry-after of its refusal.
+    #[inline]
+    pub fn admit(
+        state: Option<GcraState>,
+        limit: u64,
+        period_ms: u64,
+        now_ms: i64,
+    ) -> Result<GcraState, u64> {
+        if period_ms == 0 {
+            return Ok(Self::consume(state, limit, 0, now_ms));
+        }
+        if limit == 0 {
+            return Err(period_ms);
+        }
+        let n = i128::from(limit);
+        let t = i128::from(period_ms);
+        let now = scaled(now_ms, limit);
+        let tat = state.map_or(now, |s| s.tat_in(limit)).max(now);
+        // N × T < 2^128: exact in u128, saturated into i128 as `n.saturating_mul(t)` would be.
+        let burst = i128::try_from(u128::from(limit) * u128::from(period_ms)).unwrap_or(i128::MAX);
+        // Admit iff max(TAT, now) + T - now <= N × T.
+        let next = tat.saturating_add(t);
+        let excess = next.saturating_sub(now).saturating_sub(burst);
+        if excess <= 0 {
+            Ok(GcraState { tat: next, limit })
+        } else {
+            Err(u64::try_from(div_ceil_i128(excess, n)).unwrap_or(u64::MAX))
+        }
+    }
+
     /// True when the state no longer matters at `now_ms`: its TAT is not after now, so it
     /// admits exactly like a key never seen.
     pub fn is_idle(self, now_ms: i64) -> bool {
-        self.tat <= i128::from(now_ms).saturating_mul(i128::from(self.limit))
+        self.tat <= scaled(now_ms, self.limit)
     }
+}
+
+/// `now_ms × limit`, exact: its magnitude is below 2^63 × 2^64 = 2^127, so no i128 product of
+/// the two overflows (and saturating would change nothing).
+#[inline]
+fn scaled(now_ms: i64, limit: u64) -> i128 {
+    i128::from(now_ms) * i128::from(limit)
 }
 
 const RATE_PRUNE_MIN: usize = 1_024;
@@ -266,16 +285,64 @@ pub struct MemoryState {
 
 #[derive(Debug, Default)]
 struct Tables {
-    /// Cells of the limits shared by all sessions, by limit key. The keys come from the policy,
-    /// never from whoever sends requests, so the policy's fast hasher is safe here.
+    /// Cells of the limits shared by all sessions whose key names no agent ([`agent_of`]), by
+    /// limit key. The keys come from the policy, never from whoever sends requests, so the
+    /// policy's fast hasher is safe here.
     rates: HashMap<Box<str>, GcraState, PolicyKeys>,
     /// Prune idle cells of `rates` when it grows past this.
     prune_at: usize,
     budgets: HashMap<String, Decimal>,
-    /// By agent id: ids come from the policy (only permitted calls are recorded).
-    history: HashMap<String, Ring, PolicyKeys>,
+    /// By agent id: ids come from the policy (only permitted calls are recorded, and limit keys
+    /// name the policy's agents).
+    agents: HashMap<String, AgentEntry, PolicyKeys>,
     /// By session id, which requests choose: a keyed hasher ([`SessionKeys`]).
     sessions: HashMap<String, SessionEntry, SessionKeys>,
+}
+
+/// What is kept of one agent: its history ring and the cells of the limits shared by all
+/// sessions whose key names it, so that one lookup finds both for a permit.
+#[derive(Debug, Default)]
+struct AgentEntry {
+    ring: Ring,
+    /// By limit key (the policy's agents have few limits each); idle cells are dropped whenever
+    /// a new one comes.
+    rates: Vec<(Box<str>, GcraState)>,
+}
+
+/// The agent whose entry keeps the cell of shared limit `key`: the text before its last `|`
+/// (the policy's keys are `AGENT|INDEX`). A key without `|` has its cell in `Tables::rates`.
+fn agent_of(key: &str) -> Option<&str> {
+    key.rsplit_once('|').map(|(agent, _)| agent)
+}
+
+/// `agent_of(key) == Some(agent)`, without searching `key` for its agent.
+#[inline]
+fn is_key_of(key: &str, agent: &str) -> bool {
+    let (key, n) = (key.as_bytes(), agent.len());
+    key.get(n) == Some(&b'|')
+        && key
+            .get(..n)
+            .is_some_and(|head| same_bytes(head, agent.as_bytes()))
+        && key
+            .get(n + 1..)
+            .is_some_and(|tail| tail.iter().all(|&b| b != b'|'))
+}
+
+/// `a == b`, with no library call when they are at most 16 bytes long (ids and limit keys
+/// mostly are).
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    if a.len() > 16 {
+        return a == b;
+    }
+    match (a.first_chunk::<8>(), b.first_chunk::<8>()) {
+        // Two overlapping words cover 8 to 16 bytes.
+        (Some(a0), Some(b0)) => a0 == b0 && a.last_chunk::<8>() == b.last_chunk::<8>(),
+        _ => tail_word(a) == tail_word(b),
+    }
 }
 
 /// What is kept of one session: its counters and the cells of its per-session rate limits.
@@ -292,7 +359,7 @@ struct SessionEntry {
 /// bucket without knowing them. It differs from std's only in taking each `write` whole (its
 /// words, then its tail with its length, as SipHash ends a message), rather than streaming
 /// bytes across writes: about half the cost on short ids, and still SipHash of an injective
-/// encoding of the key (a `str` is one write and the byte 0xff).
+/// encoding of the key (a `str` is its bytes, see `write_u8`).
 #[derive(Clone)]
 pub(crate) struct SessionKeys {
     k0: u64,
@@ -377,8 +444,12 @@ impl Hasher for Sip13 {
     }
 
     fn write_u8(&mut self, i: u8) {
-        // As `write(&[i])`.
-        self.absorb(u64::from(i) | 1 << 56);
+        // A `str` hashes as one `write` and then the byte 0xff, which marks its end in a stream
+        // of bytes; a whole `write` already ends with its length, so the marker is skipped (one
+        // round less): a session id hashes as SipHash-1-3 of its bytes. Others: `write(&[i])`.
+        if i != 0xff {
+            self.absorb(u64::from(i) | 1 << 56);
+        }
     }
 
     fn finish(&self) -> u64 {
@@ -420,7 +491,10 @@ fn add_saturating_slow(a: Decimal, b: Decimal) -> Decimal {
 impl Tables {
     fn rate_cell(&self, key: RateKey<'_>) -> Option<GcraState> {
         match key.session {
-            None => self.rates.get(key.limit).copied(),
+            None => match agent_of(key.limit) {
+                Some(agent) => self.agents.get(agent)?.rate_cell(key.limit),
+                None => self.rates.get(key.limit).copied(),
+            },
             Some(session) => self
                 .sessions
                 .get(session)?
@@ -451,33 +525,22 @@ impl Tables {
     }
 
     fn shared_rate_consume(&mut self, key: &str, limit: u64, period_ms: u64, now_ms: i64) {
-        // Consuming checks nothing, so this never fails.
-        let _ = self.shared_rate_admit(key, limit, period_ms, now_ms, false);
-    }
-
-    /// Consumes one admission of a shared cell, first checking it when `check` is set (then
-    /// a refusal changes nothing): one lookup of the cell for both.
-    fn shared_rate_admit(
-        &mut self,
-        key: &str,
-        limit: u64,
-        period_ms: u64,
-        now_ms: i64,
-        check: bool,
-    ) -> Result<(), u64> {
-        let cell = self.rates.get_mut(key);
-        if check {
-            GcraState::check(cell.as_deref().copied(), limit, period_ms, now_ms)?;
+        if let Some(agent) = agent_of(key) {
+            // Consuming checks nothing, so this never fails.
+            let _ = self.with_agent(agent, |entry| {
+                entry.rate_admit(key, limit, period_ms, now_ms, false)
+            });
+            return;
         }
+        let cell = self.rates.get_mut(key);
+        let next = GcraState::consume(cell.as_deref().copied(), limit, period_ms, now_ms);
         match cell {
-            Some(cell) => *cell = GcraState::consume(Some(*cell), limit, period_ms, now_ms),
+            Some(cell) => *cell = next,
             None => {
-                let next = GcraState::consume(None, limit, period_ms, now_ms);
                 self.rates.insert(key.into(), next);
             }
         }
         self.prune_rates(now_ms);
-        Ok(())
     }
 
     fn prune_rates(&mut self, now_ms: i64) {
@@ -501,25 +564,7 @@ impl Tables {
     }
 
     fn history_push(&mut self, agent: &str, tool: &str, now_ms: i64) {
-        let ring = match self.history.get_mut(agent) {
-            Some(ring) => ring,
-            None => self.history.entry(agent.to_owned()).or_default(),
-        };
-        let name = match ring.back() {
-            Some((_, newest)) if **newest == *tool => Arc::clone(newest),
-            _ => Arc::from(tool),
-        };
-        let entry = (now_ms, name);
-        // Keep time order even if the clock stepped back (normally this is a push_back).
-        if ring.back().is_none_or(|(last, _)| *last <= now_ms) {
-            ring.push_back(entry);
-        } else {
-            let at = ring.partition_point(|(t, _)| *t <= now_ms);
-            ring.insert(at, entry);
-        }
-        while ring.len() > HISTORY_CAPACITY {
-            ring.pop_front();
-        }
+        self.with_agent(agent, |entry| entry.history_push(tool, now_ms));
     }
 
     /// Everything a final permit changes (see [`StateStore::record_permit`]).
@@ -527,18 +572,30 @@ impl Tables {
         for r in permit.rates {
             self.rate_consume(r.key, r.limit, r.period_ms, permit.now_ms);
         }
-        self.record_permit_but_rates(permit);
+        self.record_permit_but_rates(permit, true);
     }
 
     /// [`StateStore::record_permit_within_rates`] under the lock.
     fn record_permit_within_rates(&mut self, permit: &Permit<'_>) -> Result<(), (usize, u64)> {
-        // The usual single shared limit is checked and consumed with one lookup of its cell.
+        // The usual single shared limit of the permit's own agent: its cell and the history
+        // ring are in the agent's entry, found by one lookup.
         if let [r] = permit.rates
             && r.key.session.is_none()
+            && is_key_of(r.key.limit, permit.agent)
         {
-            self.shared_rate_admit(r.key.limit, r.limit, r.period_ms, permit.now_ms, true)
-                .map_err(|retry_after_ms| (0, retry_after_ms))?;
-            self.record_permit_but_rates(permit);
+            let admit = |entry: &mut AgentEntry| {
+                entry.rate_admit(r.key.limit, r.limit, r.period_ms, permit.now_ms, true)?;
+                entry.history_push(permit.tool, permit.now_ms);
+                Ok(())
+            };
+            match self.agents.get_mut(permit.agent) {
+                Some(entry) => admit(entry),
+                // A refusal makes no entry.
+                None => GcraState::check(None, r.limit, r.period_ms, permit.now_ms)
+                    .and_then(|()| admit(self.agents.entry(permit.agent.to_owned()).or_default())),
+            }
+            .map_err(|retry_after_ms| (0, retry_after_ms))?;
+            self.record_permit_but_rates(permit, false);
             return Ok(());
         }
         for (i, r) in permit.rates.iter().enumerate() {
@@ -549,14 +606,25 @@ impl Tables {
         Ok(())
     }
 
-    /// What a final permit changes besides its rate limits.
-    fn record_permit_but_rates(&mut self, permit: &Permit<'_>) {
+    /// What a final permit changes besides its rate limits (and its history entry unless
+    /// `history`).
+    fn record_permit_but_rates(&mut self, permit: &Permit<'_>, history: bool) {
         for key in permit.spends {
             self.budget_add(key, permit.cost);
         }
-        self.history_push(permit.agent, permit.tool, permit.now_ms);
+        if history {
+            self.history_push(permit.agent, permit.tool, permit.now_ms);
+        }
         if let Some(session) = permit.session {
             self.with_session(session, |entry| entry.stats.record(permit.cost));
+        }
+    }
+
+    /// Runs `f` on the agent's entry, made if it is new.
+    fn with_agent<R>(&mut self, agent: &str, f: impl FnOnce(&mut AgentEntry) -> R) -> R {
+        match self.agents.get_mut(agent) {
+            Some(entry) => f(entry),
+            None => f(self.agents.entry(agent.to_owned()).or_default()),
         }
     }
 
@@ -565,6 +633,78 @@ impl Tables {
         match self.sessions.get_mut(session) {
             Some(entry) => f(entry),
             None => f(self.sessions.entry(session.to_owned()).or_default()),
+        }
+    }
+}
+
+impl AgentEntry {
+    fn rate_cell(&self, key: &str) -> Option<GcraState> {
+        self.rates
+            .iter()
+            .find(|(k, _)| same_bytes(k.as_bytes(), key.as_bytes()))
+            .map(|(_, cell)| *cell)
+    }
+
+    /// Consumes one admission of the cell of shared limit `key`, first checking it when
+    /// `check` is set (then a refusal changes nothing).
+    #[inline]
+    fn rate_admit(
+        &mut self,
+        key: &str,
+        limit: u64,
+        period_ms: u64,
+        now_ms: i64,
+        check: bool,
+    ) -> Result<(), u64> {
+        let cells = &mut self.rates;
+        let cell = cells
+            .iter_mut()
+            .find(|(k, _)| same_bytes(k.as_bytes(), key.as_bytes()))
+            .map(|(_, cell)| cell);
+        let before = cell.as_deref().copied();
+        let next = if check {
+            GcraState::admit(before, limit, period_ms, now_ms)?
+        } else {
+            GcraState::consume(before, limit, period_ms, now_ms)
+        };
+        match cell {
+            Some(cell) => *cell = next,
+            None => {
+                // An idle cell admits as a cell never seen does.
+                cells.retain(|(_, cell)| !cell.is_idle(now_ms));
+                cells.push((key.into(), next));
+            }
+        }
+        Ok(())
+    }
+
+    fn history_push(&mut self, tool: &str, now_ms: i64) {
+        let ring = &mut self.ring;
+        let repeated = matches!(ring.back(), Some((_, newest)) if same_bytes(newest.as_bytes(), tool.as_bytes()));
+        // Keep time order even if the clock stepped back (normally this is a push_back).
+        if ring.back().is_none_or(|(last, _)| *last <= now_ms) {
+            // A full ring drops its oldest entry for the new one: dropped first, its name is
+            // the new entry's when it is the newest's too (no reference count changes).
+            let oldest = match ring.len() >= HISTORY_CAPACITY {
+                true => ring.pop_front(),
+                false => None,
+            };
+            let name = match (oldest, ring.back()) {
+                (Some((_, old)), Some((_, newest))) if repeated && Arc::ptr_eq(&old, newest) => old,
+                (_, Some((_, newest))) if repeated => Arc::clone(newest),
+                _ => Arc::from(tool),
+            };
+            ring.push_back((now_ms, name));
+        } else {
+            let name = match ring.back() {
+                Some((_, newest)) if repeated => Arc::clone(newest),
+                _ => Arc::from(tool),
+            };
+            let at = ring.partition_point(|(t, _)| *t <= now_ms);
+            ring.insert(at, (now_ms, name));
+        }
+        while ring.len() > HISTORY_CAPACITY {
+            ring.pop_front();
         }
     }
 }
@@ -578,10 +718,12 @@ impl MemoryState {
     /// what it reloads with what was pushed.
     pub fn history(&self, agent: &str) -> Vec<(i64, String)> {
         lock(&self.tables)
-            .history
+            .agents
             .get(agent)
-            .map_or_else(Vec::new, |ring| {
-                ring.iter()
+            .map_or_else(Vec::new, |entry| {
+                entry
+                    .ring
+                    .iter()
                     .map(|(t, tool)| (*t, tool.to_string()))
                     .collect()
             })
@@ -622,7 +764,7 @@ impl StateStore for MemoryState {
 
     fn history_count(&self, agent: &str, pattern: &ToolPattern, since_ms: i64) -> u64 {
         let tables = lock(&self.tables);
-        let Some(ring) = tables.history.get(agent) else {
+        let Some(AgentEntry { ring, .. }) = tables.agents.get(agent) else {
             return 0;
         };
         let n = ring
@@ -874,6 +1016,26 @@ mod tests {
     }
 
     #[test]
+    fn idle_cells_of_an_agent_are_dropped() {
+        let s = MemoryState::new();
+        for i in 0..5_000 {
+            s.rate_consume(RateKey::shared(&format!("a|{i}")), 1, 1_000, i);
+        }
+        // A cell is dropped once idle, when a new one comes: those of the last second stay.
+        let len = lock(&s.tables).agents["a"].rates.len();
+        assert!(len <= 1_001, "{len}");
+        assert!(lock(&s.tables).rates.is_empty());
+        assert_eq!(
+            s.rate_check(RateKey::shared("a|4999"), 1, 1_000, 4_999),
+            Err(1_000)
+        );
+        assert_eq!(
+            s.rate_check(RateKey::shared("a|0"), 1, 1_000, 4_999),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn budgets_accumulate_per_key() {
         let s = MemoryState::new();
         assert_eq!(s.budget_spent("bot/daily/0"), Decimal::ZERO);
@@ -918,7 +1080,8 @@ mod tests {
         s.history_push("bot", "stripe/refund", 2_500);
         assert_eq!(s.history_count("bot", &refunds, 2_500), 3);
         assert_eq!(s.history_count("bot", &refunds, 3_000), 2);
-        let times: Vec<i64> = lock(&s.tables).history["bot"]
+        let times: Vec<i64> = lock(&s.tables).agents["bot"]
+            .ring
             .iter()
             .map(|(t, _)| *t)
             .collect();
@@ -932,7 +1095,11 @@ mod tests {
             s.history_push("bot", tool, t);
         }
         let tables = lock(&s.tables);
-        let ring: Vec<&Arc<str>> = tables.history["bot"].iter().map(|(_, tool)| tool).collect();
+        let ring: Vec<&Arc<str>> = tables.agents["bot"]
+            .ring
+            .iter()
+            .map(|(_, tool)| tool)
+            .collect();
         assert!(Arc::ptr_eq(ring[0], ring[1]));
         assert!(!Arc::ptr_eq(ring[1], ring[3]));
         drop(tables);
@@ -940,6 +1107,47 @@ mod tests {
             s.history("bot"),
             [(1, "a"), (2, "a"), (3, "b"), (4, "a")].map(|(t, n)| (t, n.to_string()))
         );
+    }
+
+    /// A full ring takes each new entry in place of its oldest, reusing that entry's name
+    /// when it is the newest's too, and stays exactly the most recent entries in time order
+    /// (the clock stepping back included).
+    #[test]
+    fn a_full_ring_keeps_the_newest_entries() {
+        let s = MemoryState::new();
+        let mut model: VecDeque<(i64, String)> = VecDeque::new();
+        let mut push = |s: &MemoryState, tool: &str, t: i64| {
+            s.history_push("bot", tool, t);
+            let at = model.partition_point(|(u, _)| *u <= t);
+            model.insert(at, (t, tool.to_owned()));
+            while model.len() > HISTORY_CAPACITY {
+                model.pop_front();
+            }
+        };
+        // Runs of one tool, so the oldest entry is often the newest's name.
+        let tools = ["a", "b", "a"];
+        for i in 0..(3 * HISTORY_CAPACITY as i64) {
+            let tool = tools[(i / 2_500 % 3) as usize];
+            push(&s, tool, i);
+        }
+        {
+            let tables = lock(&s.tables);
+            let ring = &tables.agents["bot"].ring;
+            assert_eq!(ring.len(), HISTORY_CAPACITY);
+            // The newest run (2,500 calls of `a`, after `b`) shares one name.
+            let newest = &ring[HISTORY_CAPACITY - 1].1;
+            assert!(
+                ring.iter()
+                    .rev()
+                    .take(2_500)
+                    .all(|(_, t)| Arc::ptr_eq(t, newest))
+            );
+            assert!(!Arc::ptr_eq(&ring[HISTORY_CAPACITY - 2_501].1, newest));
+        }
+        push(&s, "c", 5);
+        push(&s, "a", 3 * HISTORY_CAPACITY as i64 - 2);
+        push(&s, "a", 3 * HISTORY_CAPACITY as i64 + 1);
+        assert_eq!(s.history("bot"), Vec::from(model));
     }
 
     #[test]
@@ -950,7 +1158,7 @@ mod tests {
             s.history_push("bot", if i % 2 == 0 { "even" } else { "odd" }, i);
         }
         s.history_push("quiet", "even", 0);
-        assert_eq!(lock(&s.tables).history["bot"].len(), HISTORY_CAPACITY);
+        assert_eq!(lock(&s.tables).agents["bot"].ring.len(), HISTORY_CAPACITY);
         assert_eq!(
             s.history_count("bot", &pat("*"), i64::MIN),
             HISTORY_CAPACITY as u64
@@ -965,7 +1173,7 @@ mod tests {
             HISTORY_CAPACITY as u64 / 2
         );
         assert_eq!(
-            lock(&s.tables).history["bot"].front().map(|(t, _)| *t),
+            lock(&s.tables).agents["bot"].ring.front().map(|(t, _)| *t),
             Some(extra)
         );
         // Other agents keep their own ring.
@@ -1140,8 +1348,11 @@ mod tests {
             }
         }
 
-        const LIMITS: [&str; 3] = ["a|0", "a|1", "b|0"];
+        /// Keys of limits: of agent `a`, of `b`, of none, of agent `a|b` and of `ab`.
+        const LIMITS: [&str; 6] = ["a|0", "a|1", "b|0", "k", "a|b|0", "ab|0"];
         const SESSIONS: [&str; 3] = ["", "s1", "s|2"];
+        /// Agents whose permits do and do not own the limits above.
+        const AGENTS: [&str; 4] = ["a", "b", "a|b", "bot"];
 
         /// The rate uses that generated (limit, session, allowance) triples stand for; a
         /// session index past `SESSIONS` is no session.
@@ -1167,8 +1378,8 @@ mod tests {
             #[test]
             fn rate_cells_match_one_map_by_text(
                 steps in proptest::collection::vec(
-                    (0i64..1_500, proptest::collection::vec((0usize..3, 0usize..4, 1u64..4), 0..3),
-                     0usize..4, 0u32..3, any::<bool>()),
+                    (0i64..1_500, proptest::collection::vec((0usize..6, 0usize..4, 1u64..4), 0..3),
+                     0usize..4, 0u32..3, any::<bool>(), 0usize..4),
                     1..120,
                 ),
             ) {
@@ -1176,7 +1387,7 @@ mod tests {
                 let slow = OneByOne(MemoryState::new());
                 let mut model = Reference::default();
                 let mut now = 1_000_000i64;
-                for (delay, uses, session, cost, at_once) in steps {
+                for (delay, uses, session, cost, at_once, agent) in steps {
                     now += delay;
                     let session = SESSIONS.get(session).copied();
                     let rates = rate_uses(&uses);
@@ -1191,8 +1402,9 @@ mod tests {
                         continue;
                     }
                     let spends = [String::from("bot|daily|0")];
+                    let agent = AGENTS[agent];
                     let permit = Permit {
-                        agent: "bot",
+                        agent,
                         tool: "t/op",
                         session,
                         cost: Decimal::from(cost),
@@ -1211,7 +1423,7 @@ mod tests {
                         for key in permit.spends {
                             fast.budget_add(key, permit.cost);
                         }
-                        fast.history_push("bot", "t/op", now);
+                        fast.history_push(agent, "t/op", now);
                         if let Some(s) = session {
                             fast.session_record(s, permit.cost);
                         }
@@ -1226,7 +1438,9 @@ mod tests {
                 let spent = model.budgets.get("bot|daily|0").copied().unwrap_or_default();
                 prop_assert_eq!(fast.budget_spent("bot|daily|0"), spent);
                 prop_assert_eq!(slow.budget_spent("bot|daily|0"), spent);
-                prop_assert_eq!(fast.history("bot"), slow.0.history("bot"));
+                for agent in AGENTS {
+                    prop_assert_eq!(fast.history(agent), slow.0.history(agent));
+                }
             }
 
             /// Checking the rates and recording the permit under one lock answers and changes
@@ -1235,8 +1449,8 @@ mod tests {
             #[test]
             fn one_lock_permit_matches_check_then_record(
                 steps in proptest::collection::vec(
-                    (0i64..1_500, proptest::collection::vec((0usize..3, 0usize..4, 1u64..4), 0..4),
-                     0usize..4),
+                    (0i64..1_500, proptest::collection::vec((0usize..6, 0usize..4, 1u64..4), 0..4),
+                     0usize..4, 0usize..4, "t/op|t/other"),
                     1..120,
                 ),
             ) {
@@ -1244,12 +1458,12 @@ mod tests {
                 let slow = OneByOne(MemoryState::new());
                 let mut model = Reference::default();
                 let mut now = 1_000_000i64;
-                for (delay, uses, session) in steps {
+                for (delay, uses, session, agent, tool) in steps {
                     now += delay;
                     let rates = rate_uses(&uses);
                     let permit = Permit {
-                        agent: "bot",
-                        tool: "t/op",
+                        agent: AGENTS[agent],
+                        tool: &tool,
                         session: SESSIONS.get(session).copied(),
                         cost: Decimal::ZERO,
                         now_ms: now,
@@ -1277,7 +1491,9 @@ mod tests {
                     prop_assert_eq!(fast.session(s), want);
                     prop_assert_eq!(slow.session(s), want);
                 }
-                prop_assert_eq!(fast.history("bot"), slow.0.history("bot"));
+                for agent in AGENTS {
+                    prop_assert_eq!(fast.history(agent), slow.0.history(agent));
+                }
             }
         }
     }
@@ -1285,6 +1501,7 @@ mod tests {
     mod add_prop {
         use super::*;
         use proptest::prelude::*;
+        use std::hash::Hash;
 
         fn decimal() -> impl Strategy<Value = Decimal> {
             (any::<i64>(), 0u32..28, any::<bool>(), 0u8..4).prop_map(|(n, scale, neg, kind)| {
@@ -1321,17 +1538,164 @@ mod tests {
                 prop_assert_eq!(ours.finish(), std.finish());
             }
 
-            /// Session ids that differ hash differently (with overwhelming probability), and
-            /// `write_u8` is a one-byte `write`.
+            /// Session ids that differ hash differently (with overwhelming probability); an id
+            /// hashes as one write of its bytes (std's SipHash-1-3 of them under zero keys), and
+            /// `write_u8` is a one-byte `write` but for a `str`'s end marker 0xff.
             #[test]
-            fn session_keys_hash_ids_apart(a in "[a-z0-9-]{0,20}", b in "[a-z0-9-]{0,20}") {
+            fn session_keys_hash_ids_apart(
+                a in "[a-z0-9-]{0,20}",
+                b in "[a-z0-9-]{0,20}",
+                byte in any::<u8>(),
+            ) {
                 let keys = SessionKeys::default();
                 prop_assert_eq!(keys.hash_one(&a) == keys.hash_one(&b), a == b);
+                let mut ours = Sip13::new(0, 0);
+                a.hash(&mut ours);
+                let mut std = std::hash::DefaultHasher::new();
+                std.write(a.as_bytes());
+                prop_assert_eq!(ours.finish(), std.finish());
                 let mut one = keys.build_hasher();
-                one.write_u8(0xff);
+                one.write_u8(byte);
                 let mut two = keys.build_hasher();
-                two.write(&[0xff]);
+                if byte != 0xff {
+                    two.write(&[byte]);
+                }
                 prop_assert_eq!(one.finish(), two.finish());
+            }
+        }
+    }
+
+    mod fast_paths_prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// `GcraState::check` as it was written with saturating i128 products throughout.
+        fn check_saturating(
+            state: Option<GcraState>,
+            limit: u64,
+            period_ms: u64,
+            now_ms: i64,
+        ) -> Result<(), u64> {
+            if period_ms == 0 {
+                return Ok(());
+            }
+            if limit == 0 {
+                return Err(period_ms);
+            }
+            let n = i128::from(limit);
+            let t = i128::from(period_ms);
+            let now = i128::from(now_ms).saturating_mul(n);
+            let tat = state.map_or(now, |s| s.tat_in(limit)).max(now);
+            let excess = tat
+                .saturating_add(t)
+                .saturating_sub(now)
+                .saturating_sub(n.saturating_mul(t));
+            if excess <= 0 {
+                Ok(())
+            } else {
+                Err(u64::try_from(div_ceil_i128(excess, n)).unwrap_or(u64::MAX))
+            }
+        }
+
+        /// `GcraState::consume` as it was written with saturating i128 products.
+        fn consume_saturating(
+            state: Option<GcraState>,
+            limit: u64,
+            period_ms: u64,
+            now_ms: i64,
+        ) -> GcraState {
+            let n = i128::from(limit);
+            let now = i128::from(now_ms).saturating_mul(n);
+            let tat = state.map_or(now, |s| s.tat_in(limit)).max(now);
+            GcraState {
+                tat: tat.saturating_add(i128::from(period_ms)),
+                limit,
+            }
+        }
+
+        fn u64_edge() -> impl Strategy<Value = u64> {
+            prop_oneof![
+                Just(0u64),
+                Just(1),
+                Just(u64::MAX),
+                Just(1u64 << 63),
+                0u64..10_000,
+                any::<u64>(),
+            ]
+        }
+
+        fn i64_edge() -> impl Strategy<Value = i64> {
+            prop_oneof![
+                Just(0i64),
+                Just(i64::MIN),
+                Just(i64::MAX),
+                1_767_258_000_000i64..1_767_258_100_000,
+                any::<i64>(),
+            ]
+        }
+
+        fn state() -> impl Strategy<Value = Option<GcraState>> {
+            let tat = prop_oneof![
+                Just(i128::MAX),
+                Just(i128::MIN),
+                Just(0i128),
+                any::<i128>(),
+                (i64_edge(), u64_edge(), 0u64..5_000)
+                    .prop_map(|(now, n, d)| i128::from(now) * i128::from(n) + i128::from(d)),
+            ];
+            proptest::option::of(
+                (tat, u64_edge()).prop_map(|(tat, limit)| GcraState { tat, limit }),
+            )
+        }
+
+        /// A word of `a`, `|` and `b`: short texts that often share prefixes and bars.
+        fn text() -> impl Strategy<Value = String> {
+            "[ab|]{0,20}"
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4_000))]
+
+            /// The exact products give every answer the saturating ones gave, at the ends of
+            /// every range too; `admit` is `check` then `consume`.
+            #[test]
+            fn gcra_products_need_no_saturation(
+                state in state(),
+                limit in u64_edge(),
+                period in u64_edge(),
+                now in i64_edge(),
+            ) {
+                let checked = check_saturating(state, limit, period, now);
+                let consumed = consume_saturating(state, limit, period, now);
+                prop_assert_eq!(GcraState::check(state, limit, period, now), checked);
+                prop_assert_eq!(GcraState::consume(state, limit, period, now), consumed);
+                prop_assert_eq!(
+                    GcraState::admit(state, limit, period, now),
+                    checked.map(|()| consumed)
+                );
+                if let Some(s) = state {
+                    let idle = s.tat <= i128::from(now).saturating_mul(i128::from(s.limit));
+                    prop_assert_eq!(s.is_idle(now), idle);
+                }
+            }
+
+            /// The inline comparison is `==`.
+            #[test]
+            fn same_bytes_is_equality(a in text(), b in text(), tail in "[ab]{0,3}") {
+                prop_assert_eq!(same_bytes(a.as_bytes(), b.as_bytes()), a == b);
+                // Equal lengths, often equal texts.
+                let c = format!("{a}{tail}");
+                let d = format!("{tail}{a}");
+                prop_assert_eq!(same_bytes(c.as_bytes(), d.as_bytes()), c == d);
+                prop_assert!(same_bytes(c.as_bytes(), c.clone().as_bytes()));
+            }
+
+            /// The permit's shortcut finds a key's agent as `agent_of` does.
+            #[test]
+            fn is_key_of_is_agent_of(key in text(), agent in text(), index in "[0-9a|]{0,3}") {
+                prop_assert_eq!(is_key_of(&key, &agent), agent_of(&key) == Some(agent.as_str()));
+                let key = format!("{agent}|{index}");
+                prop_assert_eq!(is_key_of(&key, &agent), agent_of(&key) == Some(agent.as_str()));
             }
         }
     }
