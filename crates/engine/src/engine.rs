@@ -15,7 +15,8 @@ use crate::car::{
 };
 use crate::clock::{Clock, TimeFacts, time_facts_in, window_start_ms};
 use crate::compile::{
-    Candidate, CompiledAgent, CompiledPolicy, CompiledRule, KnownTool, RateSpec, Verdict,
+    Candidate, CompiledAgent, CompiledPolicy, CompiledRule, KnownRedaction, KnownTool, RateSpec,
+    Verdict,
 };
 use crate::decision::{CredentialBinding, Decision, Event, Outcome, ReasonCode, TraceStep};
 use crate::doc::{Decoded, Doc, JsonRef};
@@ -152,15 +153,22 @@ impl Engine {
             None
         };
         // The redactions are planned once the tool id is canonical, so the canonical writer can
-        // mark the values to redact as it writes them.
+        // mark the values to redact as it writes them; what the policy lists for the tool is
+        // looked up there too, once.
         let mut tree = None;
-        let targets = |tool: &str| match agent.map(|a| plan(&a.redactions, tool)) {
-            Some(Plan::Splice(targets)) => targets,
-            Some(Plan::Tree(statements)) => {
-                tree = Some(statements);
-                Targets::None
+        let mut known = None;
+        let targets = |tool: &str| {
+            let Some(agent) = agent else {
+                return Targets::None;
+            };
+            known = agent.known_tools.get(tool);
+            match redaction_plan(agent, known, tool) {
+                Plan::Splice(targets) => targets,
+                Plan::Tree(statements) => {
+                    tree = Some(statements);
+                    Targets::None
+                }
             }
-            None => Targets::None,
         };
         let mut canonical = canonicalize_marking(request, &self.config.limits, targets);
         let early = early.or_else(|| {
@@ -176,7 +184,9 @@ impl Engine {
         let verdicts = match (early, &canonical, agent) {
             (Some(v), ..) => v,
             (None, Ok((car, _)), Some(agent)) => {
-                let facts = CallFacts::new(self, agent, car);
+                // `known` is `None` only if the tool was never looked up, and then the
+                // decision tests every pattern, which answers the same.
+                let facts = CallFacts::new(self, agent, car, known);
                 let v = self.evaluate(agent, car, &facts, &mut trace, &mut events, approved);
                 if v.effect == Verdict::Permit {
                     credential = self.credential(agent, &car.tool);
@@ -589,6 +599,18 @@ impl Engine {
     }
 }
 
+/// The redaction plan of a call of `tool`: compiled for a known tool, else made now.
+fn redaction_plan<'a>(agent: &'a CompiledAgent, known: Option<&KnownTool>, tool: &str) -> Plan<'a> {
+    match known.map(|k| k.redaction) {
+        Some(KnownRedaction::None) => Plan::Splice(Targets::None),
+        Some(KnownRedaction::One(i)) => match agent.redactions.get(i as usize) {
+            Some(r) => Plan::Splice(Targets::One(&r.targets)),
+            None => plan(&agent.redactions, tool),
+        },
+        _ => plan(&agent.redactions, tool),
+    }
+}
+
 /// The agent's rate limits that apply to `tool`, in written order: listed when the policy
 /// names the tool (`known`), else found by testing each.
 fn applying_rates<'a>(
@@ -744,12 +766,17 @@ struct CallFacts<'a> {
 }
 
 impl<'a> CallFacts<'a> {
-    fn new(engine: &'a Engine, agent: &'a CompiledAgent, car: &'a Car<'a>) -> Self {
+    fn new(
+        engine: &'a Engine,
+        agent: &'a CompiledAgent,
+        car: &'a Car<'a>,
+        known: Option<&'a KnownTool>,
+    ) -> Self {
         CallFacts {
             engine,
             agent,
             car,
-            known: agent.known_tools.get(car.tool.as_ref()),
+            known,
             now_ms: engine.clock.now_ms(),
             time: OnceCell::new(),
             session: OnceCell::new(),
