@@ -446,14 +446,12 @@ impl Engine {
         if costs_nothing && agent.egress.is_unrestricted() {
             return self.admit_on_rates(agent, facts.known, car, now, permit, events);
         }
-        let mut passed = Passed::default();
         for r in applying_rates(agent, facts.known, &car.tool) {
             let rate = rate_use(r, session);
             if let Err(retry_after_ms) = self.state.rate_check(rate.key, r.limit, r.period_ms, now)
             {
                 return rate_exceeded(&r.text, retry_after_ms, events);
             }
-            passed.push(rate);
         }
         let cost = match self.cost(agent, car, facts) {
             Ok(c) => c,
@@ -516,14 +514,18 @@ impl Engine {
             );
         }
         events.append(&mut warnings);
-        self.state.record_permit(&Permit {
-            agent: &agent.id,
-            tool: &car.tool,
-            session: car.session,
-            cost,
-            now_ms: now,
-            rates: passed.as_slice(),
-            spends: &spends,
+        // Every limit that applies has passed.
+        let rates = applying_rates(agent, facts.known, &car.tool);
+        with_uses(rates, session, |rates| {
+            self.state.record_permit(&Permit {
+                agent: &agent.id,
+                tool: &car.tool,
+                session: car.session,
+                cost,
+                now_ms: now,
+                rates,
+                spends: &spends,
+            });
         });
         permit
     }
@@ -541,18 +543,17 @@ impl Engine {
         events: &mut Vec<Event>,
     ) -> Verdicts<'a> {
         let session = car.session.unwrap_or("");
-        let mut passed = Passed::default();
-        for r in applying_rates(agent, known, &car.tool) {
-            passed.push(rate_use(r, session));
-        }
-        let recorded = self.state.record_permit_within_rates(&Permit {
-            agent: &agent.id,
-            tool: &car.tool,
-            session: car.session,
-            cost: Decimal::ZERO,
-            now_ms,
-            rates: passed.as_slice(),
-            spends: &[],
+        let rates = applying_rates(agent, known, &car.tool);
+        let recorded = with_uses(rates, session, |rates| {
+            self.state.record_permit_within_rates(&Permit {
+                agent: &agent.id,
+                tool: &car.tool,
+                session: car.session,
+                cost: Decimal::ZERO,
+                now_ms,
+                rates,
+                spends: &[],
+            })
         });
         match recorded {
             Ok(()) => permit,
@@ -638,6 +639,29 @@ fn rate_use<'a>(r: &'a RateSpec, session: &'a str) -> RateUse<'a> {
     }
 }
 
+/// Calls `f` with the uses of `rates` by a call in `session`, in order; the usual one or two
+/// are kept on the stack.
+fn with_uses<'a, R>(
+    rates: impl Iterator<Item = &'a RateSpec>,
+    session: &'a str,
+    f: impl FnOnce(&[RateUse<'a>]) -> R,
+) -> R {
+    let mut uses = rates.map(|r| rate_use(r, session));
+    let Some(first) = uses.next() else {
+        return f(&[]);
+    };
+    let Some(second) = uses.next() else {
+        return f(std::slice::from_ref(&first));
+    };
+    match uses.next() {
+        None => f(&[first, second]),
+        Some(third) => f(&[first, second, third]
+            .into_iter()
+            .chain(uses)
+            .collect::<Vec<_>>()),
+    }
+}
+
 /// The denial of a call that rate limit `limit` (its text) refuses for `retry_after_ms`.
 fn rate_exceeded<'a>(limit: &str, retry_after_ms: u64, events: &mut Vec<Event>) -> Verdicts<'a> {
     events.push(Event::RateExceeded {
@@ -700,51 +724,6 @@ fn fires(rule: &CompiledRule, facts: &CallFacts<'_>) -> Result<Outcome, EvalErro
         Tri::False => Outcome::ConditionFalse,
         Tri::Unknown => Outcome::ConditionUnknown,
     })
-}
-
-/// The rate limits a call passed, kept on the stack for the usual few.
-struct Passed<'a> {
-    few: [RateUse<'a>; Passed::FEW],
-    len: usize,
-    /// All of them, once there are more than `FEW`.
-    more: Vec<RateUse<'a>>,
-}
-
-impl Passed<'_> {
-    const FEW: usize = 4;
-}
-
-impl Default for Passed<'_> {
-    fn default() -> Self {
-        let unused = RateUse {
-            key: RateKey::shared(""),
-            limit: 0,
-            period_ms: 0,
-        };
-        Passed {
-            few: [unused; Passed::FEW],
-            len: 0,
-            more: Vec::new(),
-        }
-    }
-}
-
-impl<'a> Passed<'a> {
-    fn push(&mut self, r: RateUse<'a>) {
-        if let Some(slot) = self.few.get_mut(self.len) {
-            *slot = r;
-        } else {
-            if self.more.is_empty() {
-                self.more.extend_from_slice(&self.few);
-            }
-            self.more.push(r);
-        }
-        self.len += 1;
-    }
-
-    fn as_slice(&self) -> &[RateUse<'a>] {
-        self.few.get(..self.len).unwrap_or(&self.more)
-    }
 }
 
 /// A selector's answer for one call, or why there is none.
@@ -893,5 +872,30 @@ impl Facts for CallFacts<'_> {
         }
         answers[index] = Some(answer.clone());
         answer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// However many limits apply, `f` sees the uses of all of them, in order.
+    #[test]
+    fn with_uses_passes_every_use_in_order() {
+        for n in 0..7 {
+            let mut text = String::from("agent \"a\" {\n");
+            for i in 0..n {
+                text.push_str(&format!("  rate_limit \"t{i}\": {} per second\n", i + 1));
+            }
+            text.push_str("}\n");
+            let policy = crate::compile::compile(&fpl::parse(&text).policy, "f", None).unwrap();
+            let rates = &policy.agents["a"].rate_limits;
+            assert_eq!(rates.len(), n);
+            for session in ["", "s"] {
+                let want: Vec<RateUse<'_>> = rates.iter().map(|r| rate_use(r, session)).collect();
+                let got = with_uses(rates.iter(), session, |uses| uses.to_vec());
+                assert_eq!(got, want, "{n} limits");
+            }
+        }
     }
 }
