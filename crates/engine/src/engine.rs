@@ -116,10 +116,13 @@ impl Engine {
     pub fn decide_json(&self, params: &str) -> Decision {
         let limits = &self.config.limits;
         let decoded = Decoded::default();
-        if params.len() <= limits.max_text_bytes()
-            && let Some(doc) = Doc::parse(params, &decoded, limits.max_depth.saturating_add(1))
-            && let Some(request) = RequestRef::from_doc(&doc)
-        {
+        // Read in place, not moved out of its `Option`: the document is large.
+        let doc = if params.len() <= limits.max_text_bytes() {
+            Doc::parse(params, &decoded, limits.max_depth.saturating_add(1))
+        } else {
+            None
+        };
+        if let Some(request) = doc.as_ref().and_then(RequestRef::from_doc) {
             return self.decide_ref(request, false);
         }
         match parse_request(params, limits) {
@@ -136,7 +139,7 @@ impl Engine {
     }
 
     fn decide_ref(&self, request: RequestRef<'_>, approved: bool) -> Decision {
-        let agent = self.policy.agents.get(request.agent);
+        let agent = find_agent(&self.policy, request.agent);
         let early = if self.state.is_killed(request.agent) {
             Some(Verdicts::new(
                 Verdict::Deny,
@@ -600,6 +603,18 @@ impl Engine {
     }
 }
 
+/// The agent `id` of the policy. The only one of a policy (a common case) is found by comparing
+/// its id: no hash, no probe.
+fn find_agent<'p>(policy: &'p CompiledPolicy, id: &str) -> Option<&'p CompiledAgent> {
+    let agents = &policy.agents;
+    if agents.len() == 1 {
+        let (only, agent) = agents.iter().next()?;
+        (only == id).then_some(agent)
+    } else {
+        agents.get(id)
+    }
+}
+
 /// The redaction plan of a call of `tool`: compiled for a known tool, else made now.
 fn redaction_plan<'a>(agent: &'a CompiledAgent, known: Option<&KnownTool>, tool: &str) -> Plan<'a> {
     match known.map(|k| k.redaction) {
@@ -878,6 +893,32 @@ impl Facts for CallFacts<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The agent found is the one the map holds under the id, however many there are.
+        #[test]
+        fn find_agent_finds_what_the_map_holds(
+            ids in proptest::collection::btree_set("[ab.-]{1,3}", 1..4),
+            other in "[ab.-]{0,4}",
+            member in proptest::option::of(proptest::prelude::any::<proptest::sample::Index>()),
+        ) {
+            // Half the time an id the policy holds.
+            let id = match member {
+                Some(i) => i.get(&ids.iter().collect::<Vec<_>>()).to_string(),
+                None => other,
+            };
+            let mut text = String::new();
+            for a in &ids {
+                text.push_str(&format!("agent \"{a}\" {{\n  default deny\n}}\n"));
+            }
+            let parsed = fpl::parse(&text);
+            let policy = crate::compile::compile(&parsed.policy, "f", None).unwrap();
+            proptest::prop_assert_eq!(policy.agents.len(), ids.len());
+            let found = find_agent(&policy, &id).map(|a| a as *const CompiledAgent);
+            let held = policy.agents.get(&id).map(|a| a as *const CompiledAgent);
+            proptest::prop_assert_eq!(found, held);
+        }
+    }
 
     /// However many limits apply, `f` sees the uses of all of them, in order.
     #[test]
