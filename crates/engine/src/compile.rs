@@ -12,8 +12,9 @@ use regex::{Regex, RegexBuilder};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 
-use crate::car::TargetPath;
+use crate::car::{TargetPath, Targets};
 use crate::egress::EgressPolicy;
+use crate::redact::Plan;
 
 /// Compiled regexes may not exceed this (the checker enforces the same limit).
 pub const REGEX_SIZE_LIMIT: usize = fpl::check::REGEX_SIZE_LIMIT;
@@ -567,6 +568,21 @@ pub struct KnownTool {
     pub rules: Box<[u32]>,
     /// The same into [`CompiledAgent::rate_limits`]: the limits a call of the tool uses.
     pub rates: Box<[u32]>,
+    /// How its arguments are redacted, as [`crate::redact::plan`] plans it.
+    pub redaction: KnownRedaction,
+}
+
+/// The redaction plan of a known tool when it takes no work at decision time.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum KnownRedaction {
+    /// No statement applies.
+    #[default]
+    None,
+    /// The paths of this one statement (an index into [`CompiledAgent::redactions`]) are
+    /// spliced.
+    One(u32),
+    /// Anything else: planned at decision time.
+    Plan,
 }
 
 impl KnownTool {
@@ -589,6 +605,7 @@ fn known_tools(
     rules: &[CompiledRule],
     index: &RuleIndex,
     rate_limits: &[RateSpec],
+    redactions: &[Redaction],
 ) -> HashMap<String, KnownTool, PolicyKeys> {
     let mut known = HashMap::default();
     let mut budget = 8 * (mandatory.len() + rules.len()) + 1024;
@@ -602,7 +619,8 @@ fn known_tools(
         }
         let cost = mandatory_index.candidates(tool).count()
             + index.candidates(tool).count()
-            + rate_limits.len();
+            + rate_limits.len()
+            + redactions.len();
         if cost > budget {
             break;
         }
@@ -615,10 +633,24 @@ fn known_tools(
             mandatory: matching(mandatory, mandatory_index, tool),
             rules: matching(rules, index, tool),
             rates,
+            redaction: known_redaction(redactions, tool),
         };
         known.insert(tool.to_string(), tool_rules);
     }
     known
+}
+
+/// The plan [`crate::redact::plan`] makes for `tool`, kept when it is none or one statement.
+fn known_redaction(redactions: &[Redaction], tool: &str) -> KnownRedaction {
+    match crate::redact::plan(redactions, tool) {
+        Plan::Splice(Targets::None) => KnownRedaction::None,
+        Plan::Splice(Targets::One(targets)) => redactions
+            .iter()
+            .position(|r| std::ptr::eq(r.targets.as_slice(), targets))
+            .and_then(|i| u32::try_from(i).ok())
+            .map_or(KnownRedaction::Plan, KnownRedaction::One),
+        _ => KnownRedaction::Plan,
+    }
 }
 
 /// The indices of the rate limits that apply to `tool`, or `None` if one does not fit a `u32`.
@@ -1086,7 +1118,14 @@ impl Compiler {
         spent_windows.retain(|w| !budgets.iter().any(|b| b.window == *w));
         let mandatory_index = RuleIndex::build(&mandatory);
         let index = RuleIndex::build(&rules);
-        let known_tools = known_tools(&mandatory, &mandatory_index, &rules, &index, &rate_limits);
+        let known_tools = known_tools(
+            &mandatory,
+            &mandatory_index,
+            &rules,
+            &index,
+            &rate_limits,
+            &redactions,
+        );
         Ok(CompiledAgent {
             spent_windows,
             id: a.id.value.clone(),

@@ -15,7 +15,8 @@ use crate::car::{
 };
 use crate::clock::{Clock, TimeFacts, time_facts_in, window_start_ms};
 use crate::compile::{
-    Candidate, CompiledAgent, CompiledPolicy, CompiledRule, KnownTool, RateSpec, Verdict,
+    Candidate, CompiledAgent, CompiledPolicy, CompiledRule, KnownRedaction, KnownTool, RateSpec,
+    Verdict,
 };
 use crate::decision::{CredentialBinding, Decision, Event, Outcome, ReasonCode, TraceStep};
 use crate::doc::{Decoded, Doc, JsonRef};
@@ -115,10 +116,13 @@ impl Engine {
     pub fn decide_json(&self, params: &str) -> Decision {
         let limits = &self.config.limits;
         let decoded = Decoded::default();
-        if params.len() <= limits.max_text_bytes()
-            && let Some(doc) = Doc::parse(params, &decoded, limits.max_depth.saturating_add(1))
-            && let Some(request) = RequestRef::from_doc(&doc)
-        {
+        // Read in place, not moved out of its `Option`: the document is large.
+        let doc = if params.len() <= limits.max_text_bytes() {
+            Doc::parse(params, &decoded, limits.max_depth.saturating_add(1))
+        } else {
+            None
+        };
+        if let Some(request) = doc.as_ref().and_then(RequestRef::from_doc) {
             return self.decide_ref(request, false);
         }
         match parse_request(params, limits) {
@@ -135,7 +139,7 @@ impl Engine {
     }
 
     fn decide_ref(&self, request: RequestRef<'_>, approved: bool) -> Decision {
-        let agent = self.policy.agents.get(request.agent);
+        let agent = find_agent(&self.policy, request.agent);
         let early = if self.state.is_killed(request.agent) {
             Some(Verdicts::new(
                 Verdict::Deny,
@@ -152,15 +156,22 @@ impl Engine {
             None
         };
         // The redactions are planned once the tool id is canonical, so the canonical writer can
-        // mark the values to redact as it writes them.
+        // mark the values to redact as it writes them; what the policy lists for the tool is
+        // looked up there too, once.
         let mut tree = None;
-        let targets = |tool: &str| match agent.map(|a| plan(&a.redactions, tool)) {
-            Some(Plan::Splice(targets)) => targets,
-            Some(Plan::Tree(statements)) => {
-                tree = Some(statements);
-                Targets::None
+        let mut known = None;
+        let targets = |tool: &str| {
+            let Some(agent) = agent else {
+                return Targets::None;
+            };
+            known = agent.known_tools.get(tool);
+            match redaction_plan(agent, known, tool) {
+                Plan::Splice(targets) => targets,
+                Plan::Tree(statements) => {
+                    tree = Some(statements);
+                    Targets::None
+                }
             }
-            None => Targets::None,
         };
         let mut canonical = canonicalize_marking(request, &self.config.limits, targets);
         let early = early.or_else(|| {
@@ -176,7 +187,9 @@ impl Engine {
         let verdicts = match (early, &canonical, agent) {
             (Some(v), ..) => v,
             (None, Ok((car, _)), Some(agent)) => {
-                let facts = CallFacts::new(self, agent, car);
+                // `known` is `None` only if the tool was never looked up, and then the
+                // decision tests every pattern, which answers the same.
+                let facts = CallFacts::new(self, agent, car, known);
                 let v = self.evaluate(agent, car, &facts, &mut trace, &mut events, approved);
                 if v.effect == Verdict::Permit {
                     credential = self.credential(agent, &car.tool);
@@ -436,14 +449,12 @@ impl Engine {
         if costs_nothing && agent.egress.is_unrestricted() {
             return self.admit_on_rates(agent, facts.known, car, now, permit, events);
         }
-        let mut passed = Passed::default();
         for r in applying_rates(agent, facts.known, &car.tool) {
             let rate = rate_use(r, session);
             if let Err(retry_after_ms) = self.state.rate_check(rate.key, r.limit, r.period_ms, now)
             {
                 return rate_exceeded(&r.text, retry_after_ms, events);
             }
-            passed.push(rate);
         }
         let cost = match self.cost(agent, car, facts) {
             Ok(c) => c,
@@ -506,14 +517,18 @@ impl Engine {
             );
         }
         events.append(&mut warnings);
-        self.state.record_permit(&Permit {
-            agent: &agent.id,
-            tool: &car.tool,
-            session: car.session,
-            cost,
-            now_ms: now,
-            rates: passed.as_slice(),
-            spends: &spends,
+        // Every limit that applies has passed.
+        let rates = applying_rates(agent, facts.known, &car.tool);
+        with_uses(rates, session, |rates| {
+            self.state.record_permit(&Permit {
+                agent: &agent.id,
+                tool: &car.tool,
+                session: car.session,
+                cost,
+                now_ms: now,
+                rates,
+                spends: &spends,
+            });
         });
         permit
     }
@@ -531,18 +546,17 @@ impl Engine {
         events: &mut Vec<Event>,
     ) -> Verdicts<'a> {
         let session = car.session.unwrap_or("");
-        let mut passed = Passed::default();
-        for r in applying_rates(agent, known, &car.tool) {
-            passed.push(rate_use(r, session));
-        }
-        let recorded = self.state.record_permit_within_rates(&Permit {
-            agent: &agent.id,
-            tool: &car.tool,
-            session: car.session,
-            cost: Decimal::ZERO,
-            now_ms,
-            rates: passed.as_slice(),
-            spends: &[],
+        let rates = applying_rates(agent, known, &car.tool);
+        let recorded = with_uses(rates, session, |rates| {
+            self.state.record_permit_within_rates(&Permit {
+                agent: &agent.id,
+                tool: &car.tool,
+                session: car.session,
+                cost: Decimal::ZERO,
+                now_ms,
+                rates,
+                spends: &[],
+            })
         });
         match recorded {
             Ok(()) => permit,
@@ -589,6 +603,30 @@ impl Engine {
     }
 }
 
+/// The agent `id` of the policy. The only one of a policy (a common case) is found by comparing
+/// its id: no hash, no probe.
+fn find_agent<'p>(policy: &'p CompiledPolicy, id: &str) -> Option<&'p CompiledAgent> {
+    let agents = &policy.agents;
+    if agents.len() == 1 {
+        let (only, agent) = agents.iter().next()?;
+        (only == id).then_some(agent)
+    } else {
+        agents.get(id)
+    }
+}
+
+/// The redaction plan of a call of `tool`: compiled for a known tool, else made now.
+fn redaction_plan<'a>(agent: &'a CompiledAgent, known: Option<&KnownTool>, tool: &str) -> Plan<'a> {
+    match known.map(|k| k.redaction) {
+        Some(KnownRedaction::None) => Plan::Splice(Targets::None),
+        Some(KnownRedaction::One(i)) => match agent.redactions.get(i as usize) {
+            Some(r) => Plan::Splice(Targets::One(&r.targets)),
+            None => plan(&agent.redactions, tool),
+        },
+        _ => plan(&agent.redactions, tool),
+    }
+}
+
 /// The agent's rate limits that apply to `tool`, in written order: listed when the policy
 /// names the tool (`known`), else found by testing each.
 fn applying_rates<'a>(
@@ -613,6 +651,29 @@ fn rate_use<'a>(r: &'a RateSpec, session: &'a str) -> RateUse<'a> {
         },
         limit: r.limit,
         period_ms: r.period_ms,
+    }
+}
+
+/// Calls `f` with the uses of `rates` by a call in `session`, in order; the usual one or two
+/// are kept on the stack.
+fn with_uses<'a, R>(
+    rates: impl Iterator<Item = &'a RateSpec>,
+    session: &'a str,
+    f: impl FnOnce(&[RateUse<'a>]) -> R,
+) -> R {
+    let mut uses = rates.map(|r| rate_use(r, session));
+    let Some(first) = uses.next() else {
+        return f(&[]);
+    };
+    let Some(second) = uses.next() else {
+        return f(std::slice::from_ref(&first));
+    };
+    match uses.next() {
+        None => f(&[first, second]),
+        Some(third) => f(&[first, second, third]
+            .into_iter()
+            .chain(uses)
+            .collect::<Vec<_>>()),
     }
 }
 
@@ -680,51 +741,6 @@ fn fires(rule: &CompiledRule, facts: &CallFacts<'_>) -> Result<Outcome, EvalErro
     })
 }
 
-/// The rate limits a call passed, kept on the stack for the usual few.
-struct Passed<'a> {
-    few: [RateUse<'a>; Passed::FEW],
-    len: usize,
-    /// All of them, once there are more than `FEW`.
-    more: Vec<RateUse<'a>>,
-}
-
-impl Passed<'_> {
-    const FEW: usize = 4;
-}
-
-impl Default for Passed<'_> {
-    fn default() -> Self {
-        let unused = RateUse {
-            key: RateKey::shared(""),
-            limit: 0,
-            period_ms: 0,
-        };
-        Passed {
-            few: [unused; Passed::FEW],
-            len: 0,
-            more: Vec::new(),
-        }
-    }
-}
-
-impl<'a> Passed<'a> {
-    fn push(&mut self, r: RateUse<'a>) {
-        if let Some(slot) = self.few.get_mut(self.len) {
-            *slot = r;
-        } else {
-            if self.more.is_empty() {
-                self.more.extend_from_slice(&self.few);
-            }
-            self.more.push(r);
-        }
-        self.len += 1;
-    }
-
-    fn as_slice(&self) -> &[RateUse<'a>] {
-        self.few.get(..self.len).unwrap_or(&self.more)
-    }
-}
-
 /// A selector's answer for one call, or why there is none.
 type SelectorAnswer = Result<Option<Json>, String>;
 
@@ -744,12 +760,17 @@ struct CallFacts<'a> {
 }
 
 impl<'a> CallFacts<'a> {
-    fn new(engine: &'a Engine, agent: &'a CompiledAgent, car: &'a Car<'a>) -> Self {
+    fn new(
+        engine: &'a Engine,
+        agent: &'a CompiledAgent,
+        car: &'a Car<'a>,
+        known: Option<&'a KnownTool>,
+    ) -> Self {
         CallFacts {
             engine,
             agent,
             car,
-            known: agent.known_tools.get(car.tool.as_ref()),
+            known,
             now_ms: engine.clock.now_ms(),
             time: OnceCell::new(),
             session: OnceCell::new(),
@@ -866,5 +887,56 @@ impl Facts for CallFacts<'_> {
         }
         answers[index] = Some(answer.clone());
         answer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// The agent found is the one the map holds under the id, however many there are.
+        #[test]
+        fn find_agent_finds_what_the_map_holds(
+            ids in proptest::collection::btree_set("[ab.-]{1,3}", 1..4),
+            other in "[ab.-]{0,4}",
+            member in proptest::option::of(proptest::prelude::any::<proptest::sample::Index>()),
+        ) {
+            // Half the time an id the policy holds.
+            let id = match member {
+                Some(i) => i.get(&ids.iter().collect::<Vec<_>>()).to_string(),
+                None => other,
+            };
+            let mut text = String::new();
+            for a in &ids {
+                text.push_str(&format!("agent \"{a}\" {{\n  default deny\n}}\n"));
+            }
+            let parsed = fpl::parse(&text);
+            let policy = crate::compile::compile(&parsed.policy, "f", None).unwrap();
+            proptest::prop_assert_eq!(policy.agents.len(), ids.len());
+            let found = find_agent(&policy, &id).map(|a| a as *const CompiledAgent);
+            let held = policy.agents.get(&id).map(|a| a as *const CompiledAgent);
+            proptest::prop_assert_eq!(found, held);
+        }
+    }
+
+    /// However many limits apply, `f` sees the uses of all of them, in order.
+    #[test]
+    fn with_uses_passes_every_use_in_order() {
+        for n in 0..7 {
+            let mut text = String::from("agent \"a\" {\n");
+            for i in 0..n {
+                text.push_str(&format!("  rate_limit \"t{i}\": {} per second\n", i + 1));
+            }
+            text.push_str("}\n");
+            let policy = crate::compile::compile(&fpl::parse(&text).policy, "f", None).unwrap();
+            let rates = &policy.agents["a"].rate_limits;
+            assert_eq!(rates.len(), n);
+            for session in ["", "s"] {
+                let want: Vec<RateUse<'_>> = rates.iter().map(|r| rate_use(r, session)).collect();
+                let got = with_uses(rates.iter(), session, |uses| uses.to_vec());
+                assert_eq!(got, want, "{n} limits");
+            }
+        }
     }
 }
