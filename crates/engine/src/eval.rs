@@ -257,32 +257,38 @@ fn cmp_num(x: &Decimal, y: &Decimal) -> Ordering {
 
 /// Evaluates `e` as a condition.
 pub fn truth<'a>(e: &'a CExpr, f: &'a dyn Facts) -> Result<Tri, EvalError> {
+    cond(e, f).map_err(|err| *err)
+}
+
+/// [`truth`] with its rare error boxed: each level returns a tag and an answer, not a result
+/// the size of the error.
+pub(crate) fn cond<'a>(e: &'a CExpr, f: &'a dyn Facts) -> Result<Tri, Box<EvalError>> {
     match e {
         CExpr::And(a, b) => {
-            let l = truth(a, f)?;
+            let l = cond(a, f)?;
             if l == Tri::False {
                 return Ok(Tri::False);
             }
-            Ok(match (l, truth(b, f)?) {
+            Ok(match (l, cond(b, f)?) {
                 (_, Tri::False) => Tri::False,
                 (Tri::True, Tri::True) => Tri::True,
                 _ => Tri::Unknown,
             })
         }
         CExpr::Or(a, b) => {
-            let l = truth(a, f)?;
+            let l = cond(a, f)?;
             if l == Tri::True {
                 return Ok(Tri::True);
             }
-            Ok(match (l, truth(b, f)?) {
+            Ok(match (l, cond(b, f)?) {
                 (_, Tri::True) => Tri::True,
                 (Tri::False, Tri::False) => Tri::False,
                 _ => Tri::Unknown,
             })
         }
-        CExpr::Not(inner) => Ok(truth(inner, f)?.negate()),
+        CExpr::Not(inner) => Ok(cond(inner, f)?.negate()),
         CExpr::Test(t) => field_test(t, f),
-        other => truth_of_value(other, f),
+        other => truth_of_value(other, f).map_err(Box::new),
     }
 }
 
@@ -316,14 +322,14 @@ fn truth_of_value<'a>(e: &'a CExpr, f: &'a dyn Facts) -> Result<Tri, EvalError> 
 /// A prepared comparison: answered from the field's JSON when [`quick`] can, else evaluated
 /// as it was written.
 #[inline]
-fn field_test(t: &FieldTest, f: &dyn Facts) -> Result<Tri, EvalError> {
+fn field_test(t: &FieldTest, f: &dyn Facts) -> Result<Tri, Box<EvalError>> {
     let value = match &t.field {
         Field::Arg(path) => lookup(f.args(), path),
         Field::Principal(path) => lookup(f.principal(), path),
     };
     match quick(&t.test, value) {
         Some(answer) => Ok(answer),
-        None => truth(&t.general, f),
+        None => cond(&t.general, f),
     }
 }
 
