@@ -673,8 +673,10 @@ fn matching(rules: &[CompiledRule], index: &RuleIndex, tool: &str) -> Box<[u32]>
         .collect()
 }
 
-/// A compiled expression: names resolved to where their value comes from.
+/// A compiled expression: names resolved to where their value comes from. A plain tag (no
+/// niche in a variant's fields) makes the dispatch of evaluation a table jump.
 #[derive(Debug)]
+#[repr(u8)]
 pub enum CExpr {
     Lit(Const),
     Arg(Vec<String>),

@@ -56,6 +56,11 @@ impl<'a> JsonRef<'a> {
         JsonRef(Ref::Tree(&NULL))
     }
 
+    /// Node `i` of `doc`.
+    pub(crate) fn node(doc: &'a Doc<'a>, i: u32) -> Self {
+        JsonRef(Ref::Doc(doc, i))
+    }
+
     pub(crate) fn empty_object() -> JsonRef<'static> {
         JsonRef(Ref::Tree(&EMPTY_OBJECT))
     }

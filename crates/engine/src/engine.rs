@@ -20,7 +20,7 @@ use crate::compile::{
 };
 use crate::decision::{CredentialBinding, Decision, Event, Outcome, ReasonCode, TraceStep};
 use crate::doc::{Decoded, Doc, JsonRef};
-use crate::eval::{EvalError, Facts, Tri, V, eval, truth};
+use crate::eval::{EvalError, Facts, Tri, V, cond, eval};
 use crate::redact::{Plan, RedactionKey, plan, recorded, recorded_from_tree};
 use crate::selector::SelectorCache;
 use crate::state::{Permit, RateKey, RateUse, SessionStats, StateStore};
@@ -734,7 +734,7 @@ fn fires(rule: &CompiledRule, facts: &CallFacts<'_>) -> Result<Outcome, EvalErro
     let Some(condition) = &rule.condition else {
         return Ok(Outcome::Matched);
     };
-    Ok(match truth(condition, facts)? {
+    Ok(match cond(condition, facts).map_err(|err| *err)? {
         Tri::True => Outcome::Matched,
         Tri::False => Outcome::ConditionFalse,
         Tri::Unknown => Outcome::ConditionUnknown,

@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use serde_json::Value as Json;
 
 use crate::compile::{CExpr, Const, Field, FieldTest, Test};
-use crate::doc::{JsonRef, Shape};
+use crate::doc::{Doc, JsonRef, Shape, Source};
 
 /// Three-valued truth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,10 +146,22 @@ fn from_tree(v: &Json) -> Option<V<'_>> {
 
 #[inline(always)]
 fn lookup<'j>(root: JsonRef<'j>, path: &[String]) -> Option<JsonRef<'j>> {
-    match root.as_tree() {
-        Some(tree) => lookup_tree(tree, path).map(JsonRef::tree),
-        None => path.iter().try_fold(root, |v, seg| v.get(seg)),
+    match root.source() {
+        Source::Tree(tree) => lookup_tree(tree, path).map(JsonRef::tree),
+        Source::Doc(doc, node) => lookup_doc(doc, node, path),
     }
+}
+
+/// [`lookup`] in a document, whose objects are slices of members.
+fn lookup_doc<'j>(doc: &'j Doc<'j>, mut node: u32, path: &[String]) -> Option<JsonRef<'j>> {
+    for seg in path {
+        node = doc
+            .members_of(node)
+            .iter()
+            .find(|m| same_key(m.name(), seg))?
+            .value();
+    }
+    Some(JsonRef::node(doc, node))
 }
 
 fn lookup_tree<'j>(tree: &'j Json, path: &[String]) -> Option<&'j Json> {
@@ -159,15 +171,52 @@ fn lookup_tree<'j>(tree: &'j Json, path: &[String]) -> Option<&'j Json> {
 
 /// Member `key` of a tree's object. The objects of requests are small: a scan that compares
 /// lengths first compares the bytes of about one key, where the ordered search compares them
-/// with every key it passes.
+/// with every key it passes. The keys are in byte order, so the scan starts from the end whose
+/// key's first byte is nearer the key's.
 fn tree_member<'j>(object: &'j serde_json::Map<String, Json>, key: &str) -> Option<&'j Json> {
     if object.len() > 16 {
         return object.get(key);
     }
-    object
-        .iter()
-        .find(|(k, _)| k.len() == key.len() && k.as_bytes() == key.as_bytes())
-        .map(|(_, v)| v)
+    let mut members = object.iter();
+    let (first, value) = members.next()?;
+    if same_key(first, key) {
+        return Some(value);
+    }
+    let (last, value) = members.next_back()?;
+    if same_key(last, key) {
+        return Some(value);
+    }
+    let byte = |s: &str| i32::from(s.as_bytes().first().copied().unwrap_or(0));
+    let from_back = byte(key) - byte(first) > byte(last) - byte(key);
+    let same = |(k, _): &(&String, &Json)| same_key(k, key);
+    let found = if from_back {
+        members.rfind(same)
+    } else {
+        members.find(same)
+    };
+    found.map(|(_, v)| v)
+}
+
+/// `a == b` for keys and short strings, without a call to `memcmp` for those of 1 to 16
+/// bytes: two overlapping words compare them.
+#[inline(always)]
+fn same_key(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    match a.len() {
+        8..=16 => {
+            a.first_chunk::<8>() == b.first_chunk::<8>()
+                && a.last_chunk::<8>() == b.last_chunk::<8>()
+        }
+        4..=7 => {
+            a.first_chunk::<4>() == b.first_chunk::<4>()
+                && a.last_chunk::<4>() == b.last_chunk::<4>()
+        }
+        1..=3 => a.iter().zip(b).all(|(x, y)| x == y),
+        _ => a == b,
+    }
 }
 
 /// How an operand is named in an error message.
@@ -208,32 +257,38 @@ fn cmp_num(x: &Decimal, y: &Decimal) -> Ordering {
 
 /// Evaluates `e` as a condition.
 pub fn truth<'a>(e: &'a CExpr, f: &'a dyn Facts) -> Result<Tri, EvalError> {
+    cond(e, f).map_err(|err| *err)
+}
+
+/// [`truth`] with its rare error boxed: each level returns a tag and an answer, not a result
+/// the size of the error.
+pub(crate) fn cond<'a>(e: &'a CExpr, f: &'a dyn Facts) -> Result<Tri, Box<EvalError>> {
     match e {
         CExpr::And(a, b) => {
-            let l = truth(a, f)?;
+            let l = cond(a, f)?;
             if l == Tri::False {
                 return Ok(Tri::False);
             }
-            Ok(match (l, truth(b, f)?) {
+            Ok(match (l, cond(b, f)?) {
                 (_, Tri::False) => Tri::False,
                 (Tri::True, Tri::True) => Tri::True,
                 _ => Tri::Unknown,
             })
         }
         CExpr::Or(a, b) => {
-            let l = truth(a, f)?;
+            let l = cond(a, f)?;
             if l == Tri::True {
                 return Ok(Tri::True);
             }
-            Ok(match (l, truth(b, f)?) {
+            Ok(match (l, cond(b, f)?) {
                 (_, Tri::True) => Tri::True,
                 (Tri::False, Tri::False) => Tri::False,
                 _ => Tri::Unknown,
             })
         }
-        CExpr::Not(inner) => Ok(truth(inner, f)?.negate()),
+        CExpr::Not(inner) => Ok(cond(inner, f)?.negate()),
         CExpr::Test(t) => field_test(t, f),
-        other => truth_of_value(other, f),
+        other => truth_of_value(other, f).map_err(Box::new),
     }
 }
 
@@ -267,14 +322,14 @@ fn truth_of_value<'a>(e: &'a CExpr, f: &'a dyn Facts) -> Result<Tri, EvalError> 
 /// A prepared comparison: answered from the field's JSON when [`quick`] can, else evaluated
 /// as it was written.
 #[inline]
-fn field_test(t: &FieldTest, f: &dyn Facts) -> Result<Tri, EvalError> {
+fn field_test(t: &FieldTest, f: &dyn Facts) -> Result<Tri, Box<EvalError>> {
     let value = match &t.field {
         Field::Arg(path) => lookup(f.args(), path),
         Field::Principal(path) => lookup(f.principal(), path),
     };
     match quick(&t.test, value) {
         Some(answer) => Ok(answer),
-        None => truth(&t.general, f),
+        None => cond(&t.general, f),
     }
 }
 
@@ -326,8 +381,8 @@ fn quick(test: &Test, value: Option<JsonRef<'_>>) -> Option<Tri> {
 /// [`quick`] on a string value.
 fn quick_str(test: &Test, s: &str) -> Option<bool> {
     Some(match test {
-        Test::Str { equal, value } => (**value == *s) == *equal,
-        Test::InStrs { negate, set } => set.iter().any(|x| **x == *s) != *negate,
+        Test::Str { equal, value } => same_key(value, s) == *equal,
+        Test::InStrs { negate, set } => set.iter().any(|x| same_key(x, s)) != *negate,
         Test::Matches(re) => re.is_match(s),
         Test::Num { .. } | Test::Bool { .. } => return None,
     })
@@ -798,6 +853,80 @@ mod tests {
                 principal: if principal { field } else { JsonRef::null() },
             };
             prop_assert_eq!(&truth(&prepared, &parsed), &expected, "{:?} on {}", shape, text);
+        }
+    }
+
+    /// Keys near each other: equal, one byte changed (first, last or inside), cut or grown.
+    fn key_pair() -> impl Strategy<Value = (String, String)> {
+        let key = "[a-z_]{0,20}|[a-zé€😀]{0,6}";
+        (key, 0usize..5, any::<prop::sample::Index>(), "[a-zé]").prop_map(|(a, how, at, c)| {
+            let mut chars: Vec<char> = a.chars().collect();
+            let c = c.chars().next().unwrap_or('a');
+            match how {
+                0 => {}
+                1 if !chars.is_empty() => {
+                    let i = at.index(chars.len());
+                    chars[i] = c;
+                }
+                2 => chars.push(c),
+                3 => {
+                    chars.pop();
+                }
+                _ => chars.insert(0, c),
+            }
+            (a, chars.into_iter().collect())
+        })
+    }
+
+    /// Objects of up to 20 members (some beyond the scan's 16) with keys that share prefixes,
+    /// and keys to look for: members' keys and near misses.
+    fn object_and_keys() -> impl Strategy<Value = (serde_json::Map<String, Json>, Vec<String>)> {
+        let keys = prop::collection::btree_set("[a-z]{0,3}|[A-Z_][a-z]{0,9}|é{0,2}", 0..20);
+        (keys, prop::collection::vec("[a-zA-Z_]{0,10}", 0..4)).prop_map(|(keys, misses)| {
+            let object: serde_json::Map<String, Json> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (k.clone(), Json::from(i)))
+                .collect();
+            let mut wanted: Vec<String> = keys.into_iter().collect();
+            wanted.extend(misses);
+            wanted.push(String::new());
+            (object, wanted)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5_000))]
+        /// The word-wise comparison is `==`.
+        #[test]
+        fn same_key_is_equality((a, b) in key_pair()) {
+            prop_assert_eq!(same_key(&a, &b), a == b, "{:?} {:?}", a, b);
+            prop_assert_eq!(same_key(&b, &a), a == b, "{:?} {:?}", b, a);
+            prop_assert!(same_key(&a, &a.clone()));
+        }
+
+        /// The scan from either end finds what `get` finds, in trees and in documents, at any
+        /// depth.
+        #[test]
+        fn lookups_are_those_of_get((object, keys) in object_and_keys()) {
+            for key in &keys {
+                prop_assert_eq!(tree_member(&object, key), object.get(key.as_str()), "{}", key);
+            }
+            let nested = serde_json::json!({ "f": object, "g": { "h": object } });
+            let text = serde_json::json!({ "r": nested }).to_string();
+            let decoded = crate::doc::Decoded::default();
+            let doc = crate::doc::Doc::parse(&text, &decoded, 64).unwrap();
+            let (_, root) = doc.fields().next().unwrap();
+            let paths = keys.iter().flat_map(|k| {
+                [vec!["f".to_string(), k.clone()], vec!["g".into(), "h".into(), k.clone()]]
+            });
+            for path in paths.chain([vec![], vec!["f".into()], vec!["x".into()]]) {
+                let expected = path.iter().try_fold(&nested, |v, seg| v.get(seg.as_str()));
+                let in_tree = lookup(JsonRef::tree(&nested), &path).map(JsonRef::to_value);
+                prop_assert_eq!(in_tree.as_ref(), expected, "{:?}", path);
+                let in_doc = lookup(root, &path).map(JsonRef::to_value);
+                prop_assert_eq!(in_doc.as_ref(), expected, "{:?}", path);
+            }
         }
     }
 
