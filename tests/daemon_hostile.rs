@@ -613,3 +613,21 @@ fn stop_is_prompt_with_an_idle_agent_connection_open() {
     assert!(took < Duration::from_secs(3), "stop took {took:?}");
     assert!(d.log_text().contains("alerts drained"), "{}", d.log_text());
 }
+
+#[test]
+fn a_tool_id_in_another_spelling_is_decided_and_recorded_as_its_nfkc_form() {
+    let dir = stack(POLICY);
+    let d = Daemon::start(dir.path());
+    // Fullwidth letters: NFKC makes them `search_docs` (SPEC §4), which the policy permits.
+    let fullwidth = "ｓｅａｒｃｈ_ｄｏｃｓ";
+    let res = d.decide(call(AGENT, fullwidth, json!({"q": "x"})));
+    expect(&res, "permit", "RULE_PERMIT");
+    let id = res["dpr_id"].as_str().unwrap().to_string();
+    d.stop();
+
+    // The log names the tool the policy decided on, not the spelling the caller sent.
+    verify(dir.path());
+    let records = export(dir.path());
+    let rec = records.iter().find(|r| r["id"] == id.as_str()).unwrap();
+    assert_eq!(rec["tool"], "search_docs", "{rec}");
+}

@@ -3,6 +3,7 @@
 //! made durable through the store's group commit before the answer leaves (step 9), and alerts
 //! and metrics follow off the hot path (step 10).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -296,10 +297,19 @@ impl Core {
     async fn evaluate(
         &self,
         active: &Active,
-        req: ActionRequest,
+        mut req: ActionRequest,
         dpr_id: &str,
         now: i64,
     ) -> (CallFacts, Outcome, Option<Decision>) {
+        // Recorded, approved and given credentials under the id the policy decides on (NFKC):
+        // two spellings of one tool are one tool in the log too.
+        let canonical = match active.engine.canonical_tool(&req.tool) {
+            Some(Cow::Owned(tool)) => Some(tool),
+            _ => None,
+        };
+        if let Some(tool) = canonical {
+            req.tool = tool;
+        }
         let facts = CallFacts::of(&req);
         let key = CallKey {
             agent: &req.agent,

@@ -435,6 +435,13 @@ fn hex_digit(n: u8) -> u8 {
     n + b'0' + if n > 9 { b'a' - b'0' - 10 } else { 0 }
 }
 
+/// The tool id a decision on `raw` sees, in NFKC (SPEC §4), or `None` when such a request is
+/// refused as `MALFORMED_REQUEST`. Whatever records a call (its DPR, an approval, a credential)
+/// should name the tool so: two spellings of one id are one tool.
+pub fn canonical_tool_id<'a>(raw: &'a str, limits: &Limits) -> Option<Cow<'a, str>> {
+    canonical_tool(raw, limits).ok()
+}
+
 /// The tool id in NFKC, or why it is refused.
 #[inline(always)]
 fn canonical_tool<'a>(raw: &'a str, limits: &Limits) -> Result<Cow<'a, str>, Malformed> {

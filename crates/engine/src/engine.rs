@@ -93,6 +93,11 @@ impl Engine {
         self.state.as_ref()
     }
 
+    /// The tool id this engine decides on for `raw` ([`crate::car::canonical_tool_id`]).
+    pub fn canonical_tool<'a>(&self, raw: &'a str) -> Option<std::borrow::Cow<'a, str>> {
+        crate::car::canonical_tool_id(raw, &self.config.limits)
+    }
+
     /// Decides one call. Every path ends in a decision: errors deny (fail closed). The request
     /// is only read: the caller frees it after the answer has left.
     pub fn decide(&self, request: &ActionRequest) -> Decision {
