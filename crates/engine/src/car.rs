@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
@@ -785,6 +785,17 @@ static KEY_CLASS: [u8; 256] = {
     t
 };
 
+/// Whether a `serde_json::Map` iterates its keys in byte order (a `BTreeMap`), as it does unless
+/// some crate in the build turns on serde_json's `preserve_order` (an insertion-ordered map).
+/// Features are unified across the build, so the engine cannot know which when it is compiled:
+/// asked once, of a map filled out of order.
+static MAPS_ARE_SORTED: LazyLock<bool> = LazyLock::new(|| {
+    let mut probe = Map::new();
+    probe.insert("b".to_owned(), Value::Null);
+    probe.insert("a".to_owned(), Value::Null);
+    probe.keys().map(String::as_str).eq(["a", "b"])
+});
+
 /// Which targets the members of an object being written lead to: those in `mask`, whose paths
 /// match the keys so far in their first `depth` segments. No mask, no targets.
 #[derive(Clone, Copy)]
@@ -1021,9 +1032,10 @@ impl<'f> Jcs<'f> {
             return self.check_size();
         }
         let (open, found) = (self.out.len(), self.found.len());
+        let sorted = *MAPS_ARE_SORTED;
         let mut prev = None;
         for (key, value) in map {
-            if !self.member_key(prev, key) {
+            if !self.member_key(prev, key, sorted) {
                 self.out.truncate(open);
                 self.found.truncate(found);
                 return self.tree_object_sorted(map, depth, way);
@@ -1039,13 +1051,15 @@ impl<'f> Jcs<'f> {
     /// `prev` in the order of the UTF-16 code units, checked bytewise: neither may hold a
     /// character at or above U+E000 (see [`crate::doc::is_high`]; `prev` is known not to).
     /// Answers whether it may. One pass over its bytes finds both escapes and such characters
-    /// (keys are short: a byte loop beats setting up words).
+    /// (keys are short: a byte loop beats setting up words). `sorted`: keys come in strictly
+    /// increasing byte order ([`MAPS_ARE_SORTED`]), so only the characters need a check.
     #[inline(always)]
-    fn member_key(&mut self, prev: Option<&str>, key: &str) -> bool {
+    fn member_key(&mut self, prev: Option<&str>, key: &str, sorted: bool) -> bool {
         let class = key
             .bytes()
             .fold(0u8, |class, b| class | KEY_CLASS[usize::from(b)]);
-        let follows = prev.is_none_or(|p| bytes_cmp(p.as_bytes(), key.as_bytes()).is_lt());
+        let follows =
+            sorted || prev.is_none_or(|p| bytes_cmp(p.as_bytes(), key.as_bytes()).is_lt());
         if class & 2 != 0 || !follows {
             return false;
         }
@@ -2406,6 +2420,22 @@ mod tests {
     mod props {
         use super::*;
         use proptest::prelude::*;
+
+        proptest! {
+            /// The probe says what maps do: keys inserted in any order come out in byte order
+            /// exactly when it says they do (so the writer skips the order check only then).
+            #[test]
+            fn maps_are_sorted_is_what_maps_do(
+                keys in prop::collection::vec("[a-z\u{e9}\u{ffff}\u{10000}]{0,4}", 0..12),
+            ) {
+                let map: Map<String, Value> =
+                    keys.iter().map(|k| (k.clone(), Value::Null)).collect();
+                let in_order = map.keys().zip(map.keys().skip(1)).all(|(a, b)| a < b);
+                if *MAPS_ARE_SORTED {
+                    prop_assert!(in_order);
+                }
+            }
+        }
 
         fn json_value() -> impl Strategy<Value = Value> {
             let leaf = prop_oneof![
