@@ -459,6 +459,28 @@ pub(crate) fn tail_word(rest: &[u8]) -> u64 {
     }
 }
 
+/// `a == b`, with no library call when they are at most 16 bytes long (keys, ids and
+/// short strings mostly are).
+#[inline(always)]
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    // Two overlapping reads cover 4 to 16 bytes.
+    match a.len() {
+        8..=16 => {
+            a.first_chunk::<8>() == b.first_chunk::<8>()
+                && a.last_chunk::<8>() == b.last_chunk::<8>()
+        }
+        4..=7 => {
+            a.first_chunk::<4>() == b.first_chunk::<4>()
+                && a.last_chunk::<4>() == b.last_chunk::<4>()
+        }
+        1..=3 => a.iter().zip(b).all(|(x, y)| x == y),
+        _ => a == b,
+    }
+}
+
 impl RuleIndex {
     fn build(rules: &[CompiledRule]) -> RuleIndex {
         let mut idx = RuleIndex::default();

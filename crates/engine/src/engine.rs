@@ -614,7 +614,7 @@ fn find_agent<'p>(policy: &'p CompiledPolicy, id: &str) -> Option<&'p CompiledAg
     let agents = &policy.agents;
     if agents.len() == 1 {
         let (only, agent) = agents.iter().next()?;
-        (only == id).then_some(agent)
+        crate::compile::same_bytes(only.as_bytes(), id.as_bytes()).then_some(agent)
     } else {
         agents.get(id)
     }

@@ -197,26 +197,10 @@ fn tree_member<'j>(object: &'j serde_json::Map<String, Json>, key: &str) -> Opti
     found.map(|(_, v)| v)
 }
 
-/// `a == b` for keys and short strings, without a call to `memcmp` for those of 1 to 16
-/// bytes: two overlapping words compare them.
+/// `a == b` for keys and short strings, without a call to `memcmp` for those of up to 16 bytes.
 #[inline(always)]
 fn same_key(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    match a.len() {
-        8..=16 => {
-            a.first_chunk::<8>() == b.first_chunk::<8>()
-                && a.last_chunk::<8>() == b.last_chunk::<8>()
-        }
-        4..=7 => {
-            a.first_chunk::<4>() == b.first_chunk::<4>()
-                && a.last_chunk::<4>() == b.last_chunk::<4>()
-        }
-        1..=3 => a.iter().zip(b).all(|(x, y)| x == y),
-        _ => a == b,
-    }
+    crate::compile::same_bytes(a.as_bytes(), b.as_bytes())
 }
 
 /// How an operand is named in an error message.

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use fpl::pattern::ToolPattern;
 use rust_decimal::Decimal;
 
-use crate::compile::{PolicyKeys, tail_word};
+use crate::compile::{PolicyKeys, same_bytes, tail_word};
 
 /// At most this many permitted calls are kept per agent in the history ring (the most recent).
 pub const HISTORY_CAPACITY: usize = 10_000;
@@ -326,23 +326,6 @@ fn is_key_of(key: &str, agent: &str) -> bool {
         && key
             .get(n + 1..)
             .is_some_and(|tail| tail.iter().all(|&b| b != b'|'))
-}
-
-/// `a == b`, with no library call when they are at most 16 bytes long (ids and limit keys
-/// mostly are).
-#[inline]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    if a.len() > 16 {
-        return a == b;
-    }
-    match (a.first_chunk::<8>(), b.first_chunk::<8>()) {
-        // Two overlapping words cover 8 to 16 bytes.
-        (Some(a0), Some(b0)) => a0 == b0 && a.last_chunk::<8>() == b.last_chunk::<8>(),
-        _ => tail_word(a) == tail_word(b),
-    }
 }
 
 /// What is kept of one session: its counters and the cells of its per-session rate limits.
@@ -1677,17 +1660,6 @@ mod tests {
                     let idle = s.tat <= i128::from(now).saturating_mul(i128::from(s.limit));
                     prop_assert_eq!(s.is_idle(now), idle);
                 }
-            }
-
-            /// The inline comparison is `==`.
-            #[test]
-            fn same_bytes_is_equality(a in text(), b in text(), tail in "[ab]{0,3}") {
-                prop_assert_eq!(same_bytes(a.as_bytes(), b.as_bytes()), a == b);
-                // Equal lengths, often equal texts.
-                let c = format!("{a}{tail}");
-                let d = format!("{tail}{a}");
-                prop_assert_eq!(same_bytes(c.as_bytes(), d.as_bytes()), c == d);
-                prop_assert!(same_bytes(c.as_bytes(), c.clone().as_bytes()));
             }
 
             /// The permit's shortcut finds a key's agent as `agent_of` does.
