@@ -328,7 +328,7 @@ impl<'t> Doc<'t> {
                 root: 0,
             },
             item_stack: Vec::new(),
-            members_done: 0,
+            open: Vec::with_capacity(text.len() / 16),
         };
         let bytes = text.as_bytes();
         let (b'{', at) = token(bytes, 0)? else {
@@ -638,20 +638,6 @@ fn any_number_at(text: &str, start: usize) -> (Option<Number>, usize) {
     (n, i)
 }
 
-/// Moves the members from `mark` on down to `done`, and those from `done` to `mark` up after
-/// them. Three copies (`rotate_right`, for any type, costs twice as much).
-fn move_down(members: &mut Vec<Key<'_>>, done: usize, mark: usize) -> Option<()> {
-    let (len, count) = (members.len(), members.len().checked_sub(mark)?);
-    if done > mark {
-        return None;
-    }
-    members.extend_from_within(mark..);
-    members.copy_within(done..mark, done + count);
-    members.copy_within(len.., done);
-    members.truncate(len);
-    Some(())
-}
-
 /// Reads values into a [`Doc`]. Positions in the text are passed along in registers, not kept
 /// in the parser.
 struct Parser<'t> {
@@ -663,11 +649,10 @@ struct Parser<'t> {
     doc: Doc<'t>,
     /// Elements of the arrays still open.
     item_stack: Vec<u32>,
-    /// How many of `doc.members` belong to closed objects; the rest, the members of the
-    /// objects still open, outer ones first, follow them. One vector, not a separate stack:
-    /// the innermost object closing is almost always the outermost open one (a leaf object,
-    /// or the root), whose members are then in place.
-    members_done: usize,
+    /// Members of the objects still open, outer ones first: each is copied once, when its
+    /// object closes (kept in `doc.members` instead, they would be moved past those of the
+    /// open objects around every closing one).
+    open: Vec<Key<'t>>,
 }
 
 impl<'t> Parser<'t> {
@@ -747,12 +732,13 @@ impl<'t> Parser<'t> {
             return None;
         }
         let bytes = self.text.as_bytes();
-        // The members this object has so far: the last ones of `doc.members` (those of objects
-        // inside it are moved below them as they close).
-        let mut count = 0;
+        // Its members so far: those of `open` from `mark` on.
+        let mark = self.open.len();
         // The keys so far are distinct and in RFC 8785 order (see [`utf16_before`]), all
-        // borrowed from the text. Most objects come so.
-        let mut ordered = true;
+        // borrowed from the text. Most objects come so. Not tracked for the root, whose
+        // members stay in the order of the text and are compared by [`distinct`].
+        let root = depth == 1;
+        let mut ordered = !root;
         let mut prev: Option<&[u8]> = None;
         let (mut b, mut at) = token(bytes, at + 1)?;
         if b == b'}' {
@@ -763,8 +749,8 @@ impl<'t> Parser<'t> {
                     return None;
                 }
                 let (key, plain, after) = self.string(at)?;
-                if plain {
-                    ordered &= prev.is_none_or(|p| utf16_before(p, key.as_bytes()));
+                if plain && ordered {
+                    ordered = prev.is_none_or(|p| utf16_before(p, key.as_bytes()));
                     prev = Some(key.as_bytes());
                 } else {
                     ordered = false;
@@ -775,8 +761,7 @@ impl<'t> Parser<'t> {
                 }
                 let (first, at_value) = token(bytes, at_colon + 1)?;
                 let (value, after) = self.value(first, at_value, depth)?;
-                self.doc.members.push(Key { key, value, plain });
-                count += 1;
+                self.open.push(Key { key, value, plain });
                 match token(bytes, after)? {
                     (b',', at_comma) => (b, at) = token(bytes, at_comma + 1)?,
                     (b'}', at_end) => {
@@ -787,24 +772,17 @@ impl<'t> Parser<'t> {
                 }
             }
         }
-        let mark = self.doc.members.len().checked_sub(count)?;
-        let keys = self.doc.members.get_mut(mark..)?;
-        if !ordered {
-            if depth == 1 {
-                // The root is only read by field name: its members stay in text order.
-                distinct(keys)?;
-            } else {
-                sort_keys(keys)?;
-            }
+        let keys = self.open.get_mut(mark..)?;
+        if root {
+            // The root is only read by field name: its members stay in text order.
+            distinct(keys)?;
+        } else if !ordered {
+            sort_keys(keys)?;
         }
-        // Moved below the members of the objects still open (their order is kept).
-        let done = self.members_done;
-        if mark != done {
-            move_down(&mut self.doc.members, done, mark)?;
-        }
-        self.members_done = done + count;
-        let start = u32::try_from(done).ok()?;
-        let end = u32::try_from(done + count).ok()?;
+        let start = u32::try_from(self.doc.members.len()).ok()?;
+        self.doc.members.extend_from_slice(keys);
+        self.open.truncate(mark);
+        let end = u32::try_from(self.doc.members.len()).ok()?;
         Some((self.push(Node::Object(start, end))?, at))
     }
 
@@ -917,6 +895,23 @@ mod tests {
             let deep = text.starts_with(r#"{"a":{"b""#);
             let doc = Doc::parse(text, &Decoded::default(), if deep { 3 } else { 64 }).is_some();
             assert!(!doc, "{text}");
+        }
+    }
+
+    #[test]
+    fn members_around_nested_objects_stay_with_their_objects() {
+        let text =
+            r#"{"z":1,"a":{"y":2,"b":{"x":3,"c":{}},"d":[{"w":4,"e":5}],"f":6},"g":{"h":7}}"#;
+        let v: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(parsed(text), Some(v));
+        // A key repeated at any depth, next to nested objects or not.
+        for text in [
+            r#"{"a":{"b":{}},"a":1}"#,
+            r#"{"z":{"y":{"x":1},"y":2}}"#,
+            r#"{"z":{"y":{"x":1,"w":{},"x":2},"v":3}}"#,
+            r#"{"z":[{"a":1,"b":{"c":2},"a":3}]}"#,
+        ] {
+            assert!(parsed(text).is_none(), "{text}");
         }
     }
 
