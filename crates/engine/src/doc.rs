@@ -409,12 +409,13 @@ fn find_special(bytes: &[u8], mut i: usize) -> usize {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let x = u64::from_le_bytes(word);
-        // Bytes that are `"`, `\\` or below 0x20 get their high bit set. (`!x` stands for the
-        // complement of `x ^ b'"'` and of `x ^ b'\\'` too: they differ only below the high bit.)
-        let quote = (x ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES);
+        // Bytes that are `"`, `\\` or below 0x20 get their high bit set. Flipping bit 1 takes
+        // `"` to 0x20 and keeps the bytes below 0x20 there, so one test, below 0x21, finds both.
+        // (`!x` stands for the complement of `x ^ 0x02…` and of `x ^ b'\\'` too: they differ
+        // only below the high bit.)
+        let quote_or_control = (x ^ (ONES * 0x02)).wrapping_sub(ONES * 0x21);
         let slash = (x ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES);
-        let control = x.wrapping_sub(ONES * 0x20);
-        let found = (quote | slash | control) & !x & HIGH;
+        let found = (quote_or_control | slash) & !x & HIGH;
         if found != 0 {
             return i + (found.trailing_zeros() / 8) as usize;
         }
@@ -638,6 +639,15 @@ fn any_number_at(text: &str, start: usize) -> (Option<Number>, usize) {
     (n, i)
 }
 
+#[inline(always)]
+fn str_node(s: &str, plain: bool) -> Node<'_> {
+    if plain {
+        Node::Str(s)
+    } else {
+        Node::Escaped(s)
+    }
+}
+
 /// Reads values into a [`Doc`]. Positions in the text are passed along in registers, not kept
 /// in the parser.
 struct Parser<'t> {
@@ -705,14 +715,7 @@ impl<'t> Parser<'t> {
         let (node, after) = match first {
             b'"' => {
                 let (s, plain, after) = self.string(at)?;
-                (
-                    if plain {
-                        Node::Str(s)
-                    } else {
-                        Node::Escaped(s)
-                    },
-                    after,
-                )
+                (str_node(s, plain), after)
             }
             b'{' => return self.object(at, depth + 1),
             b'[' => return self.array(at, depth + 1),
@@ -760,7 +763,14 @@ impl<'t> Parser<'t> {
                     return None;
                 }
                 let (first, at_value) = token(bytes, at_colon + 1)?;
-                let (value, after) = self.value(first, at_value, depth)?;
+                // Most values are strings: read apart from the other kinds, whose results
+                // `value` joins (through memory).
+                let (value, after) = if first == b'"' {
+                    let (s, plain, after) = self.string(at_value)?;
+                    (self.push(str_node(s, plain))?, after)
+                } else {
+                    self.value(first, at_value, depth)?
+                };
                 self.open.push(Key { key, value, plain });
                 match token(bytes, after)? {
                     (b',', at_comma) => (b, at) = token(bytes, at_comma + 1)?,
@@ -931,7 +941,7 @@ mod tests {
     }
 
     fn value() -> impl Strategy<Value = Value> {
-        let text = "[a-c\u{0}-\u{1f}\"\\\\/\u{7f}\u{e9}\u{e000}\u{ffff}\u{10000}]{0,6}";
+        let text = "[a-c!#\u{0}-\u{1f}\"\\\\/\u{7f}\u{e9}\u{e000}\u{ffff}\u{10000}]{0,6}";
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
@@ -1062,7 +1072,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(2_000))]
 
         #[test]
-        fn special_finds_the_first_special_byte(s in "[a\"\\\\\u{1}\u{1f} \u{e9}\u{10000}]{0,40}", i in 0usize..8) {
+        fn special_finds_the_first_special_byte(s in "[a\"\\\\\u{0}\u{1}\u{2}\u{1f} !#\\[\\]\u{7f}\u{e9}\u{10000}]{0,40}", i in 0usize..8) {
             let i = i.min(s.len());
             prop_assert_eq!(find_special(s.as_bytes(), i), special_slowly(s.as_bytes(), i));
         }
