@@ -510,13 +510,6 @@ fn insertion_sort(members: &mut [Key<'_>]) -> Option<()> {
     Some(())
 }
 
-/// `text[start..end]`. In two steps, each checking one end: `str::get` with a range is a call,
-/// and strings are many.
-#[inline(always)]
-fn slice(text: &str, start: usize, end: usize) -> Option<&str> {
-    text.get(start..)?.get(..end.checked_sub(start)?)
-}
-
 /// Deeper documents are left to `serde_json`, whose own limit is 128.
 const MAX_DEPTH: usize = 100;
 
@@ -670,10 +663,12 @@ impl<'t> Parser<'t> {
     /// after its closing quote.
     #[inline(always)]
     fn string(&mut self, at: usize) -> Option<(&'t str, bool, usize)> {
-        let start = at + 1;
-        let end = find_special(self.text.as_bytes(), start);
-        match self.text.as_bytes().get(end)? {
-            b'"' => Some((slice(self.text, start, end)?, true, end + 1)),
+        // Sliced at bytes already read as quotes, whose checks (char boundaries) the compiler
+        // then drops.
+        let rest = self.text.get(at..)?.strip_prefix('"')?;
+        let len = find_special(rest.as_bytes(), 0);
+        match rest.as_bytes().get(len)? {
+            b'"' => Some((rest.get(..len)?, true, at + len + 2)),
             b'\\' => self.escaped_string(at),
             _ => None,
         }
