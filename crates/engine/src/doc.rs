@@ -315,6 +315,11 @@ impl<'t> Doc<'t> {
     /// may nest deeper than `max_depth` (the root is at depth 1) and no string or key may hold
     /// a NUL.
     pub(crate) fn parse(text: &'t str, decoded: &'t Decoded, max_depth: usize) -> Option<Doc<'t>> {
+        // Every value, item and member takes a byte of the text at least: below this, their
+        // indices fit a `u32` (the parser counts on it, unchecked).
+        if u32::try_from(text.len()).is_err() {
+            return None;
+        }
         let mut p = Parser {
             text,
             decoded,
@@ -696,10 +701,10 @@ impl<'t> Parser<'t> {
     }
 
     #[inline(always)]
-    fn push(&mut self, node: Node<'t>) -> Option<u32> {
-        let i = u32::try_from(self.doc.nodes.len()).ok()?;
+    fn push(&mut self, node: Node<'t>) -> u32 {
+        let i = self.doc.nodes.len() as u32;
         self.doc.nodes.push(node);
-        Some(i)
+        i
     }
 
     /// The value whose first byte, `first`, is at `at`, in a container at `depth`: its node and
@@ -720,7 +725,7 @@ impl<'t> Parser<'t> {
             }
             _ => literal_at(self.text.as_bytes(), at)?,
         };
-        Some((self.push(node)?, after))
+        Some((self.push(node), after))
     }
 
     /// The object whose `{` is at `at`, at `depth`: its node, pushed once it is read, and the
@@ -762,7 +767,7 @@ impl<'t> Parser<'t> {
                 // `value` joins (through memory).
                 let (value, after) = if first == b'"' {
                     let (s, plain, after) = self.string(at_value)?;
-                    (self.push(str_node(s, plain))?, after)
+                    (self.push(str_node(s, plain)), after)
                 } else {
                     self.value(first, at_value, depth)?
                 };
@@ -784,11 +789,11 @@ impl<'t> Parser<'t> {
         } else if !ordered {
             sort_keys(keys)?;
         }
-        let start = u32::try_from(self.doc.members.len()).ok()?;
+        let start = self.doc.members.len() as u32;
         self.doc.members.extend_from_slice(keys);
         self.open.truncate(mark);
-        let end = u32::try_from(self.doc.members.len()).ok()?;
-        Some((self.push(Node::Object(start, end))?, at))
+        let end = self.doc.members.len() as u32;
+        Some((self.push(Node::Object(start, end)), at))
     }
 
     /// The array whose `[` is at `at`, at `depth`: its node, pushed once it is read, and the
@@ -816,10 +821,10 @@ impl<'t> Parser<'t> {
                 }
             }
         }
-        let start = u32::try_from(self.doc.items.len()).ok()?;
+        let start = self.doc.items.len() as u32;
         self.doc.items.extend(self.item_stack.drain(mark..));
-        let end = u32::try_from(self.doc.items.len()).ok()?;
-        Some((self.push(Node::Array(start, end))?, at))
+        let end = self.doc.items.len() as u32;
+        Some((self.push(Node::Array(start, end)), at))
     }
 }
 
