@@ -665,12 +665,13 @@ struct Parser<'t> {
 
 impl<'t> Parser<'t> {
     /// The string whose opening quote is at `at`, whether it had no escapes, and the position
-    /// after its closing quote.
+    /// after its closing quote. `text` is `self.text`, passed in a register: loaded from
+    /// `self` after a store, it would be a new pointer whose bytes must be read again.
     #[inline(always)]
-    fn string(&mut self, at: usize) -> Option<(&'t str, bool, usize)> {
+    fn string(&mut self, text: &'t str, at: usize) -> Option<(&'t str, bool, usize)> {
         // Sliced at bytes already read as quotes, whose checks (char boundaries) the compiler
         // then drops.
-        let rest = self.text.get(at..)?.strip_prefix('"')?;
+        let rest = text.get(at..)?.strip_prefix('"')?;
         let len = find_special(rest.as_bytes(), 0);
         match rest.as_bytes().get(len)? {
             b'"' => Some((rest.get(..len)?, true, at + len + 2)),
@@ -711,19 +712,19 @@ impl<'t> Parser<'t> {
     /// the position after it. Scalars are read here, inlined in the loops of the containers:
     /// only containers cost a call.
     #[inline(always)]
-    fn value(&mut self, first: u8, at: usize, depth: usize) -> Option<(u32, usize)> {
+    fn value(&mut self, text: &'t str, first: u8, at: usize, depth: usize) -> Option<(u32, usize)> {
         let (node, after) = match first {
             b'"' => {
-                let (s, plain, after) = self.string(at)?;
+                let (s, plain, after) = self.string(text, at)?;
                 (str_node(s, plain), after)
             }
             b'{' => return self.object(at, depth + 1),
             b'[' => return self.array(at, depth + 1),
             b'-' | b'0'..=b'9' => {
-                let (n, after) = number_at(self.text, at)?;
+                let (n, after) = number_at(text, at)?;
                 (Node::Num(n), after)
             }
-            _ => literal_at(self.text.as_bytes(), at)?,
+            _ => literal_at(text.as_bytes(), at)?,
         };
         Some((self.push(node), after))
     }
@@ -734,7 +735,8 @@ impl<'t> Parser<'t> {
         if depth > self.max_depth {
             return None;
         }
-        let bytes = self.text.as_bytes();
+        let text = self.text;
+        let bytes = text.as_bytes();
         // Its members so far: those of `open` from `mark` on.
         let mark = self.open.len();
         // The keys so far are distinct and in RFC 8785 order (see [`utf16_before`]), all
@@ -751,7 +753,7 @@ impl<'t> Parser<'t> {
                 if b != b'"' {
                     return None;
                 }
-                let (key, plain, after) = self.string(at)?;
+                let (key, plain, after) = self.string(text, at)?;
                 if plain && ordered {
                     ordered = prev.is_none_or(|p| utf16_before(p, key.as_bytes()));
                     prev = Some(key.as_bytes());
@@ -766,10 +768,10 @@ impl<'t> Parser<'t> {
                 // Most values are strings: read apart from the other kinds, whose results
                 // `value` joins (through memory).
                 let (value, after) = if first == b'"' {
-                    let (s, plain, after) = self.string(at_value)?;
+                    let (s, plain, after) = self.string(text, at_value)?;
                     (self.push(str_node(s, plain)), after)
                 } else {
-                    self.value(first, at_value, depth)?
+                    self.value(text, first, at_value, depth)?
                 };
                 self.open.push(Key { key, value, plain });
                 match token(bytes, after)? {
@@ -802,14 +804,15 @@ impl<'t> Parser<'t> {
         if depth > self.max_depth {
             return None;
         }
-        let bytes = self.text.as_bytes();
+        let text = self.text;
+        let bytes = text.as_bytes();
         let mark = self.item_stack.len();
         let (mut b, mut at) = token(bytes, at + 1)?;
         if b == b']' {
             at += 1;
         } else {
             loop {
-                let (item, after) = self.value(b, at, depth)?;
+                let (item, after) = self.value(text, b, at, depth)?;
                 self.item_stack.push(item);
                 match token(bytes, after)? {
                     (b',', at_comma) => (b, at) = token(bytes, at_comma + 1)?,
