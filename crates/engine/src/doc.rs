@@ -499,12 +499,20 @@ fn distinct(members: &mut [Key<'_>]) -> Option<()> {
         let h = (u32::from(first.unwrap_or(0)) ^ (u32::from(last.unwrap_or(0)) * 3))
             .wrapping_add(k.len() as u32 * 5);
         let bit = 1u64 << (h & 63);
-        if seen & bit != 0 && members.get(..i)?.iter().any(|o| o.key.as_bytes() == k) {
+        if seen & bit != 0 && repeated(members, i)? {
             return None;
         }
         seen |= bit;
     }
     Some(())
+}
+
+/// True when member `i`'s key is one of those before it. Apart, and cold: inlined, its loop
+/// kept the bits' loop short of registers.
+#[cold]
+fn repeated(members: &[Key<'_>], i: usize) -> Option<bool> {
+    let (m, before) = members.get(..=i)?.split_last()?;
+    Some(before.iter().any(|o| o.key.as_bytes() == m.key.as_bytes()))
 }
 
 /// [`sort_keys`] by the bytes of the keys, for a few members (such as the fields of a request,
