@@ -1765,24 +1765,9 @@ mod swar {
     /// at most three loads whatever the length, no loop.
     #[inline(always)]
     pub(super) fn word(s: &[u8]) -> u64 {
-        if let Some(w) = s.first_chunk::<8>() {
-            return u64::from_le_bytes(*w);
-        }
-        let n = s.len();
-        if let (Some(lo), Some(hi)) = (s.first_chunk::<4>(), s.last_chunk::<4>()) {
-            // Two overlapping reads; the bytes they share are the same in both.
-            let (lo, hi) = (u32::from_le_bytes(*lo), u32::from_le_bytes(*hi));
-            return u64::from(lo) | u64::from(hi) << ((n - 4) * 8);
-        }
-        match s {
-            [] => 0,
-            [first, .., last] => {
-                let mid = s.get(n / 2).copied().unwrap_or(0);
-                u64::from(*first)
-                    | u64::from(mid) << (n / 2 * 8)
-                    | u64::from(*last) << ((n - 1) * 8)
-            }
-            [only] => u64::from(*only),
+        match s.first_chunk::<8>() {
+            Some(w) => u64::from_le_bytes(*w),
+            None => crate::compile::tail_word(s),
         }
     }
 
