@@ -304,9 +304,55 @@ struct Tables {
 #[derive(Debug, Default)]
 struct AgentEntry {
     ring: Ring,
-    /// By limit key (the policy's agents have few limits each); idle cells are dropped whenever
-    /// a new one comes.
-    rates: Vec<(Box<str>, GcraState)>,
+    /// Of its shared limits.
+    rates: RateCells,
+}
+
+/// Rate cells by limit key, for the few limits of one agent or one session: a short list
+/// searched in place; idle cells are dropped whenever a new one comes.
+#[derive(Debug, Default)]
+struct RateCells(Vec<(Box<str>, GcraState)>);
+
+impl RateCells {
+    fn get(&self, key: &str) -> Option<GcraState> {
+        self.0
+            .iter()
+            .find(|(k, _)| same_bytes(k.as_bytes(), key.as_bytes()))
+            .map(|(_, cell)| *cell)
+    }
+
+    /// Consumes one admission of the cell of `key`, first checking it when `check` is set
+    /// (then a refusal changes nothing).
+    #[inline]
+    fn admit(
+        &mut self,
+        key: &str,
+        limit: u64,
+        period_ms: u64,
+        now_ms: i64,
+        check: bool,
+    ) -> Result<(), u64> {
+        let cells = &mut self.0;
+        let cell = cells
+            .iter_mut()
+            .find(|(k, _)| same_bytes(k.as_bytes(), key.as_bytes()))
+            .map(|(_, cell)| cell);
+        let before = cell.as_deref().copied();
+        let next = if check {
+            GcraState::admit(before, limit, period_ms, now_ms)?
+        } else {
+            GcraState::consume(before, limit, period_ms, now_ms)
+        };
+        match cell {
+            Some(cell) => *cell = next,
+            None => {
+                // An idle cell admits as a cell never seen does.
+                cells.retain(|(_, cell)| !cell.is_idle(now_ms));
+                cells.push((key.into(), next));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The agent whose entry keeps the cell of shared limit `key`: the text before its last `|`
@@ -332,9 +378,8 @@ fn is_key_of(key: &str, agent: &str) -> bool {
 #[derive(Debug, Default)]
 struct SessionEntry {
     stats: SessionStats,
-    /// By limit key: one per per-session limit the session used recently (idle cells are
-    /// dropped whenever one is consumed).
-    rates: Vec<(Box<str>, GcraState)>,
+    /// Of the per-session limits the session used recently.
+    rates: RateCells,
 }
 
 /// The hasher of maps keyed by what requests choose (session ids): SipHash-1-3, the algorithm
@@ -475,16 +520,10 @@ impl Tables {
     fn rate_cell(&self, key: RateKey<'_>) -> Option<GcraState> {
         match key.session {
             None => match agent_of(key.limit) {
-                Some(agent) => self.agents.get(agent)?.rate_cell(key.limit),
+                Some(agent) => self.agents.get(agent)?.rates.get(key.limit),
                 None => self.rates.get(key.limit).copied(),
             },
-            Some(session) => self
-                .sessions
-                .get(session)?
-                .rates
-                .iter()
-                .find(|(limit, _)| **limit == *key.limit)
-                .map(|(_, cell)| *cell),
+            Some(session) => self.sessions.get(session)?.rates.get(key.limit),
         }
     }
 
@@ -492,18 +531,11 @@ impl Tables {
         let Some(session) = key.session else {
             return self.shared_rate_consume(key.limit, limit, period_ms, now_ms);
         };
-        self.with_session(session, |entry| {
-            let cells = &mut entry.rates;
-            match cells.iter_mut().find(|(l, _)| **l == *key.limit) {
-                Some((_, cell)) => {
-                    *cell = GcraState::consume(Some(*cell), limit, period_ms, now_ms);
-                }
-                None => cells.push((
-                    key.limit.into(),
-                    GcraState::consume(None, limit, period_ms, now_ms),
-                )),
-            }
-            cells.retain(|(_, cell)| !cell.is_idle(now_ms));
+        // Consuming checks nothing, so this never fails.
+        let _ = self.with_session(session, |entry| {
+            entry
+                .rates
+                .admit(key.limit, limit, period_ms, now_ms, false)
         });
     }
 
@@ -511,7 +543,7 @@ impl Tables {
         if let Some(agent) = agent_of(key) {
             // Consuming checks nothing, so this never fails.
             let _ = self.with_agent(agent, |entry| {
-                entry.rate_admit(key, limit, period_ms, now_ms, false)
+                entry.rates.admit(key, limit, period_ms, now_ms, false)
             });
             return;
         }
@@ -567,7 +599,9 @@ impl Tables {
             && is_key_of(r.key.limit, permit.agent)
         {
             let admit = |entry: &mut AgentEntry| {
-                entry.rate_admit(r.key.limit, r.limit, r.period_ms, permit.now_ms, true)?;
+                entry
+                    .rates
+                    .admit(r.key.limit, r.limit, r.period_ms, permit.now_ms, true)?;
                 entry.history_push(permit.tool, permit.now_ms);
                 Ok(())
             };
@@ -621,46 +655,6 @@ impl Tables {
 }
 
 impl AgentEntry {
-    fn rate_cell(&self, key: &str) -> Option<GcraState> {
-        self.rates
-            .iter()
-            .find(|(k, _)| same_bytes(k.as_bytes(), key.as_bytes()))
-            .map(|(_, cell)| *cell)
-    }
-
-    /// Consumes one admission of the cell of shared limit `key`, first checking it when
-    /// `check` is set (then a refusal changes nothing).
-    #[inline]
-    fn rate_admit(
-        &mut self,
-        key: &str,
-        limit: u64,
-        period_ms: u64,
-        now_ms: i64,
-        check: bool,
-    ) -> Result<(), u64> {
-        let cells = &mut self.rates;
-        let cell = cells
-            .iter_mut()
-            .find(|(k, _)| same_bytes(k.as_bytes(), key.as_bytes()))
-            .map(|(_, cell)| cell);
-        let before = cell.as_deref().copied();
-        let next = if check {
-            GcraState::admit(before, limit, period_ms, now_ms)?
-        } else {
-            GcraState::consume(before, limit, period_ms, now_ms)
-        };
-        match cell {
-            Some(cell) => *cell = next,
-            None => {
-                // An idle cell admits as a cell never seen does.
-                cells.retain(|(_, cell)| !cell.is_idle(now_ms));
-                cells.push((key.into(), next));
-            }
-        }
-        Ok(())
-    }
-
     fn history_push(&mut self, tool: &str, now_ms: i64) {
         let ring = &mut self.ring;
         let repeated = matches!(ring.back(), Some((_, newest)) if same_bytes(newest.as_bytes(), tool.as_bytes()));
@@ -1005,7 +999,7 @@ mod tests {
             s.rate_consume(RateKey::shared(&format!("a|{i}")), 1, 1_000, i);
         }
         // A cell is dropped once idle, when a new one comes: those of the last second stay.
-        let len = lock(&s.tables).agents["a"].rates.len();
+        let len = lock(&s.tables).agents["a"].rates.0.len();
         assert!(len <= 1_001, "{len}");
         assert!(lock(&s.tables).rates.is_empty());
         assert_eq!(
