@@ -215,3 +215,61 @@ fn a_permitted_call_is_reported_once_and_nothing_else_can_be() {
     );
     d.stop();
 }
+
+/// SPEC §3.7: spend is reserved at decision time and reconciled by `report`; a call with no
+/// `cost` rule costs what its adapter reports.
+#[test]
+fn a_reported_cost_replaces_what_the_decision_reserved_in_the_budget() {
+    let stack = stack(
+        r#"runtime {
+  durability = "interval"
+}
+
+agent "spender" {
+  default deny
+  rules {
+    permit api/charge
+    permit api/free
+  }
+  cost api/charge: amount
+  budget daily {
+    max       $100
+    on_exceed deny
+  }
+}
+"#,
+    );
+    let d = Daemon::start(stack.path());
+    let mut agent = d.agent();
+    let mut report = |id: &Value, cost: f64| {
+        agent
+            .call(
+                "report",
+                json!({"dpr_id": id, "outcome": "ok", "cost": cost}),
+            )
+            .unwrap()
+    };
+    let charge = |amount: i64| d.decide(call("spender", "api/charge", json!({"amount": amount})));
+
+    // $50 reserved, $90 spent: $90 of the $100 is gone, so $20 more is refused.
+    let first = charge(50);
+    expect(&first, "permit", "RULE_PERMIT");
+    report(&first["dpr_id"], 90.0);
+    expect(&charge(20), "deny", "BUDGET_EXCEEDED");
+
+    // $10 reserved, nothing spent: back to $90, so the next $10 passes (it would take $110).
+    let unspent = charge(10);
+    expect(&unspent, "permit", "RULE_PERMIT");
+    report(&unspent["dpr_id"], 0.0);
+    let last = charge(10);
+    expect(&last, "permit", "RULE_PERMIT");
+    report(&last["dpr_id"], 0.0);
+
+    // No cost rule: nothing reserved, $5 reported, so $95 is gone and $10 more is refused.
+    let free = d.decide(call("spender", "api/free", json!({})));
+    expect(&free, "permit", "RULE_PERMIT");
+    report(&free["dpr_id"], 5.0);
+    expect(&charge(10), "deny", "BUDGET_EXCEEDED");
+    expect(&charge(5), "permit", "RULE_PERMIT");
+    d.stop();
+}

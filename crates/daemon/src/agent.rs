@@ -179,10 +179,7 @@ struct ReportParams {
 
 fn report(core: &Core, params: Option<&RawValue>) -> RpcResult {
     let p: ReportParams = rpc::params(params)?;
-    if p.outcome != "ok" && p.outcome != "error" {
-        return Err(RpcError::params("outcome must be \"ok\" or \"error\""));
-    }
-    core.reports.record(&p.dpr_id, &p.outcome, p.cost)
+    core.report(&p.dpr_id, &p.outcome, p.cost)
 }
 
 #[derive(Debug, Deserialize)]

@@ -16,6 +16,7 @@ use engine::clock::Clock;
 use engine::compile::Verdict;
 use engine::decision::{Decision, Event, Outcome as StepOutcome, ReasonCode};
 use engine::engine::{Engine, EngineConfig};
+use rust_decimal::Decimal;
 use serde::Serialize;
 use store::Store;
 
@@ -24,7 +25,8 @@ use crate::credentials::Broker;
 use crate::metrics::Metrics;
 use crate::notify::{Notice, Notices};
 use crate::policy::{AlertSpec, LoadedPolicy, version_hex};
-use crate::reports::Reports;
+use crate::reports::{PermittedCall, Reports};
+use crate::rpc::{RpcError, RpcResult};
 
 /// SPEC §5 step 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,6 +273,28 @@ impl Core {
         *self.active.write().unwrap_or_else(PoisonError::into_inner) = next;
     }
 
+    /// `report {dpr_id, outcome, cost?}` (SPEC §8): takes the report of a recent permit, once,
+    /// and when it gives a cost, reconciles the agent's budgets with it (SPEC §3.7).
+    pub fn report(&self, dpr_id: &str, outcome: &str, cost: Option<Decimal>) -> RpcResult {
+        if outcome != "ok" && outcome != "error" {
+            return Err(RpcError::params("outcome must be \"ok\" or \"error\""));
+        }
+        if cost.is_some_and(|c| c < Decimal::ZERO) {
+            return Err(RpcError::params("cost must not be negative"));
+        }
+        let call = self.reports.record(dpr_id, outcome, cost)?;
+        if let Some(actual) = cost {
+            self.active().engine.reconcile_cost(
+                &call.agent,
+                call.session.as_deref(),
+                call.decided_ms,
+                call.reserved,
+                actual,
+            );
+        }
+        Ok(serde_json::json!({"dpr_id": dpr_id, "outcome": outcome}))
+    }
+
     pub fn new_id(&self, prefix: &str) -> String {
         self.ids.next(prefix, self.clock.now_ms())
     }
@@ -381,7 +405,13 @@ impl Core {
         if outcome.effect == Verdict::Permit
             && let Some(agent) = &facts.agent
         {
-            self.reports.permitted(&dpr_id, agent);
+            let call = PermittedCall {
+                agent: agent.clone(),
+                session: facts.session.clone(),
+                decided_ms: now,
+                reserved: decision.as_ref().map_or(Decimal::ZERO, |d| d.cost),
+            };
+            self.reports.permitted(&dpr_id, call);
         }
         let elapsed = started.elapsed();
         self.metrics

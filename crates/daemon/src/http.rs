@@ -104,12 +104,7 @@ struct ReportBody {
 async fn report(State(h): State<Http>, body: Bytes) -> Response {
     let r = serde_json::from_slice::<ReportBody>(&body)
         .map_err(|e| RpcError::params(format!("invalid report body: {e}")))
-        .and_then(|b| {
-            if b.outcome != "ok" && b.outcome != "error" {
-                return Err(RpcError::params("outcome must be \"ok\" or \"error\""));
-            }
-            h.core.reports.record(&b.dpr_id, &b.outcome, b.cost)
-        });
+        .and_then(|b| h.core.report(&b.dpr_id, &b.outcome, b.cost));
     reply(r)
 }
 

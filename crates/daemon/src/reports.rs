@@ -4,9 +4,8 @@
 use std::sync::{Mutex, PoisonError};
 
 use rust_decimal::Decimal;
-use serde_json::json;
 
-use crate::rpc::{RpcError, RpcResult};
+use crate::rpc::RpcError;
 
 /// Decisions whose permits can be reported: a permit older than the last this many decisions
 /// of this daemon can no longer be.
@@ -16,8 +15,18 @@ const REMEMBERED: usize = 100_000;
 struct Permit {
     /// The decision's counter (the last part of its DPR id).
     n: u64,
-    agent: String,
+    call: PermittedCall,
     reported: Option<String>,
+}
+
+/// What a report needs of the call it reports: whose, when and what it reserved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PermittedCall {
+    pub agent: String,
+    pub session: Option<String>,
+    pub decided_ms: i64,
+    /// What the decision reserved in the agent's budgets.
+    pub reserved: Decimal,
 }
 
 /// The recent permits in a ring indexed by their decision counter: remembering one is a slot
@@ -45,14 +54,14 @@ impl Reports {
     }
 
     /// Remembers a permitted call so it can be reported.
-    pub fn permitted(&self, dpr_id: &str, agent: &str) {
+    pub fn permitted(&self, dpr_id: &str, call: PermittedCall) {
         let Some(n) = self.counter(dpr_id) else {
             return;
         };
         let slot = slot_of(n);
         let permit = Permit {
             n,
-            agent: agent.to_string(),
+            call,
             reported: None,
         };
         let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
@@ -62,7 +71,13 @@ impl Reports {
         ring[slot] = Some(permit);
     }
 
-    pub fn record(&self, dpr_id: &str, outcome: &str, cost: Option<Decimal>) -> RpcResult {
+    /// Takes the report of a remembered permit, once: the call it reports.
+    pub fn record(
+        &self,
+        dpr_id: &str,
+        outcome: &str,
+        cost: Option<Decimal>,
+    ) -> Result<PermittedCall, RpcError> {
         let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
         let n = self.counter(dpr_id);
         let permit = n
@@ -77,12 +92,9 @@ impl Reports {
                 "{dpr_id} was already reported ({earlier})"
             )));
         }
-        if cost.is_some_and(|c| c < Decimal::ZERO) {
-            return Err(RpcError::params("cost must not be negative"));
-        }
         permit.reported = Some(outcome.to_string());
-        tracing::info!(dpr_id, agent = %permit.agent, outcome, cost = ?cost, "call reported");
-        Ok(json!({"dpr_id": dpr_id, "outcome": outcome}))
+        tracing::info!(dpr_id, agent = %permit.call.agent, outcome, cost = ?cost, "call reported");
+        Ok(permit.call.clone())
     }
 }
 
@@ -97,6 +109,15 @@ mod tests {
 
     use super::*;
 
+    fn bot() -> PermittedCall {
+        PermittedCall {
+            agent: "bot".into(),
+            session: None,
+            decided_ms: 0,
+            reserved: Decimal::ZERO,
+        }
+    }
+
     fn id(boot: u32, n: u64) -> String {
         format!("dpr_{:012x}{boot:08x}{n:010x}", 1_795_000_000_000u64)
     }
@@ -104,18 +125,18 @@ mod tests {
     #[test]
     fn a_permit_is_forgotten_once_its_slot_holds_a_later_decision() {
         let r = Reports::new(7);
-        r.permitted(&id(7, 3), "bot");
+        r.permitted(&id(7, 3), bot());
         let later = 3 + REMEMBERED as u64;
-        r.permitted(&id(7, later), "bot");
+        r.permitted(&id(7, later), bot());
         assert!(r.record(&id(7, 3), "ok", None).is_err(), "overwritten");
-        assert!(r.record(&id(7, later), "ok", None).is_ok());
+        assert_eq!(r.record(&id(7, later), "ok", None).unwrap(), bot());
         assert!(r.record(&id(7, later), "ok", None).is_err(), "once");
     }
 
     #[test]
     fn ids_of_other_runs_and_malformed_ids_are_refused() {
         let r = Reports::new(7);
-        r.permitted(&id(7, 1), "bot");
+        r.permitted(&id(7, 1), bot());
         assert!(r.record(&id(8, 1), "ok", None).is_err());
         for bad in [
             "dpr_x",

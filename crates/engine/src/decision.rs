@@ -144,6 +144,11 @@ pub struct Decision {
     pub args_digest: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// What a permit reserved in its agent's budgets (its `cost` rule's amount; zero otherwise
+    /// and for any other effect). A `report` of the call reconciles it with what it really cost
+    /// ([`crate::engine::Engine::reconcile_cost`]).
+    #[serde(skip_serializing_if = "Decimal::is_zero")]
+    pub cost: Decimal,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<Event>,
     #[serde(skip_serializing_if = "Option::is_none")]

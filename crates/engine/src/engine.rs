@@ -50,6 +50,8 @@ struct Verdicts<'r> {
     reason: Arc<str>,
     rule: Option<&'r CompiledRule>,
     retry_after_ms: Option<u64>,
+    /// What a final permit reserved in its agent's budgets.
+    cost: Decimal,
 }
 
 impl<'r> Verdicts<'r> {
@@ -60,6 +62,7 @@ impl<'r> Verdicts<'r> {
             reason: reason.into(),
             rule: None,
             retry_after_ms: None,
+            cost: Decimal::ZERO,
         }
     }
 
@@ -91,6 +94,36 @@ impl Engine {
 
     pub fn state(&self) -> &dyn StateStore {
         self.state.as_ref()
+    }
+
+    /// Reconciles what a permitted call of `agent` reserved in its budgets (`reserved`, the
+    /// decision's [`Decision::cost`]) with what it really cost, as its adapter reports after
+    /// running it (SPEC §3.7, `report`): `actual − reserved` is added to every budget window the
+    /// call counts in — those of the agent's budgets when it was decided, at `decided_ms`, in
+    /// `session` — so later calls are decided on what was really spent. A call that reserved
+    /// nothing (no `cost` rule) is counted at its reported cost.
+    pub fn reconcile_cost(
+        &self,
+        agent: &str,
+        session: Option<&str>,
+        decided_ms: i64,
+        reserved: Decimal,
+        actual: Decimal,
+    ) {
+        let Some(agent) = find_agent(&self.policy, agent) else {
+            return;
+        };
+        // Both are at least zero, so the difference cannot overflow.
+        let delta = actual - reserved;
+        if delta.is_zero() {
+            return;
+        }
+        let session = session.unwrap_or("");
+        let windows = agent.budgets.iter().map(|b| b.window);
+        for window in windows.chain(agent.spent_windows.iter().copied()) {
+            let key = budget_key(&agent.id, window, decided_ms, session);
+            self.state.budget_add(&key, delta);
+        }
     }
 
     /// The tool id this engine decides on for `raw` ([`crate::car::canonical_tool_id`]).
@@ -256,6 +289,7 @@ impl Engine {
             redacted,
             args_digest: digest,
             retry_after_ms: verdicts.retry_after_ms,
+            cost: verdicts.cost,
             events,
             credential,
             selectors: selectors_used,
@@ -535,7 +569,7 @@ impl Engine {
                 spends: &spends,
             });
         });
-        permit
+        Verdicts { cost, ..permit }
     }
 
     /// [`Engine::admit`] for a permit that costs nothing and may reach any host: only its rate

@@ -7,8 +7,10 @@
 mod common;
 
 use common::{expect, harness, permitted};
+use engine::clock::{Clock, window_start_ms};
 use engine::compile::Verdict::{Defer, Deny};
 use engine::decision::{Decision, Event, ReasonCode as R};
+use fpl::ast::BudgetWindow;
 use rust_decimal::Decimal;
 use serde_json::json;
 
@@ -369,4 +371,43 @@ agent "bot" {
     permitted(&pay("s-1", 1)); // 29 < 30
     expect(&pay("s-1", 1), Deny, R::DefaultDeny); // 30
     permitted(&pay("s-2", 1));
+}
+
+/// `report` (SPEC §3.7): the decision says what it reserved; reconciling adds what the call
+/// really cost minus that to every window it counts in — budgets, session budgets and windows
+/// only `spent(…)` reads — in the windows of the time it was decided.
+#[test]
+fn a_reported_cost_reconciles_every_window_the_call_counts_in() {
+    let src = r#"
+agent "bot" {
+  rules {
+    permit x if spent(hourly) < $1000
+  }
+  cost x: amount
+  budget daily { max $100 }
+  budget session { max $60 }
+}
+"#;
+    let h = harness(src);
+    let x = |amount: i64| h.decide_in("s-1", "bot", "x", json!({"amount": amount}));
+    let d = x(30);
+    permitted(&d);
+    assert_eq!(d.cost, dec("30"));
+    let spent = |key: &str| h.engine.state().budget_spent(key);
+    let decided = h.clock.now_ms();
+    // $30 reserved, $50 spent; decided an hour ago: still counted in that hour and day.
+    h.clock.set(decided + 3_600_000);
+    h.engine
+        .reconcile_cost("bot", Some("s-1"), decided, d.cost, dec("50"));
+    assert_eq!(spent("bot|session|s-1"), dec("50"));
+    let window = |w: BudgetWindow| format!("bot|{}|{}", w.word(), window_start_ms(w, decided));
+    assert_eq!(spent(&window(BudgetWindow::Daily)), dec("50"));
+    assert_eq!(spent(&window(BudgetWindow::Hourly)), dec("50"));
+    // The session budget now has $10 of room: $20 is refused, $10 passes.
+    over_budget(&x(20), Deny, "session", "50");
+    permitted(&x(10));
+    // A deny reserves nothing; an unknown agent reconciles nothing.
+    assert_eq!(x(1).cost, Decimal::ZERO);
+    h.engine
+        .reconcile_cost("nobody", None, decided, Decimal::ZERO, dec("5"));
 }
