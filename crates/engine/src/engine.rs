@@ -100,8 +100,9 @@ impl Engine {
     /// decision's [`Decision::cost`]) with what it really cost, as its adapter reports after
     /// running it (SPEC §3.7, `report`): `actual − reserved` is added to every budget window the
     /// call counts in — those of the agent's budgets when it was decided, at `decided_ms`, in
-    /// `session` — so later calls are decided on what was really spent. A call that reserved
-    /// nothing (no `cost` rule) is counted at its reported cost.
+    /// `session` — and to the session's cost (`session.cost`), so later calls are decided on
+    /// what was really spent. A call that reserved nothing (no `cost` rule) is counted at its
+    /// reported cost.
     pub fn reconcile_cost(
         &self,
         agent: &str,
@@ -117,6 +118,9 @@ impl Engine {
         let delta = actual - reserved;
         if delta.is_zero() {
             return;
+        }
+        if let Some(session) = session {
+            self.state.session_cost_add(session, delta);
         }
         let session = session.unwrap_or("");
         let windows = agent.budgets.iter().map(|b| b.window);

@@ -53,6 +53,9 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn session(&self, session: &str) -> SessionStats;
     /// Counts one more call of the session, costing `cost`.
     fn session_record(&self, session: &str, cost: Decimal);
+    /// Adds `delta` (possibly negative: a reported cost below the reserved one) to the session's
+    /// cost, counting no call.
+    fn session_cost_add(&self, session: &str, delta: Decimal);
 
     /// Everything a final permit changes, in this order: one admission of each rate limit it
     /// passed, its cost added to each budget key, the history ring, the session counters.
@@ -157,7 +160,12 @@ impl SessionStats {
     /// Counts one more call costing `cost` (saturating: counters never wrap).
     pub fn record(&mut self, cost: Decimal) {
         self.calls = self.calls.saturating_add(1);
-        self.cost = add_saturating(self.cost, cost);
+        self.add_cost(cost);
+    }
+
+    /// Adds `delta` to the cost (saturating), counting no call.
+    pub fn add_cost(&mut self, delta: Decimal) {
+        self.cost = add_saturating(self.cost, delta);
     }
 }
 
@@ -786,6 +794,10 @@ impl StateStore for MemoryState {
         lock(&self.tables).with_session(session, |entry| entry.stats.record(cost));
     }
 
+    fn session_cost_add(&self, session: &str, delta: Decimal) {
+        lock(&self.tables).with_session(session, |entry| entry.stats.add_cost(delta));
+    }
+
     /// The same changes as the provided method, under one lock.
     fn record_permit(&self, permit: &Permit<'_>) {
         lock(&self.tables).record_permit(permit);
@@ -1284,6 +1296,9 @@ mod tests {
         }
         fn session_record(&self, session: &str, cost: Decimal) {
             self.0.session_record(session, cost)
+        }
+        fn session_cost_add(&self, session: &str, delta: Decimal) {
+            self.0.session_cost_add(session, delta)
         }
     }
 

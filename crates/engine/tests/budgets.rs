@@ -400,6 +400,8 @@ agent "bot" {
     h.engine
         .reconcile_cost("bot", Some("s-1"), decided, d.cost, dec("50"));
     assert_eq!(spent("bot|session|s-1"), dec("50"));
+    let session = h.engine.state().session("s-1");
+    assert_eq!((session.calls, session.cost), (1, dec("50")));
     let window = |w: BudgetWindow| format!("bot|{}|{}", w.word(), window_start_ms(w, decided));
     assert_eq!(spent(&window(BudgetWindow::Daily)), dec("50"));
     assert_eq!(spent(&window(BudgetWindow::Hourly)), dec("50"));

@@ -206,6 +206,21 @@ impl DurableState {
     }
 }
 
+impl DurableState {
+    /// Changes a session's counters (made if new) and marks them for the next write.
+    fn change_session(&self, session: &str, change: impl FnOnce(&mut SessionStats)) {
+        {
+            let mut sessions = lock(&self.sessions);
+            let stats = match sessions.get_mut(session) {
+                Some(s) => s,
+                None => sessions.entry(session.to_owned()).or_default(),
+            };
+            change(stats);
+        }
+        mark(&mut self.dirty().sessions, session);
+    }
+}
+
 impl StateStore for DurableState {
     fn rate_check(
         &self,
@@ -289,14 +304,10 @@ impl StateStore for DurableState {
     }
 
     fn session_record(&self, session: &str, cost: Decimal) {
-        {
-            let mut sessions = lock(&self.sessions);
-            let stats = match sessions.get_mut(session) {
-                Some(s) => s,
-                None => sessions.entry(session.to_owned()).or_default(),
-            };
-            stats.record(cost);
-        }
-        mark(&mut self.dirty().sessions, session);
+        self.change_session(session, |stats| stats.record(cost));
+    }
+
+    fn session_cost_add(&self, session: &str, delta: Decimal) {
+        self.change_session(session, |stats| stats.add_cost(delta));
     }
 }

@@ -31,6 +31,8 @@ fn state_survives_reopen() {
         s.budget_add("bot/daily/0", "0.01".parse().unwrap());
         s.session_record("s-1", "1.5".parse().unwrap());
         s.session_record("s-1", Decimal::ONE);
+        // A reported cost: reconciled, and no call counted.
+        s.session_cost_add("s-1", "-0.5".parse().unwrap());
         for i in 0..5 {
             s.history_push("bot", "stripe/refund", T0 + i);
         }
@@ -54,7 +56,7 @@ fn state_survives_reopen() {
     );
     assert_eq!(s.budget_spent("bot/daily/0"), "20.00".parse().unwrap());
     let stats = s.session("s-1");
-    assert_eq!((stats.calls, stats.cost), (2, "2.5".parse().unwrap()));
+    assert_eq!((stats.calls, stats.cost), (2, "2.0".parse().unwrap()));
     let refunds = ToolPattern::parse("stripe/*").unwrap();
     assert_eq!(s.history_count("bot", &refunds, T0 + 2), 3);
     assert!(s.is_killed("rogue") && !s.is_killed("bot"));
