@@ -2769,8 +2769,10 @@ mod tests {
                     "null",
                 ])
                 .prop_map(str::to_owned),
-                any::<i64>().prop_map(|n| n.to_string()),
-                any::<u64>().prop_map(|n| n.to_string()),
+                // Mostly numbers the parser takes (up to 2^53), some just past it.
+                (-(1i64 << 53)..=(1i64 << 53)).prop_map(|n| n.to_string()),
+                ((1i64 << 53) - 2..=(1i64 << 53) + 2).prop_map(|n| n.to_string()),
+                (-(1i64 << 53) - 2..=-(1i64 << 53) + 2).prop_map(|n| n.to_string()),
                 (-1000i64..1000).prop_map(|n| n.to_string()),
             ]
             .prop_map(ArgsText::Scalar);
