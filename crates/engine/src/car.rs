@@ -185,6 +185,9 @@ pub(crate) struct RequestRef<'a> {
     /// No string in it holds a NUL: it was read by [`Doc::parse`], which gives up on one (in a
     /// string or key, escaped or not), so the NUL checks need not look again.
     pub(crate) nul_free: bool,
+    /// The args' text and where it starts in the request text, when that text is exactly
+    /// their canonical text (so it is copied, not written again).
+    pub(crate) args_text: Option<(&'a str, usize)>,
 }
 
 impl<'a> From<&'a ActionRequest> for RequestRef<'a> {
@@ -199,6 +202,7 @@ impl<'a> From<&'a ActionRequest> for RequestRef<'a> {
             adapter: r.adapter.as_deref(),
             defer_token: r.defer_token.as_deref(),
             nul_free: false,
+            args_text: None,
         }
     }
 }
@@ -218,6 +222,7 @@ impl<'a> RequestRef<'a> {
             adapter: None,
             defer_token: None,
             nul_free: true,
+            args_text: None,
         };
         // Absent or `null` is `None`; a string is itself; anything else is refused.
         let optional = |v: JsonRef<'a>| {
@@ -227,12 +232,16 @@ impl<'a> RequestRef<'a> {
                 v.as_str().map(Some)
             }
         };
-        for (name, v) in doc.fields() {
-            match name {
+        for m in doc.root_members() {
+            let v = JsonRef::node(doc, m.value());
+            match m.name() {
                 "agent" => agent = Some(v.as_str()?),
                 "tool" => tool = Some(v.as_str()?),
                 "session" => req.session = optional(v)?,
-                "args" => req.args = v,
+                "args" => {
+                    req.args = v;
+                    req.args_text = doc.canonical_text(m);
+                }
                 "principal" => req.principal = Some(v),
                 "call_id" => req.call_id = optional(v)?,
                 "adapter" => req.adapter = optional(v)?,
@@ -308,7 +317,15 @@ pub(crate) fn canonicalize_marking<'a, 't>(
     };
     // The canonical text is written first; on the way it notes NUL characters and excess
     // depth, which are still refused first, as before the principal and the size limit.
-    let written = CanonicalArgs::write(args, limits, &mut marks);
+    let written = match (req.args_text, args.source()) {
+        (Some((text, at)), Source::Doc(doc, i)) => match doc.view(i) {
+            View::Object(members) => {
+                CanonicalArgs::copy(text, at, doc, members, limits, &mut marks)
+            }
+            _ => CanonicalArgs::write(args, limits, &mut marks),
+        },
+        _ => CanonicalArgs::write(args, limits, &mut marks),
+    };
     if !written.clean || written.text.is_err() {
         check_clean("args", args, limits.max_depth)?;
     }
@@ -1622,6 +1639,37 @@ impl CanonicalArgs {
         }
     }
 
+    /// The args' own text `text` (an object's, starting at `at` in the request text), which
+    /// is their canonical text: copied, with the marks [`CanonicalArgs::write`] would find,
+    /// from the spans of the values. Clean as a parsed document's always is (it holds no NUL,
+    /// and the parser refuses the depths the writer would).
+    fn copy(
+        text: &str,
+        at: usize,
+        doc: &Doc<'_>,
+        members: &[Key<'_>],
+        limits: &Limits,
+        marks: &mut Marks<'_>,
+    ) -> Self {
+        marks.found.truncate(0);
+        if text.len() > limits.max_args_bytes {
+            return CanonicalArgs {
+                text: Err(JcsError::Over),
+                clean: true,
+            };
+        }
+        if marks.targets.len() > 0 {
+            let way = Way::new(&marks.targets, marks.targets.all(), 0);
+            mark_spans(doc, members, at, way, &mut marks.found);
+        }
+        let mut out = String::with_capacity(text.len() + marks.targets.len().min(4) * 96);
+        out.push_str(text);
+        CanonicalArgs {
+            text: Ok(out),
+            clean: true,
+        }
+    }
+
     fn finish(self, limits: &Limits) -> Result<String, Malformed> {
         match self.text {
             Ok(text) => Ok(text),
@@ -1632,6 +1680,26 @@ impl CanonicalArgs {
             Err(JcsError::NotFinite) => Err(Malformed::new(
                 "args cannot be canonicalised: NaN and +/-Infinity are not permitted in JSON",
             )),
+        }
+    }
+}
+
+/// The marks of [`Jcs::doc_object`] in an object whose text is canonical: the spans of the
+/// values at the targets, less `at` (where the args start in the request text). Its members
+/// are in the order of the text, which is the canonical order.
+fn mark_spans(doc: &Doc<'_>, members: &[Key<'_>], at: usize, way: Way<'_, '_>, found: &mut Found) {
+    for m in members {
+        match way.step_outlined(m.name()) {
+            Step::Off => {}
+            Step::At(target) => {
+                let span = m.span();
+                found.push((target, span.start - at..span.end - at));
+            }
+            Step::Into(way) => {
+                if let View::Object(inner) = doc.view(m.value()) {
+                    mark_spans(doc, inner, at, way, found);
+                }
+            }
         }
     }
 }
@@ -2602,6 +2670,259 @@ mod tests {
                     prop_assert!(found.iter().rev().eq(want.iter().rev()));
                 }
             }
+        }
+
+        /// Args as text, written in any way: keys in any order (maybe escaped), strings with
+        /// escapes or not, numbers in any form, whitespace or none.
+        #[derive(Debug, Clone)]
+        enum ArgsText {
+            Scalar(String),
+            Str(String, bool),
+            Array(Vec<ArgsText>, bool),
+            Object(Vec<(String, bool, ArgsText)>, bool),
+        }
+
+        fn args_text_string(s: &str, escape: bool, out: &mut String) {
+            if escape {
+                // `\u0061`-like escapes of every character, as a sender may write them.
+                out.push('"');
+                for u in s.encode_utf16() {
+                    out.push_str(&format!("\\u{u:04x}"));
+                }
+                out.push('"');
+            } else {
+                out.push_str(&serde_json::to_string(s).unwrap());
+            }
+        }
+
+        fn render_args(t: &ArgsText, out: &mut String) {
+            match t {
+                ArgsText::Scalar(s) => out.push_str(s),
+                ArgsText::Str(s, escape) => args_text_string(s, *escape, out),
+                ArgsText::Array(items, spaced) => {
+                    let gap = if *spaced { " " } else { "" };
+                    out.push('[');
+                    for (i, item) in items.iter().enumerate() {
+                        out.push_str(if i > 0 { "," } else { "" });
+                        out.push_str(gap);
+                        render_args(item, out);
+                    }
+                    out.push(']');
+                }
+                ArgsText::Object(members, spaced) => {
+                    let gap = if *spaced { "\n" } else { "" };
+                    out.push('{');
+                    for (i, (k, escape, v)) in members.iter().enumerate() {
+                        out.push_str(if i > 0 { "," } else { "" });
+                        args_text_string(k, *escape, out);
+                        out.push(':');
+                        out.push_str(gap);
+                        render_args(v, out);
+                    }
+                    out.push('}');
+                }
+            }
+        }
+
+        const ARGS_KEY: &str = "[ab.\"\u{7f}\u{e9}\u{e000}\u{ffff}\u{10000}]{0,2}";
+
+        fn args_text() -> impl Strategy<Value = ArgsText> {
+            let number = prop_oneof![
+                prop::sample::select(vec![
+                    "0",
+                    "-0",
+                    "1",
+                    "-1",
+                    "10",
+                    "-10",
+                    "9007199254740991",
+                    "9007199254740992",
+                    "-9007199254740992",
+                    "9007199254740993",
+                    "999999999999999",
+                    "1000000000000000",
+                    "-999999999999999",
+                    "1.5",
+                    "-0.5",
+                    "1e2",
+                    "1E2",
+                    "1.0",
+                    "0.0",
+                    "2e-3",
+                    "true",
+                    "false",
+                    "null",
+                ])
+                .prop_map(str::to_owned),
+                // Mostly numbers the parser takes (up to 2^53), some just past it.
+                (-(1i64 << 53)..=(1i64 << 53)).prop_map(|n| n.to_string()),
+                ((1i64 << 53) - 2..=(1i64 << 53) + 2).prop_map(|n| n.to_string()),
+                (-(1i64 << 53) - 2..=-(1i64 << 53) + 2).prop_map(|n| n.to_string()),
+                (-1000i64..1000).prop_map(|n| n.to_string()),
+            ]
+            .prop_map(ArgsText::Scalar);
+            let string = (
+                "[a\"\\\\/\u{1}\u{7f}\u{e9}\u{10000}]{0,4}",
+                prop::bool::weighted(0.2),
+            )
+                .prop_map(|(s, e)| ArgsText::Str(s, e));
+            let leaf = prop_oneof![number, string];
+            leaf.prop_recursive(4, 32, 5, |inner| {
+                prop_oneof![
+                    (
+                        prop::collection::vec(inner.clone(), 0..4),
+                        prop::bool::weighted(0.2)
+                    )
+                        .prop_map(|(items, spaced)| ArgsText::Array(items, spaced)),
+                    args_object(inner),
+                ]
+            })
+        }
+
+        /// An object: its members sorted (as most senders write them) or in any order.
+        fn args_object(value: impl Strategy<Value = ArgsText>) -> impl Strategy<Value = ArgsText> {
+            (
+                prop::collection::vec((ARGS_KEY, prop::bool::weighted(0.1), value), 0..5),
+                prop::bool::weighted(0.8),
+                prop::bool::weighted(0.2),
+            )
+                .prop_map(|(mut members, sorted, spaced)| {
+                    if sorted {
+                        members.sort_by(|a, b| utf16_cmp(&a.0, &b.0));
+                    }
+                    ArgsText::Object(members, spaced)
+                })
+        }
+
+        /// The canonical text and marks of `request`'s args, as (text, [(target, range)]).
+        fn canonical_and_marks(
+            request: RequestRef<'_>,
+            limits: &Limits,
+            paths: &[TargetPath],
+        ) -> Result<(String, Vec<Mark>), String> {
+            canonicalize_marking(request, limits, |_| Targets::One(paths))
+                .map(|(car, marks)| (car.canonical_args, marks.found.iter().cloned().collect()))
+                .map_err(|e| e.to_string())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4_000))]
+            /// Copying args whose text is canonical gives the writer's text and marks, and the
+            /// same errors; args written otherwise are not copied.
+            #[test]
+            fn canonical_args_text_is_copied_as_the_writer_writes_it(
+                args in args_object(args_text()),
+                listed in prop::collection::vec("[ab.\u{e000}\u{10000}]{0,5}", 0..4),
+                around in prop::sample::select(vec!["", " ", "\n "]),
+                small in prop::option::weighted(0.1, 0usize..64),
+            ) {
+                let paths: Vec<TargetPath> =
+                    listed.iter().map(|p| TargetPath::new(Arc::from(p.as_str()))).collect();
+                let mut limits = Limits::default();
+                if let Some(max) = small {
+                    limits.max_args_bytes = max;
+                }
+                let mut args_json = String::new();
+                render_args(&args, &mut args_json);
+                let text = format!(
+                    r#"{{"agent":"a","args":{around}{args_json}{around},"tool":"t"}}"#
+                );
+                let decoded = crate::doc::Decoded::default();
+                let Some(doc) = Doc::parse(&text, &decoded, limits.max_depth + 1) else {
+                    return Ok(());
+                };
+                let request = RequestRef::from_doc(&doc).unwrap();
+                let copied = canonical_and_marks(request, &limits, &paths);
+                let written =
+                    canonical_and_marks(RequestRef { args_text: None, ..request }, &limits, &paths);
+                prop_assert_eq!(&copied, &written);
+                // Copied exactly when the text is what the writer writes.
+                let canonical = serde_json::from_str::<Value>(&args_json)
+                    .ok()
+                    .and_then(|v| serde_json_canonicalizer::to_string(&v).ok())
+                    .is_some_and(|c| c == args_json);
+                if request.args_text.is_some() {
+                    prop_assert!(canonical, "copied {}", args_json);
+                    prop_assert_eq!(request.args_text.map(|(t, _)| t), Some(args_json.as_str()));
+                }
+            }
+
+            /// Compact text with keys in order, integers and strings without escapes (what
+            /// `serde_json` writes from its default maps and Python's `json.dumps` with
+            /// `sort_keys`) is copied.
+            #[test]
+            fn compact_sorted_args_are_copied(args in plain_args()) {
+                let limits = Limits::default();
+                let text =
+                    serde_json::to_string(&json!({"agent": "a", "tool": "t", "args": args}))
+                        .unwrap();
+                let decoded = crate::doc::Decoded::default();
+                let doc = Doc::parse(&text, &decoded, limits.max_depth + 1).unwrap();
+                let request = RequestRef::from_doc(&doc).unwrap();
+                prop_assert_eq!(
+                    request.args_text.map(|(t, _)| t.to_owned()),
+                    Some(serde_json::to_string(&args).unwrap())
+                );
+            }
+        }
+
+        /// Args `serde_json` writes as their canonical text: objects (keys below U+E000, where
+        /// byte order is UTF-16 order), arrays, integers up to 2^53 and strings needing no escape.
+        fn plain_args() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                (-(1i64 << 53)..=(1i64 << 53)).prop_map(Value::from),
+                "[a-z @.\u{7f}\u{e9}\u{10000}]{0,8}".prop_map(Value::String),
+            ];
+            let key = "[a-z_\u{e9}]{0,4}";
+            let value = leaf.prop_recursive(3, 24, 4, move |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                    prop::collection::btree_map(key, inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            });
+            prop::collection::btree_map(key, value, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect()))
+        }
+
+        /// The benchmark's request (`benches/common`), as `serde_json` writes it: copied, with
+        /// its two redacted values marked.
+        #[test]
+        fn the_benchmark_request_args_are_copied() {
+            let args = json!({
+                "amount": 420,
+                "currency": "usd",
+                "reference": "ord_88412",
+                "card": {"number": "4111111111111111", "holder": "Ada Lovelace"},
+                "customer": {"email": "ada@example.com", "tier": "gold"},
+                "note": "refund for order 88412",
+            });
+            let limits = Limits::default();
+            let text =
+                serde_json::to_string(&json!({"agent": "a", "tool": "t", "args": args})).unwrap();
+            let decoded = crate::doc::Decoded::default();
+            let doc = Doc::parse(&text, &decoded, limits.max_depth + 1).unwrap();
+            let request = RequestRef::from_doc(&doc).unwrap();
+            assert!(request.args_text.is_some());
+            let paths = [
+                TargetPath::new(Arc::from("card.number")),
+                TargetPath::new(Arc::from("customer.email")),
+            ];
+            let copied = canonical_and_marks(request, &limits, &paths).unwrap();
+            let written = canonical_and_marks(
+                RequestRef {
+                    args_text: None,
+                    ..request
+                },
+                &limits,
+                &paths,
+            )
+            .unwrap();
+            assert_eq!(copied, written);
+            let marked: Vec<&str> = copied.1.iter().map(|(_, r)| &copied.0[r.clone()]).collect();
+            assert_eq!(marked, ["\"4111111111111111\"", "\"ada@example.com\""]);
         }
 
         /// Args over a few short keys, so that generated paths often lead to values.

@@ -254,8 +254,13 @@ pub(crate) fn bytes_cmp(a: &[u8], b: &[u8]) -> Ordering {
 pub(crate) struct Key<'t> {
     key: &'t str,
     value: u32,
+    /// The value's byte range in the text.
+    start: u32,
+    end: u32,
     /// True when the key had no escapes in the text, and so needs none in JSON text.
     plain: bool,
+    /// True when the value's text is its RFC 8785 text (see [`Parser::messy`]).
+    canonical: bool,
 }
 
 impl<'t> Key<'t> {
@@ -271,6 +276,11 @@ impl<'t> Key<'t> {
     /// Its value's node.
     pub(crate) fn value(&self) -> u32 {
         self.value
+    }
+
+    /// Its value's byte range in the text.
+    pub(crate) fn span(&self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
     }
 }
 
@@ -294,7 +304,7 @@ enum Node<'t> {
     /// A range of `Doc::items`.
     Array(u32, u32),
     /// A range of `Doc::members`, sorted by the UTF-16 code units of the keys; the root's, read
-    /// by field name only ([`Doc::fields`]), are in the order of the text.
+    /// by field name only ([`Doc::root_members`]), are in the order of the text.
     Object(u32, u32),
 }
 
@@ -304,6 +314,7 @@ enum Node<'t> {
 /// `members`.
 #[derive(Debug, Default)]
 pub(crate) struct Doc<'t> {
+    text: &'t str,
     nodes: Vec<Node<'t>>,
     items: Vec<u32>,
     members: Vec<Key<'t>>,
@@ -324,8 +335,10 @@ impl<'t> Doc<'t> {
             text,
             decoded,
             decoded_count: 0,
+            messy: 0,
             max_depth: max_depth.min(MAX_DEPTH),
             doc: Doc {
+                text,
                 // Sized to stay in malloc's per-thread cache (up to 1 KiB) for common requests.
                 nodes: Vec::with_capacity(text.len() / 16),
                 items: Vec::new(),
@@ -336,7 +349,7 @@ impl<'t> Doc<'t> {
             open: Vec::with_capacity(text.len() / 16),
         };
         let bytes = text.as_bytes();
-        let (b'{', at) = token(bytes, 0)? else {
+        let (b'{', at) = p.token(bytes, 0)? else {
             return None;
         };
         let (root, end) = p.object(at, 1)?;
@@ -362,9 +375,24 @@ impl<'t> Doc<'t> {
         }
     }
 
-    /// The root's members: (key, value), in the order of the text.
-    pub(crate) fn fields(&self) -> impl Iterator<Item = (&str, JsonRef<'_>)> {
+    /// The root's members, in the order of the text.
+    pub(crate) fn root_members(&self) -> &[Key<'t>] {
         self.members_of(self.root)
+    }
+
+    /// The text of root member `m`'s value when it is exactly its RFC 8785 text, and where
+    /// it starts in the request text.
+    pub(crate) fn canonical_text(&self, m: &Key<'_>) -> Option<(&'t str, usize)> {
+        if !m.canonical {
+            return None;
+        }
+        Some((self.text.get(m.span())?, m.start as usize))
+    }
+
+    /// The root's members: (key, value), in the order of the text.
+    #[cfg(test)]
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&str, JsonRef<'_>)> {
+        self.root_members()
             .iter()
             .map(|m| (m.key, JsonRef(Ref::Doc(self, m.value))))
     }
@@ -536,17 +564,6 @@ fn insertion_sort(members: &mut [Key<'_>]) -> Option<()> {
 /// Deeper documents are left to `serde_json`, whose own limit is 128.
 const MAX_DEPTH: usize = 100;
 
-/// The first byte at or after `at` that is not whitespace, and its position.
-#[inline(always)]
-fn token(bytes: &[u8], at: usize) -> Option<(u8, usize)> {
-    let b = *bytes.get(at)?;
-    // Compact text, the common case, has no whitespace: one test.
-    if b > b' ' {
-        return Some((b, at));
-    }
-    token_after_ws(bytes, at)
-}
-
 fn token_after_ws(bytes: &[u8], at: usize) -> Option<(u8, usize)> {
     let at = skip_ws(bytes, at);
     Some((*bytes.get(at)?, at))
@@ -591,9 +608,9 @@ fn literal_at(bytes: &[u8], at: usize) -> Option<(Node<'static>, usize)> {
 /// ([`crate::car::is_exact`]: the tree reader refuses the others, naming where they are), and
 /// the position after it. A natural number of up to 15 digits (below 10^15, so exact) without
 /// a leading zero, a fraction or an exponent, the common case, is read here; the others by
-/// [`number_at_slowly`].
+/// [`number_at_slowly`]. True with those read here, which are as JCS writes them.
 #[inline(always)]
-fn number_at(text: &str, at: usize) -> Option<(Number, usize)> {
+fn number_at(text: &str, at: usize) -> Option<(Number, usize, bool)> {
     let bytes = text.as_bytes();
     let (mut n, mut i) = (0u64, at);
     while let Some(&d @ b'0'..=b'9') = bytes.get(i) {
@@ -608,18 +625,20 @@ fn number_at(text: &str, at: usize) -> Option<(Number, usize)> {
     if i == at || leading_zero || more {
         return number_at_slowly(text, at);
     }
-    Some((Number::from(n), i))
+    Some((Number::from(n), i, true))
 }
 
 /// [`number_at`] for any number.
-fn number_at_slowly(text: &str, at: usize) -> Option<(Number, usize)> {
-    let (n, end) = any_number_at(text, at);
-    Some((n.filter(crate::car::is_exact)?, end))
+fn number_at_slowly(text: &str, at: usize) -> Option<(Number, usize, bool)> {
+    let (n, end, integer) = any_number_at(text, at);
+    // An exact integer read as one is written by JCS as it came.
+    Some((n.filter(crate::car::is_exact)?, end, integer))
 }
 
 /// The number at `at` as `serde_json` reads it (short integers here, the rest by
-/// `serde_json`), and the position after it.
-fn any_number_at(text: &str, start: usize) -> (Option<Number>, usize) {
+/// `serde_json`), the position after it, and true for an integer read here (neither `-0`
+/// nor with a leading zero).
+fn any_number_at(text: &str, start: usize) -> (Option<Number>, usize, bool) {
     let bytes = text.as_bytes();
     let negative = bytes.get(start) == Some(&b'-');
     let digits = start + usize::from(negative);
@@ -640,16 +659,16 @@ fn any_number_at(text: &str, start: usize) -> (Option<Number>, usize) {
     {
         let n = int.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
         if !negative {
-            return (Some(Number::from(n)), i);
+            return (Some(Number::from(n)), i, true);
         }
         if n != 0 {
-            return (i64::try_from(n).ok().map(|n| Number::from(-n)), i);
+            return (i64::try_from(n).ok().map(|n| Number::from(-n)), i, true);
         }
     }
     let n = text
         .get(start..i)
         .and_then(|t| serde_json::from_str(t).ok());
-    (n, i)
+    (n, i, false)
 }
 
 #[inline(always)]
@@ -668,6 +687,10 @@ struct Parser<'t> {
     decoded: &'t Decoded,
     /// How many strings were decoded so far.
     decoded_count: usize,
+    /// How many things JCS writes otherwise were read so far (whitespace, escapes, numbers
+    /// other than short natural ones, keys out of order): a value during whose reading it did
+    /// not change is its own RFC 8785 text.
+    messy: u32,
     max_depth: usize,
     doc: Doc<'t>,
     /// Elements of the arrays still open.
@@ -679,6 +702,18 @@ struct Parser<'t> {
 }
 
 impl<'t> Parser<'t> {
+    /// The first byte at or after `at` that is not whitespace, and its position.
+    #[inline(always)]
+    fn token(&mut self, bytes: &[u8], at: usize) -> Option<(u8, usize)> {
+        let b = *bytes.get(at)?;
+        // Compact text, the common case, has no whitespace: one test.
+        if b > b' ' {
+            return Some((b, at));
+        }
+        self.messy += 1;
+        token_after_ws(bytes, at)
+    }
+
     /// The string whose opening quote is at `at`, whether it had no escapes, and the position
     /// after its closing quote. `text` is `self.text`, passed in a register: loaded from
     /// `self` after a store, it would be a new pointer whose bytes must be read again.
@@ -699,6 +734,7 @@ impl<'t> Parser<'t> {
     /// and all) into the next slot of `decoded`.
     #[cold]
     fn escaped_string(&mut self, at: usize) -> Option<(&'t str, bool, usize)> {
+        self.messy += 1;
         let text = self.text;
         let end = escaped_end(text.as_bytes(), at)?;
         let s: String = serde_json::from_str(text.get(at..=end)?).ok()?;
@@ -736,7 +772,14 @@ impl<'t> Parser<'t> {
             b'{' => return self.object(at, depth + 1),
             b'[' => return self.array(at, depth + 1),
             b'-' | b'0'..=b'9' => {
-                let (n, after) = number_at(text, at)?;
+                let (n, after) = match number_at(text, at) {
+                    Some((n, after, true)) => (n, after),
+                    Some((n, after, false)) => {
+                        self.messy += 1;
+                        (n, after)
+                    }
+                    None => return None,
+                };
                 (Node::Num(n), after)
             }
             _ => literal_at(text.as_bytes(), at)?,
@@ -754,7 +797,7 @@ impl<'t> Parser<'t> {
         let bytes = text.as_bytes();
         // Its members so far: those of `open` from `mark` on.
         let mark = self.open.len();
-        let (mut b, mut at) = token(bytes, at + 1)?;
+        let (mut b, mut at) = self.token(bytes, at + 1)?;
         if b == b'}' {
             at += 1;
         } else {
@@ -763,11 +806,12 @@ impl<'t> Parser<'t> {
                     return None;
                 }
                 let (key, plain, after) = self.string(text, at)?;
-                let (colon, at_colon) = token(bytes, after)?;
+                let (colon, at_colon) = self.token(bytes, after)?;
                 if colon != b':' {
                     return None;
                 }
-                let (first, at_value) = token(bytes, at_colon + 1)?;
+                let (first, at_value) = self.token(bytes, at_colon + 1)?;
+                let messy = self.messy;
                 // Most values are strings: read apart from the other kinds, whose results
                 // `value` joins (through memory).
                 let (value, after) = if first == b'"' {
@@ -776,9 +820,16 @@ impl<'t> Parser<'t> {
                 } else {
                     self.value(text, first, at_value, depth)?
                 };
-                self.open.push(Key { key, value, plain });
-                match token(bytes, after)? {
-                    (b',', at_comma) => (b, at) = token(bytes, at_comma + 1)?,
+                self.open.push(Key {
+                    key,
+                    value,
+                    start: at_value as u32,
+                    end: after as u32,
+                    plain,
+                    canonical: self.messy == messy,
+                });
+                match self.token(bytes, after)? {
+                    (b',', at_comma) => (b, at) = self.token(bytes, at_comma + 1)?,
                     (b'}', at_end) => {
                         at = at_end + 1;
                         break;
@@ -792,6 +843,7 @@ impl<'t> Parser<'t> {
             // The root is only read by field name: its members stay in text order.
             distinct(keys)?;
         } else if !keys_in_order(keys) {
+            self.messy += 1;
             sort_keys(keys)?;
         }
         let start = self.doc.members.len() as u32;
@@ -810,15 +862,15 @@ impl<'t> Parser<'t> {
         let text = self.text;
         let bytes = text.as_bytes();
         let mark = self.item_stack.len();
-        let (mut b, mut at) = token(bytes, at + 1)?;
+        let (mut b, mut at) = self.token(bytes, at + 1)?;
         if b == b']' {
             at += 1;
         } else {
             loop {
                 let (item, after) = self.value(text, b, at, depth)?;
                 self.item_stack.push(item);
-                match token(bytes, after)? {
-                    (b',', at_comma) => (b, at) = token(bytes, at_comma + 1)?,
+                match self.token(bytes, after)? {
+                    (b',', at_comma) => (b, at) = self.token(bytes, at_comma + 1)?,
                     (b']', at_end) => {
                         at = at_end + 1;
                         break;
@@ -859,7 +911,8 @@ mod tests {
         let text = "{\"v\": {\"\u{e000}\": 1, \"\u{10000}\": 2}, \"w\": {\"a\": 1, \"\u{e000}\": 2, \"\u{10000}\": 3}}";
         let decoded = Decoded::default();
         let doc = Doc::parse(text, &decoded, 64).unwrap();
-        let v = doc.fields().find(|(k, _)| *k == "v").unwrap().1;
+        let v = doc.root_members().iter().find(|m| m.key == "v").unwrap();
+        let v = JsonRef::node(&doc, v.value);
         let keys: Vec<_> = match v.shape() {
             Shape::Object(members) => members.map(|m| m.key).collect(),
             _ => panic!("not an object"),
@@ -870,6 +923,46 @@ mod tests {
         let decoded = Decoded::default();
         let doc = Doc::parse(text, &decoded, 64).unwrap();
         assert!(in_order(&doc, doc.root, true));
+    }
+
+    #[test]
+    fn a_value_written_as_jcs_writes_it_is_canonical_with_its_span() {
+        let canonical = |v: &str| {
+            let text = format!("{{\"a\": {v} ,\"b\":1}}");
+            let decoded = Decoded::default();
+            let doc = Doc::parse(&text, &decoded, 64).unwrap();
+            let m = doc.root_members()[0];
+            assert_eq!(text.get(m.span()), Some(v), "{v}");
+            doc.canonical_text(&m).map(|(t, at)| (t.to_owned(), at))
+        };
+        for v in [
+            "{}",
+            "[]",
+            "{\"a\":[1,\"x\",true,false,null,{}],\"b\":{\"c\":0},\"\u{e9}\":\"\u{10000}\"}",
+            "0",
+            "123456789012345",
+            "-1",
+            "1234567890123456",
+            "9007199254740992",
+            "-9007199254740992",
+            "\"a\u{7f}\"",
+        ] {
+            assert_eq!(canonical(v), Some((v.to_owned(), 6)), "{v}");
+        }
+        for v in [
+            "{ }",
+            "[1, 2]",
+            r#"{"b":1,"a":2}"#,
+            r#"{"\u0061":1}"#,
+            r#""\/""#,
+            "-0",
+            "1.5",
+            "1.0",
+            "1e2",
+            "{\"\u{e000}\":1,\"\u{10000}\":2}",
+        ] {
+            assert_eq!(canonical(v), None, "{v}");
+        }
     }
 
     #[test]
