@@ -1692,8 +1692,14 @@ fn mark_spans(doc: &Doc<'_>, members: &[Key<'_>], at: usize, way: Way<'_, '_>, f
         match way.step_outlined(m.name()) {
             Step::Off => {}
             Step::At(target) => {
+                // Spans lie in the args by construction. If one did not, the wrapped range would
+                // lie outside the text, and `redact::recorded` records `null` for such a mark
+                // (never the value): fail closed, without a panic in a debug build.
                 let span = m.span();
-                found.push((target, span.start - at..span.end - at));
+                found.push((
+                    target,
+                    span.start.wrapping_sub(at)..span.end.wrapping_sub(at),
+                ));
             }
             Step::Into(way) => {
                 if let View::Object(inner) = doc.view(m.value()) {
