@@ -6,7 +6,7 @@
 //! `serde_json` refuses, a NUL, deep nesting, duplicate keys, a syntax error) it gives up, and
 //! the caller parses the whole text with `serde_json`, which also words the error.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::cmp::Ordering;
 use std::sync::LazyLock;
 
@@ -291,7 +291,7 @@ impl<'t> Key<'t> {
 pub(crate) struct Decoded(OnceCell<Box<[OnceCell<String>]>>);
 
 /// A value of a document. Nothing in it needs dropping (its strings are borrowed from the
-/// text or from [`Decoded`]): freeing a document is freeing its vectors.
+/// text or from [`Decoded`]): emptying a document's vectors, to reuse them, costs nothing.
 #[derive(Debug)]
 enum Node<'t> {
     Null,
@@ -311,14 +311,128 @@ enum Node<'t> {
 /// A JSON text parsed into one flat structure: values in `nodes` (a container after what it
 /// holds, so the root last: `root`), the
 /// elements of every array and the members of every object each in one run of `items` and
-/// `members`.
-#[derive(Debug, Default)]
+/// `members`. Its vectors are taken from those kept on the thread ([`Vectors`]) and handed
+/// back when it is dropped.
+#[derive(Debug)]
 pub(crate) struct Doc<'t> {
     text: &'t str,
+    vectors: Vectors<'t>,
+    root: u32,
+}
+
+impl Drop for Doc<'_> {
+    fn drop(&mut self) {
+        std::mem::take(&mut self.vectors).keep();
+    }
+}
+
+/// A document's vectors.
+#[derive(Debug, Default)]
+struct Vectors<'t> {
     nodes: Vec<Node<'t>>,
     items: Vec<u32>,
     members: Vec<Key<'t>>,
-    root: u32,
+}
+
+/// The parser's stacks of what is read but not yet placed.
+#[derive(Debug, Default)]
+struct Stacks<'t> {
+    /// Elements of the arrays still open.
+    items: Vec<u32>,
+    /// Members of the objects still open, outer ones first: each is copied once, when its
+    /// object closes (kept in `doc.members` instead, they would be moved past those of the
+    /// open objects around every closing one).
+    members: Vec<Key<'t>>,
+}
+
+// The vectors of the last document read on each thread, and of its parser's stacks, empty,
+// for the next one: reading a request then allocates nothing (three allocations and their
+// frees cost a tenth of a decision). Vectors grown past `MOST_KEPT` elements are freed
+// instead, so a thread holds on to a few KiB at most.
+thread_local! {
+    static SPARE_VECTORS: Cell<Vectors<'static>> = const { Cell::new(Vectors::NONE) };
+    static SPARE_STACKS: Cell<Stacks<'static>> = const { Cell::new(Stacks::NONE) };
+}
+
+/// Enough for a request of about 16 KiB.
+const MOST_KEPT: usize = 1024;
+
+impl Vectors<'_> {
+    const NONE: Vectors<'static> = Vectors {
+        nodes: Vec::new(),
+        items: Vec::new(),
+        members: Vec::new(),
+    };
+}
+
+impl Stacks<'_> {
+    const NONE: Stacks<'static> = Stacks {
+        items: Vec::new(),
+        members: Vec::new(),
+    };
+}
+
+impl<'t> Vectors<'t> {
+    /// Those kept on this thread (empty ones when there are none), room made for about `n`
+    /// values and members.
+    fn spare(n: usize) -> Self {
+        let spare = SPARE_VECTORS.try_with(Cell::take).unwrap_or_default();
+        let mut v = Vectors {
+            nodes: relabelled(spare.nodes),
+            items: spare.items,
+            members: relabelled(spare.members),
+        };
+        v.nodes.reserve(n);
+        v.members.reserve(n);
+        v
+    }
+
+    fn keep(self) {
+        let spare = Vectors {
+            nodes: relabelled(emptied(self.nodes)),
+            items: emptied(self.items),
+            members: relabelled(emptied(self.members)),
+        };
+        // Fails only while the thread is being torn down: the vectors are then freed.
+        let _ = SPARE_VECTORS.try_with(|cell| cell.set(spare));
+    }
+}
+
+impl<'t> Stacks<'t> {
+    /// [`Vectors::spare`] for the stacks.
+    fn spare(n: usize) -> Self {
+        let spare = SPARE_STACKS.try_with(Cell::take).unwrap_or_default();
+        let mut s = Stacks {
+            items: spare.items,
+            members: relabelled(spare.members),
+        };
+        s.members.reserve(n);
+        s
+    }
+
+    fn keep(self) {
+        let spare = Stacks {
+            items: emptied(self.items),
+            members: relabelled(emptied(self.members)),
+        };
+        let _ = SPARE_STACKS.try_with(|cell| cell.set(spare));
+    }
+}
+
+/// Empty vector `v` as a vector of `U`, the same type under another lifetime, on the same
+/// allocation: the standard library collects a vector's `into_iter` in place when the layouts
+/// match (were it not to, this would allocate, nothing worse).
+fn relabelled<T, U>(v: Vec<T>) -> Vec<U> {
+    v.into_iter().filter_map(|_| None).collect()
+}
+
+/// `v`, emptied, or a new vector if it grew past [`MOST_KEPT`].
+fn emptied<T>(mut v: Vec<T>) -> Vec<T> {
+    if v.capacity() > MOST_KEPT {
+        return Vec::new();
+    }
+    v.clear();
+    v
 }
 
 impl<'t> Doc<'t> {
@@ -331,43 +445,41 @@ impl<'t> Doc<'t> {
         if u32::try_from(text.len()).is_err() {
             return None;
         }
+        // A byte in 16 is a value or a member, most often; more are room made as they come.
+        let n = text.len() / 16;
         let mut p = Parser {
             text,
             decoded,
             decoded_count: 0,
             messy: 0,
             max_depth: max_depth.min(MAX_DEPTH),
-            doc: Doc {
+            doc: Vectors::spare(n),
+            stacks: Stacks::spare(n),
+        };
+        let root = p.root();
+        p.stacks.keep();
+        match root {
+            Some(root) => Some(Doc {
                 text,
-                // Sized to stay in malloc's per-thread cache (up to 1 KiB) for common requests.
-                nodes: Vec::with_capacity(text.len() / 16),
-                items: Vec::new(),
-                members: Vec::with_capacity(text.len() / 16),
-                root: 0,
-            },
-            item_stack: Vec::new(),
-            open: Vec::with_capacity(text.len() / 16),
-        };
-        let bytes = text.as_bytes();
-        let (b'{', at) = p.token(bytes, 0)? else {
-            return None;
-        };
-        let (root, end) = p.object(at, 1)?;
-        if skip_ws(bytes, end) != text.len() {
-            return None;
+                vectors: p.doc,
+                root,
+            }),
+            None => {
+                p.doc.keep();
+                None
+            }
         }
-        p.doc.root = root;
-        Some(p.doc)
     }
 
     fn node(&self, i: u32) -> &Node<'t> {
-        self.nodes.get(i as usize).unwrap_or(&Node::Null)
+        self.vectors.nodes.get(i as usize).unwrap_or(&Node::Null)
     }
 
     /// The members of node `i` (none unless it is an object).
     pub(crate) fn members_of(&self, i: u32) -> &[Key<'t>] {
         match self.node(i) {
             Node::Object(a, b) => self
+                .vectors
                 .members
                 .get(*a as usize..*b as usize)
                 .unwrap_or_default(),
@@ -406,8 +518,12 @@ impl<'t> Doc<'t> {
             Node::Num(n) => View::Num(n),
             Node::Str(t) => View::Str(t, true),
             Node::Escaped(t) => View::Str(t, false),
-            Node::Array(a, b) => View::Array(self.items.get(range(*a, *b)).unwrap_or_default()),
-            Node::Object(a, b) => View::Object(self.members.get(range(*a, *b)).unwrap_or_default()),
+            Node::Array(a, b) => {
+                View::Array(self.vectors.items.get(range(*a, *b)).unwrap_or_default())
+            }
+            Node::Object(a, b) => {
+                View::Object(self.vectors.members.get(range(*a, *b)).unwrap_or_default())
+            }
         }
     }
 
@@ -421,11 +537,19 @@ impl<'t> Doc<'t> {
             Node::Escaped(t) => Shape::Str(t, false),
             Node::Array(a, b) => Shape::Array(Items::Doc(
                 self,
-                self.items.get(range(*a, *b)).unwrap_or_default().iter(),
+                self.vectors
+                    .items
+                    .get(range(*a, *b))
+                    .unwrap_or_default()
+                    .iter(),
             )),
             Node::Object(a, b) => Shape::Object(Members::Doc(
                 self,
-                self.members.get(range(*a, *b)).unwrap_or_default().iter(),
+                self.vectors
+                    .members
+                    .get(range(*a, *b))
+                    .unwrap_or_default()
+                    .iter(),
             )),
         }
     }
@@ -692,16 +816,22 @@ struct Parser<'t> {
     /// not change is its own RFC 8785 text.
     messy: u32,
     max_depth: usize,
-    doc: Doc<'t>,
-    /// Elements of the arrays still open.
-    item_stack: Vec<u32>,
-    /// Members of the objects still open, outer ones first: each is copied once, when its
-    /// object closes (kept in `doc.members` instead, they would be moved past those of the
-    /// open objects around every closing one).
-    open: Vec<Key<'t>>,
+    /// The document's vectors, read into.
+    doc: Vectors<'t>,
+    stacks: Stacks<'t>,
 }
 
 impl<'t> Parser<'t> {
+    /// The root object, the whole text.
+    fn root(&mut self) -> Option<u32> {
+        let bytes = self.text.as_bytes();
+        let (b'{', at) = self.token(bytes, 0)? else {
+            return None;
+        };
+        let (root, end) = self.object(at, 1)?;
+        (skip_ws(bytes, end) == bytes.len()).then_some(root)
+    }
+
     /// The first byte at or after `at` that is not whitespace, and its position.
     #[inline(always)]
     fn token(&mut self, bytes: &[u8], at: usize) -> Option<(u8, usize)> {
@@ -796,7 +926,7 @@ impl<'t> Parser<'t> {
         let text = self.text;
         let bytes = text.as_bytes();
         // Its members so far: those of `open` from `mark` on.
-        let mark = self.open.len();
+        let mark = self.stacks.members.len();
         let (mut b, mut at) = self.token(bytes, at + 1)?;
         if b == b'}' {
             at += 1;
@@ -820,7 +950,7 @@ impl<'t> Parser<'t> {
                 } else {
                     self.value(text, first, at_value, depth)?
                 };
-                self.open.push(Key {
+                self.stacks.members.push(Key {
                     key,
                     value,
                     start: at_value as u32,
@@ -838,7 +968,7 @@ impl<'t> Parser<'t> {
                 }
             }
         }
-        let keys = self.open.get_mut(mark..)?;
+        let keys = self.stacks.members.get_mut(mark..)?;
         if depth == 1 {
             // The root is only read by field name: its members stay in text order.
             distinct(keys)?;
@@ -848,7 +978,7 @@ impl<'t> Parser<'t> {
         }
         let start = self.doc.members.len() as u32;
         self.doc.members.extend_from_slice(keys);
-        self.open.truncate(mark);
+        self.stacks.members.truncate(mark);
         let end = self.doc.members.len() as u32;
         Some((self.push(Node::Object(start, end)), at))
     }
@@ -861,14 +991,14 @@ impl<'t> Parser<'t> {
         }
         let text = self.text;
         let bytes = text.as_bytes();
-        let mark = self.item_stack.len();
+        let mark = self.stacks.items.len();
         let (mut b, mut at) = self.token(bytes, at + 1)?;
         if b == b']' {
             at += 1;
         } else {
             loop {
                 let (item, after) = self.value(text, b, at, depth)?;
-                self.item_stack.push(item);
+                self.stacks.items.push(item);
                 match self.token(bytes, after)? {
                     (b',', at_comma) => (b, at) = self.token(bytes, at_comma + 1)?,
                     (b']', at_end) => {
@@ -880,7 +1010,7 @@ impl<'t> Parser<'t> {
             }
         }
         let start = self.doc.items.len() as u32;
-        self.doc.items.extend(self.item_stack.drain(mark..));
+        self.doc.items.extend(self.stacks.items.drain(mark..));
         let end = self.doc.items.len() as u32;
         Some((self.push(Node::Array(start, end)), at))
     }
@@ -963,6 +1093,55 @@ mod tests {
         ] {
             assert_eq!(canonical(v), None, "{v}");
         }
+    }
+
+    #[test]
+    fn a_document_reads_into_the_vectors_of_the_last_one_dropped_on_its_thread() {
+        let text = r#"{"agent":"a","args":{"b":[1,2],"a":{"x":"y"}}}"#;
+        let decoded = Decoded::default();
+        let first = Doc::parse(text, &decoded, 8).unwrap();
+        let (nodes, members) = (first.vectors.nodes.as_ptr(), first.vectors.members.as_ptr());
+        drop(first);
+        let second = Doc::parse(text, &decoded, 8).unwrap();
+        assert_eq!(second.vectors.nodes.as_ptr(), nodes);
+        assert_eq!(second.vectors.members.as_ptr(), members);
+        // What it reads is its own: the vectors were emptied.
+        assert_eq!(
+            JsonRef::node(&second, second.root).to_value(),
+            parsed(text).unwrap()
+        );
+        drop(second);
+
+        // One that grew large is freed, not kept.
+        let large = format!(r#"{{"args":[{}0]}}"#, "0,".repeat(4 * MOST_KEPT));
+        drop(Doc::parse(&large, &decoded, 8).unwrap());
+        let after = Doc::parse(text, &decoded, 8).unwrap();
+        assert!(after.vectors.nodes.capacity() <= MOST_KEPT);
+        assert!(after.vectors.items.capacity() <= MOST_KEPT);
+    }
+
+    /// The capacities of the vectors kept on this thread: nodes, members, open members.
+    fn spare_capacities() -> [usize; 3] {
+        let vectors = SPARE_VECTORS.take();
+        let stacks = SPARE_STACKS.take();
+        let capacities = [
+            vectors.nodes.capacity(),
+            vectors.members.capacity(),
+            stacks.members.capacity(),
+        ];
+        SPARE_VECTORS.set(vectors);
+        SPARE_STACKS.set(stacks);
+        capacities
+    }
+
+    #[test]
+    fn a_document_that_is_given_up_on_hands_its_vectors_back() {
+        let decoded = Decoded::default();
+        let bad = r#"{"agent":"a","args":{"k":"v","l":"w","m":"x"},}"#;
+        SPARE_VECTORS.take();
+        SPARE_STACKS.take();
+        assert!(Doc::parse(bad, &decoded, 8).is_none());
+        assert!(spare_capacities().iter().all(|&c| c >= bad.len() / 16));
     }
 
     #[test]
