@@ -19,7 +19,8 @@ use serde_json::{Map, Number, Value};
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
 use crate::doc::{Doc, JsonRef, Key, Source, View, bytes_cmp, utf16_cmp};
-use crate::redact::sha256;
+use crate::redact::RedactionKey;
+use crate::sha::{SIDE_BY_SIDE, digest_and_hmacs, sha256};
 
 /// What an adapter sends (deserializable from the daemon's JSON and the CLI).
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
@@ -138,7 +139,8 @@ impl Malformed {
 /// `defer_token`; nesting deeper than `max_depth`; canonical args longer than `max_args_bytes`.
 pub fn canonicalize(req: ActionRequest, limits: &Limits) -> Result<CanonicalRequest, Malformed> {
     let (tool, canonical_args, args_digest) = {
-        let (car, _) = canonicalize_marking(RequestRef::from(&req), limits, |_| Targets::None)?;
+        let (car, _) =
+            canonicalize_marking(RequestRef::from(&req), limits, |_| Targets::None, None)?;
         (car.tool.into_owned(), car.canonical_args, car.args_digest)
     };
     let ActionRequest {
@@ -271,11 +273,14 @@ pub(crate) struct Car<'a> {
 }
 
 /// [`canonicalize`], also finding where the values at some argument paths are in the canonical
-/// text: `targets` names them, given the tool id in NFKC (redactions depend on it).
+/// text: `targets` names them, given the tool id in NFKC (redactions depend on it). Given the
+/// redaction key, the HMACs of those values are computed with the args digest, side by side
+/// (see [`crate::sha`]).
 pub(crate) fn canonicalize_marking<'a, 't>(
     req: RequestRef<'a>,
     limits: &Limits,
     targets: impl FnOnce(&str) -> Targets<'t>,
+    key: Option<&RedactionKey>,
 ) -> Result<(Car<'a>, Marks<'t>), Malformed> {
     if req.agent.is_empty() {
         return Err(Malformed::new("agent is empty"));
@@ -346,7 +351,17 @@ pub(crate) fn canonicalize_marking<'a, 't>(
     };
 
     let canonical_args = written.finish(limits)?;
-    let args_digest = digest_text(&sha256(canonical_args.as_bytes()));
+    let digest = match key {
+        Some(key) if marks.found.len() > 0 => {
+            let text = canonical_args.as_bytes();
+            let values = marks.found.iter().map(|(_, range)| text.get(range.clone()));
+            let (digest, have) = digest_and_hmacs(text, values, key.states(), &mut marks.hmacs);
+            marks.have_hmacs = have;
+            digest
+        }
+        _ => sha256(canonical_args.as_bytes()),
+    };
+    let args_digest = digest_text(&digest);
 
     let car = Car {
         session: req.session,
@@ -1470,6 +1485,10 @@ pub(crate) struct Marks<'a> {
     pub(crate) targets: Targets<'a>,
     /// (target, byte range), in text order; the ranges never overlap.
     pub(crate) found: Found,
+    /// The HMACs of the first values found, computed with the args digest: the `i`th when bit
+    /// `i` of `have_hmacs` is set. `redact::recorded` computes the others.
+    pub(crate) hmacs: [[u8; 32]; SIDE_BY_SIDE],
+    pub(crate) have_hmacs: u8,
 }
 
 impl<'a> Marks<'a> {
@@ -1477,6 +1496,8 @@ impl<'a> Marks<'a> {
         Marks {
             targets,
             found: Found::default(),
+            hmacs: [[0; 32]; SIDE_BY_SIDE],
+            have_hmacs: 0,
         }
     }
 }
@@ -2134,9 +2155,13 @@ mod tests {
             .map(|p| TargetPath::new(Arc::from(p)))
             .collect();
         let r = req("t", args.clone());
-        let (car, marks) =
-            canonicalize_marking((&r).into(), &Limits::default(), |_| Targets::One(&paths))
-                .unwrap();
+        let (car, marks) = canonicalize_marking(
+            (&r).into(),
+            &Limits::default(),
+            |_| Targets::One(&paths),
+            None,
+        )
+        .unwrap();
         assert_eq!(
             car.canonical_args,
             serde_json_canonicalizer::to_string(&args).unwrap()
@@ -2625,7 +2650,7 @@ mod tests {
                     }
                 }
                 let limits = Limits::default();
-                let got = canonicalize_marking((&r).into(), &limits, |_| Targets::None)
+                let got = canonicalize_marking((&r).into(), &limits, |_| Targets::None, None)
                     .map(|_| ())
                     .map_err(|e| e.to_string());
                 prop_assert_eq!(&got, &want);
@@ -2634,7 +2659,7 @@ mod tests {
                 if let Some(doc) = Doc::parse(&text, &decoded, limits.max_depth + 1) {
                     let request = RequestRef::from_doc(&doc).unwrap();
                     prop_assert!(request.nul_free && want.is_ok());
-                    let got = canonicalize_marking(request, &limits, |_| Targets::None)
+                    let got = canonicalize_marking(request, &limits, |_| Targets::None, None)
                         .map(|_| ())
                         .map_err(|e| e.to_string());
                     prop_assert_eq!(got, want);
@@ -2806,7 +2831,7 @@ mod tests {
             limits: &Limits,
             paths: &[TargetPath],
         ) -> Result<(String, Vec<Mark>), String> {
-            canonicalize_marking(request, limits, |_| Targets::One(paths))
+            canonicalize_marking(request, limits, |_| Targets::One(paths), None)
                 .map(|(car, marks)| (car.canonical_args, marks.found.iter().cloned().collect()))
                 .map_err(|e| e.to_string())
         }
@@ -2978,7 +3003,7 @@ mod tests {
                     listed.iter().map(|p| TargetPath::new(Arc::from(p.as_str()))).collect();
                 let limits = Limits::default();
                 let r = req("t", args.clone());
-                let tree = canonicalize_marking((&r).into(), &limits, |_| Targets::One(&paths));
+                let tree = canonicalize_marking((&r).into(), &limits, |_| Targets::One(&paths), None);
                 let text = json!({"agent": "a", "tool": "t", "args": args}).to_string();
                 // The engine reads what the document reader declines as a tree.
                 let decoded = crate::doc::Decoded::default();
@@ -2988,7 +3013,7 @@ mod tests {
                 let request = RequestRef::from_doc(&doc).unwrap();
                 // A list of several statements' paths is walked as one statement's is.
                 let many = || Targets::Many(paths.iter().collect());
-                let from_doc = canonicalize_marking(request, &limits, |_| many());
+                let from_doc = canonicalize_marking(request, &limits, |_| many(), None);
                 match (tree, from_doc) {
                     (Ok((a, am)), Ok((b, bm))) => {
                         prop_assert_eq!(&a.canonical_args, &b.canonical_args);

@@ -215,7 +215,8 @@ impl Engine {
                 }
             }
         };
-        let mut canonical = canonicalize_marking(request, &self.config.limits, targets);
+        let key = Some(&self.config.redaction_key);
+        let mut canonical = canonicalize_marking(request, &self.config.limits, targets, key);
         let early = early.or_else(|| {
             canonical
                 .as_ref()

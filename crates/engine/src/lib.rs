@@ -14,4 +14,5 @@ pub mod engine;
 pub mod eval;
 pub mod redact;
 pub mod selector;
+mod sha;
 pub mod state;

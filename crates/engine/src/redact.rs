@@ -11,10 +11,10 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use sha2::digest::generic_array::GenericArray;
 
 use crate::car::{CanonicalJson, Hex, Marks, TargetPath, Targets, push_hex};
 use crate::compile::Redaction;
+use crate::sha;
 
 /// The prefix of every redaction token.
 pub const TOKEN_PREFIX: &str = "hmac-sha256:";
@@ -34,14 +34,6 @@ pub struct RedactionKey {
     outer: [u32; 8],
 }
 
-/// A SHA-256 block as the block function takes it.
-type Block = GenericArray<u8, sha2::digest::consts::U64>;
-
-/// The initial SHA-256 state (FIPS 180-4 §5.3.3).
-const SHA256_H0: [u32; 8] = [
-    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
-];
-
 impl RedactionKey {
     /// The key with these bytes.
     pub fn from_bytes(b: [u8; 32]) -> Self {
@@ -51,9 +43,7 @@ impl RedactionKey {
             for (x, k) in block.iter_mut().zip(b) {
                 *x ^= k;
             }
-            let mut state = SHA256_H0;
-            sha2::compress256(&mut state, &[GenericArray::from(block)]);
-            state
+            sha::after_block(sha::H0, block)
         };
         RedactionKey {
             inner: keyed(0x36),
@@ -62,9 +52,13 @@ impl RedactionKey {
     }
 
     /// HMAC-SHA256 of `msg` under this key.
-    fn hmac(&self, msg: &[u8]) -> [u8; 32] {
-        let inner = sha256_after_block(self.inner, msg);
-        big_endian(sha256_of_digest_after_block(self.outer, inner))
+    pub(crate) fn hmac(&self, msg: &[u8]) -> [u8; 32] {
+        sha::hmac(self.inner, self.outer, msg)
+    }
+
+    /// The states after the key's inner and outer padded blocks.
+    pub(crate) fn states(&self) -> (sha::State, sha::State) {
+        (self.inner, self.outer)
     }
 
     /// Appends `hmac-sha256:` and the hex HMAC of `jcs`, the JCS text of a value.
@@ -72,66 +66,6 @@ impl RedactionKey {
         out.push_str(TOKEN_PREFIX);
         push_hex(out, &self.hmac(jcs.as_bytes()));
     }
-}
-
-/// SHA-256 state words as the digest's bytes.
-fn big_endian(state: [u32; 8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    for (bytes, word) in out.chunks_exact_mut(4).zip(state) {
-        bytes.copy_from_slice(&word.to_be_bytes());
-    }
-    out
-}
-
-/// SHA-256 of `msg`, on the block function itself: without the buffering of a streaming
-/// hasher, which costs more than the padding here.
-pub(crate) fn sha256(msg: &[u8]) -> [u8; 32] {
-    big_endian(sha256_after(SHA256_H0, 0, msg))
-}
-
-/// The SHA-256 state after a 64-byte block (whose state is `state`) followed by `msg`,
-/// padding included (FIPS 180-4 §5.1.1): 0x80, zeros, the length in bits.
-fn sha256_after_block(state: [u32; 8], msg: &[u8]) -> [u32; 8] {
-    sha256_after(state, 64, msg)
-}
-
-/// The SHA-256 state after `before` bytes (a whole number of blocks, whose state is `state`)
-/// followed by `msg`, padding included.
-fn sha256_after(mut state: [u32; 8], before: u64, msg: &[u8]) -> [u32; 8] {
-    let bits = before.wrapping_add(msg.len() as u64).wrapping_mul(8);
-    let mut blocks = msg.chunks_exact(64);
-    for block in &mut blocks {
-        sha2::compress256(
-            &mut state,
-            std::slice::from_ref(GenericArray::from_slice(block)),
-        );
-    }
-    let rest = blocks.remainder();
-    // Built in place: a `[u8; 64]` would be copied into a `GenericArray` for each call.
-    let mut last = Block::default();
-    last[..rest.len()].copy_from_slice(rest);
-    last[rest.len()] = 0x80;
-    // No room for the length after the 0x80: it goes in a block of its own.
-    if rest.len() >= 56 {
-        sha2::compress256(&mut state, std::slice::from_ref(&last));
-        last = Block::default();
-    }
-    last[56..].copy_from_slice(&bits.to_be_bytes());
-    sha2::compress256(&mut state, std::slice::from_ref(&last));
-    state
-}
-
-/// [`sha256_after_block`] of a 32-byte message given as state words (an inner digest): one
-/// block, made without the bytes in between.
-fn sha256_of_digest_after_block(mut state: [u32; 8], digest: [u32; 8]) -> [u32; 8] {
-    let mut block = Block::default();
-    for (bytes, word) in block.chunks_exact_mut(4).zip(digest) {
-        bytes.copy_from_slice(&word.to_be_bytes());
-    }
-    block[32] = 0x80;
-    block[56..].copy_from_slice(&((64u64 + 32) * 8).to_be_bytes());
-    sha2::compress256(&mut state, std::slice::from_ref(&block));
-    state
 }
 
 impl fmt::Debug for RedactionKey {
@@ -213,8 +147,17 @@ pub(crate) fn recorded(
     let mut bytes = text.into_bytes();
     let mut done = 0u64;
     let mut spliced = Some(());
-    for (target, range) in marks.found.iter().rev() {
-        spliced = spliced.and_then(|()| splice_token(&mut bytes, range.clone(), key));
+    let found = marks.found.iter().rev().zip((0..marks.found.len()).rev());
+    for ((target, range), i) in found {
+        // Computed with the args digest, from the text before any splice: the same bytes, as
+        // only what follows a mark has moved when its turn comes.
+        let hmac = match marks.hmacs.get(i) {
+            Some(hmac) if marks.have_hmacs & (1 << i) != 0 => Some(*hmac),
+            _ => bytes.get(range.clone()).map(|value| key.hmac(value)),
+        };
+        spliced = spliced
+            .and(hmac)
+            .and_then(|hmac| splice_token(&mut bytes, range.clone(), &hmac));
         done |= 1 << target;
     }
     // `None` never happens (marks lie in the text, on character boundaries): record nothing
@@ -231,10 +174,11 @@ pub(crate) fn recorded(
     (CanonicalJson::from_jcs(text), redacted)
 }
 
-/// Replaces the value at `range` of `text` with `{"redacted":"hmac-sha256:<hex>"}`, the HMAC
-/// over the value's bytes, moving what follows once. `None` if the range is not in the text.
-fn splice_token(text: &mut Vec<u8>, range: Range<usize>, key: &RedactionKey) -> Option<()> {
-    let digest = key.hmac(text.get(range.clone())?);
+/// Replaces the value at `range` of `text` with `{"redacted":"hmac-sha256:<hex>"}`, `hmac`
+/// being the HMAC over the value's bytes, moving what follows once. `None` if the range is
+/// not in the text.
+fn splice_token(text: &mut Vec<u8>, range: Range<usize>, hmac: &[u8; 32]) -> Option<()> {
+    text.get(range.clone())?;
     let (start, end, len) = (range.start, range.end, text.len());
     let spliced = len - (end - start) + REDACTION_LEN;
     if spliced > len {
@@ -246,7 +190,7 @@ fn splice_token(text: &mut Vec<u8>, range: Range<usize>, key: &RedactionKey) -> 
     let (open, rest) = token.split_at_mut(REDACTION_OPEN.len());
     let (hex, close) = rest.split_at_mut(64);
     open.copy_from_slice(REDACTION_OPEN.as_bytes());
-    hex.copy_from_slice(&Hex::of(&digest).0);
+    hex.copy_from_slice(&Hex::of(hmac).0);
     close.copy_from_slice(b"\"}");
     Some(())
 }
@@ -602,7 +546,8 @@ mod tests {
                 let (a, b) = (a.index(text.len() + 1), b.index(text.len() + 1));
                 let range = a.min(b)..a.max(b);
                 let mut bytes = text.clone().into_bytes();
-                prop_assert!(splice_token(&mut bytes, range.clone(), &k).is_some());
+                let hmac = k.hmac(&bytes[range.clone()]);
+                prop_assert!(splice_token(&mut bytes, range.clone(), &hmac).is_some());
                 match text.get(range.clone()) {
                     Some(value) => {
                         let mut token = String::new();
@@ -614,9 +559,9 @@ mod tests {
                     None => prop_assert!(String::from_utf8(bytes).is_err()),
                 }
                 let mut bytes = text.clone().into_bytes();
-                prop_assert!(splice_token(&mut bytes, a.max(b)..text.len() + 1, &k).is_none());
+                prop_assert!(splice_token(&mut bytes, a.max(b)..text.len() + 1, &hmac).is_none());
                 if a != b {
-                    prop_assert!(splice_token(&mut bytes, a.max(b)..a.min(b), &k).is_none());
+                    prop_assert!(splice_token(&mut bytes, a.max(b)..a.min(b), &hmac).is_none());
                 }
                 prop_assert_eq!(bytes, text.into_bytes());
             }
@@ -707,15 +652,18 @@ mod tests {
                 ..ActionRequest::default()
             };
             let mut tree = None;
-            let (car, marks) = canonicalize_marking((&req).into(), &Limits::default(), |tool| {
-                match plan(&compiled, tool) {
+            let (car, marks) = canonicalize_marking(
+                (&req).into(),
+                &Limits::default(),
+                |tool| match plan(&compiled, tool) {
                     Plan::Splice(targets) => targets,
                     Plan::Tree(statements) => {
                         tree = Some(statements);
                         Targets::None
                     }
-                }
-            })
+                },
+                Some(k),
+            )
             .unwrap();
             // Each marked slice is the JCS text of the value at its path.
             for (target, range) in &marks.found {
