@@ -141,7 +141,11 @@ pub fn canonicalize(req: ActionRequest, limits: &Limits) -> Result<CanonicalRequ
     let (tool, canonical_args, args_digest) = {
         let (car, _) =
             canonicalize_marking(RequestRef::from(&req), limits, |_| Targets::None, None)?;
-        (car.tool.into_owned(), car.canonical_args, car.args_digest)
+        (
+            car.tool.into_owned(),
+            car.canonical_args.into_owned(),
+            car.args_digest,
+        )
     };
     let ActionRequest {
         agent,
@@ -268,7 +272,8 @@ pub(crate) struct Car<'a> {
     pub(crate) args: JsonRef<'a>,
     /// An object, or `null`.
     pub(crate) principal: JsonRef<'a>,
-    pub(crate) canonical_args: String,
+    /// Borrowed from the request text when that is the canonical text.
+    pub(crate) canonical_args: Cow<'a, str>,
     pub(crate) args_digest: String,
 }
 
@@ -1502,6 +1507,18 @@ impl<'a> Marks<'a> {
     }
 }
 
+#[cfg(test)]
+impl Marks<'static> {
+    /// Marks at `ranges`, the `i`th of target `i`.
+    pub(crate) fn with_found(ranges: &[std::ops::Range<usize>]) -> Self {
+        let mut marks = Marks::new(Targets::None);
+        for (i, range) in ranges.iter().enumerate() {
+            marks.found.push((i, range.clone()));
+        }
+        marks
+    }
+}
+
 /// A marked value: its target and its byte range in the text.
 pub(crate) type Mark = (usize, std::ops::Range<usize>);
 
@@ -1628,18 +1645,17 @@ impl Serialize for CanonicalJson {
 }
 
 /// The canonical (JCS) text of `args` as written, before it is accepted.
-struct CanonicalArgs {
-    text: Result<String, JcsError>,
+struct CanonicalArgs<'a> {
+    text: Result<Cow<'a, str>, JcsError>,
     /// False when `args` hold what [`check_clean`] refuses (writing may stop at the size limit
     /// before seeing everything, so an error in `text` needs that check too).
     clean: bool,
 }
 
-impl CanonicalArgs {
+impl<'a> CanonicalArgs<'a> {
     fn write(args: JsonRef<'_>, limits: &Limits, marks: &mut Marks<'_>) -> Self {
-        // Room for the redaction tokens spliced in later.
         let targets = marks.targets.len();
-        let out = String::with_capacity(256 + targets.min(4) * 96);
+        let out = String::with_capacity(256);
         let way = Way::new(&marks.targets, marks.targets.all(), 0);
         marks.found.truncate(0);
         let mut w = Jcs::new(
@@ -1655,17 +1671,17 @@ impl CanonicalArgs {
         };
         let Jcs { out, clean, .. } = w;
         CanonicalArgs {
-            text: written.map(|()| out),
+            text: written.map(|()| Cow::Owned(out)),
             clean,
         }
     }
 
     /// The args' own text `text` (an object's, starting at `at` in the request text), which
-    /// is their canonical text: copied, with the marks [`CanonicalArgs::write`] would find,
-    /// from the spans of the values. Clean as a parsed document's always is (it holds no NUL,
-    /// and the parser refuses the depths the writer would).
+    /// is their canonical text: taken as it is, with the marks [`CanonicalArgs::write`] would
+    /// find, from the spans of the values. Clean as a parsed document's always is (it holds no
+    /// NUL, and the parser refuses the depths the writer would).
     fn copy(
-        text: &str,
+        text: &'a str,
         at: usize,
         doc: &Doc<'_>,
         members: &[Key<'_>],
@@ -1683,15 +1699,13 @@ impl CanonicalArgs {
             let way = Way::new(&marks.targets, marks.targets.all(), 0);
             mark_spans(doc, members, at, way, &mut marks.found);
         }
-        let mut out = String::with_capacity(text.len() + marks.targets.len().min(4) * 96);
-        out.push_str(text);
         CanonicalArgs {
-            text: Ok(out),
+            text: Ok(Cow::Borrowed(text)),
             clean: true,
         }
     }
 
-    fn finish(self, limits: &Limits) -> Result<String, Malformed> {
+    fn finish(self, limits: &Limits) -> Result<Cow<'a, str>, Malformed> {
         match self.text {
             Ok(text) => Ok(text),
             Err(JcsError::Over) => Err(Malformed(format!(
@@ -2832,7 +2846,12 @@ mod tests {
             paths: &[TargetPath],
         ) -> Result<(String, Vec<Mark>), String> {
             canonicalize_marking(request, limits, |_| Targets::One(paths), None)
-                .map(|(car, marks)| (car.canonical_args, marks.found.iter().cloned().collect()))
+                .map(|(car, marks)| {
+                    (
+                        car.canonical_args.into_owned(),
+                        marks.found.iter().cloned().collect(),
+                    )
+                })
                 .map_err(|e| e.to_string())
         }
 

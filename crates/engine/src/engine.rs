@@ -1,6 +1,7 @@
 //! The decision pipeline (SPEC §5 steps 1–7): kill switch, agent, canonical request, session,
 //! history, selectors, rules, then rate limits, budgets and egress on a permit.
 
+use std::borrow::Cow;
 use std::cell::{OnceCell, RefCell};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -306,7 +307,7 @@ impl Engine {
     /// The arguments with every matching redaction applied: the only form ever recorded.
     fn recorded(
         &self,
-        text: String,
+        text: Cow<'_, str>,
         args: JsonRef<'_>,
         marks: &Marks<'_>,
         tree: Option<Vec<&crate::compile::Redaction>>,
