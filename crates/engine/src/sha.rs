@@ -114,29 +114,32 @@ fn compress(state: &mut State, block: &[u8; 64]) {
     sha2::compress256(state, std::slice::from_ref(GenericArray::from_slice(block)));
 }
 
-/// The state after the key's inner block and a message of under 56 bytes, which fits the
-/// one padded block made here.
+/// The one padded block of a message of under 56 bytes after `before` bytes.
 #[inline(always)]
-fn inner_of_short(mut state: State, msg: &[u8]) -> State {
+fn short_block(before: u64, msg: &[u8]) -> [u8; 64] {
     let mut block = [0u8; 64];
     block[..msg.len()].copy_from_slice(msg);
     block[msg.len()] = 0x80;
-    block[56..].copy_from_slice(&(64 + msg.len() as u64).wrapping_mul(8).to_be_bytes());
-    compress(&mut state, &block);
-    state
+    block[56..].copy_from_slice(&(before + msg.len() as u64).wrapping_mul(8).to_be_bytes());
+    block
 }
 
-/// HMAC-SHA256 of `msg`, given the states after the key's inner and outer padded blocks, from
-/// the inner hash's state.
+/// The outer hash's one block: the inner digest, from its state, padded.
 #[inline(always)]
-fn outer(mut outer: State, inner: State) -> [u8; 32] {
+fn outer_block(inner: State) -> [u8; 64] {
     let mut block = [0u8; 64];
     for (bytes, word) in block.chunks_exact_mut(4).zip(inner) {
         bytes.copy_from_slice(&word.to_be_bytes());
     }
     block[32] = 0x80;
     block[56..].copy_from_slice(&((64u64 + 32) * 8).to_be_bytes());
-    compress(&mut outer, &block);
+    block
+}
+
+/// HMAC-SHA256 of a message whose inner hash left `inner`, under the key whose outer padded
+/// block left `outer`.
+fn outer(mut outer: State, inner: State) -> [u8; 32] {
+    compress(&mut outer, &outer_block(inner));
     big_endian(outer)
 }
 
@@ -160,25 +163,51 @@ pub(crate) fn digest_and_hmacs<'m>(
     hmacs: &mut [[u8; 32]; SIDE_BY_SIDE],
 ) -> ([u8; 32], u8) {
     let mut digest = Lane::new(H0, 0, text);
+    // Blocks are made well before the block function reads them: read right after they are
+    // written, piecewise, they would wait for the writes to reach the cache.
+    let mut blocks = [[0u8; 64]; SIDE_BY_SIDE];
+    let mut longs: [Option<&[u8]>; SIDE_BY_SIDE] = [None; SIDE_BY_SIDE];
     let mut have = 0;
-    for ((i, hmac), msg) in hmacs.iter_mut().enumerate().zip(msgs) {
+    for ((i, block), msg) in blocks.iter_mut().enumerate().zip(msgs) {
         let Some(msg) = msg else {
             continue;
         };
-        let inner = if msg.len() < 56 {
-            let state = inner_of_short(inner, msg);
-            digest.step();
-            state
+        if msg.len() < 56 {
+            *block = short_block(64, msg);
         } else {
-            let mut lane = Lane::new(inner, 64, msg);
-            while lane.step() {
+            longs[i] = Some(msg);
+        }
+        have |= 1 << i;
+    }
+    let mut states = [inner; SIDE_BY_SIDE];
+    for (i, (state, block)) in states.iter_mut().zip(&blocks).enumerate() {
+        if have & (1 << i) == 0 {
+            continue;
+        }
+        match longs[i] {
+            None => {
+                compress(state, block);
                 digest.step();
             }
-            lane.state
-        };
-        *hmac = outer(outer_state, inner);
-        digest.step();
-        have |= 1 << i;
+            Some(msg) => {
+                let mut lane = Lane::new(inner, 64, msg);
+                while lane.step() {
+                    digest.step();
+                }
+                *state = lane.state;
+            }
+        }
+    }
+    for (block, state) in blocks.iter_mut().zip(states) {
+        *block = outer_block(state);
+    }
+    for (i, (hmac, block)) in hmacs.iter_mut().zip(&blocks).enumerate() {
+        if have & (1 << i) != 0 {
+            digest.step();
+            let mut state = outer_state;
+            compress(&mut state, block);
+            *hmac = big_endian(state);
+        }
     }
     (big_endian(digest.finish()), have)
 }
