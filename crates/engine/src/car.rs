@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Number, Value};
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
+use crate::compile::same_bytes;
 use crate::doc::{Doc, JsonRef, Key, Source, View, bytes_cmp, utf16_cmp};
 use crate::redact::RedactionKey;
 use crate::sha::{SIDE_BY_SIDE, digest_and_hmacs, sha256};
@@ -240,24 +241,59 @@ impl<'a> RequestRef<'a> {
         };
         for m in doc.root_members() {
             let v = JsonRef::node(doc, m.value());
-            match m.name() {
-                "agent" => agent = Some(v.as_str()?),
-                "tool" => tool = Some(v.as_str()?),
-                "session" => req.session = optional(v)?,
-                "args" => {
+            match Field::of(m.name()) {
+                Some(Field::Agent) => agent = Some(v.as_str()?),
+                Some(Field::Tool) => tool = Some(v.as_str()?),
+                Some(Field::Session) => req.session = optional(v)?,
+                Some(Field::Args) => {
                     req.args = v;
                     req.args_text = doc.canonical_text(m);
                 }
-                "principal" => req.principal = Some(v),
-                "call_id" => req.call_id = optional(v)?,
-                "adapter" => req.adapter = optional(v)?,
-                "defer_token" => req.defer_token = optional(v)?,
-                _ => {}
+                Some(Field::Principal) => req.principal = Some(v),
+                Some(Field::CallId) => req.call_id = optional(v)?,
+                Some(Field::Adapter) => req.adapter = optional(v)?,
+                Some(Field::DeferToken) => req.defer_token = optional(v)?,
+                None => {}
             }
         }
         req.agent = agent?;
         req.tool = tool?;
         Some(req)
+    }
+}
+
+/// A field of an action request, as the keys of its JSON text name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Agent,
+    Tool,
+    Session,
+    Args,
+    Principal,
+    CallId,
+    Adapter,
+    DeferToken,
+}
+
+impl Field {
+    /// The field `key` names. Compared by length, then inline, word-wise: a `match` on the
+    /// strings calls `memcmp` for each candidate.
+    #[inline(always)]
+    fn of(key: &str) -> Option<Field> {
+        let key = key.as_bytes();
+        let is = |name: &str| same_bytes(key, name.as_bytes());
+        let field = match key.len() {
+            4 if is("tool") => Field::Tool,
+            4 if is("args") => Field::Args,
+            5 if is("agent") => Field::Agent,
+            7 if is("session") => Field::Session,
+            7 if is("call_id") => Field::CallId,
+            7 if is("adapter") => Field::Adapter,
+            9 if is("principal") => Field::Principal,
+            11 if is("defer_token") => Field::DeferToken,
+            _ => return None,
+        };
+        Some(field)
     }
 }
 
