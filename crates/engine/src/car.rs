@@ -1601,6 +1601,27 @@ impl Found {
         }
     }
 
+    /// Puts the marks in text order. A few, already in order, most often: insertion sort.
+    fn sort_by_start(&mut self) {
+        if !self.more.is_empty() {
+            let mut all: Vec<Mark> = self.iter().cloned().collect();
+            all.sort_by_key(|(_, range)| range.start);
+            self.truncate(0);
+            for mark in all {
+                self.push(mark);
+            }
+            return;
+        }
+        let marks = self.inline.get_mut(..self.len).unwrap_or_default();
+        for i in 1..marks.len() {
+            let mut j = i;
+            while j > 0 && marks[j - 1].1.start > marks[j].1.start {
+                marks.swap(j - 1, j);
+                j -= 1;
+            }
+        }
+    }
+
     /// Keeps the first `n` marks.
     fn truncate(&mut self, n: usize) {
         if n <= self.len {
@@ -1737,8 +1758,7 @@ impl<'a> CanonicalArgs<'a> {
             };
         }
         if marks.targets.len() > 0 {
-            let way = Way::new(&marks.targets, marks.targets.all(), 0);
-            mark_spans(doc, members, at, way, &mut marks.found);
+            mark_spans(doc, members, at, &marks.targets, &mut marks.found);
         }
         CanonicalArgs {
             text: Ok(Cow::Borrowed(text)),
@@ -1762,29 +1782,48 @@ fn unwritten(e: JcsError, limits: &Limits) -> Malformed {
 }
 
 /// The marks of [`Jcs::doc_object`] in an object whose text is canonical: the spans of the
-/// values at the targets, less `at` (where the args start in the request text). Its members
-/// are in the order of the text, which is the canonical order.
-fn mark_spans(doc: &Doc<'_>, members: &[Key<'_>], at: usize, way: Way<'_, '_>, found: &mut Found) {
-    for m in members {
-        match way.step_outlined(m.name()) {
-            Step::Off => {}
-            Step::At(target) => {
-                // Spans lie in the args by construction. If one did not, the wrapped range would
-                // lie outside the text, and `redact::recorded` records `null` for such a mark
-                // (never the value): fail closed, without a panic in a debug build.
+/// values at the targets, less `at` (where the args start in the request text), in text order.
+/// Each target is looked up on its own, which takes a few length comparisons per segment (the
+/// writer, which visits every member anyway, tests each key against all targets instead).
+/// Targets are distinct and none lies inside another (as [`Targets`] are made), so each value
+/// is one target's at most and none holds another's.
+fn mark_spans(
+    doc: &Doc<'_>,
+    members: &[Key<'_>],
+    at: usize,
+    targets: &Targets<'_>,
+    found: &mut Found,
+) {
+    for i in 0..targets.len() {
+        let Some(path) = targets.path(i) else {
+            continue;
+        };
+        let mut object = members;
+        let mut segments = path.segments.iter();
+        while let Some(segment) = segments.next() {
+            let text = &*segment.text;
+            let Some(m) = object
+                .iter()
+                .find(|m| same_bytes(m.name().as_bytes(), text))
+            else {
+                break;
+            };
+            if segments.len() == 0 {
+                // Spans lie in the args by construction. If one did not, the wrapped range
+                // would lie outside the text, and `redact::recorded` records `null` for such a
+                // mark (never the value): fail closed, without a panic in a debug build.
                 let span = m.span();
-                found.push((
-                    target,
-                    span.start.wrapping_sub(at)..span.end.wrapping_sub(at),
-                ));
+                found.push((i, span.start.wrapping_sub(at)..span.end.wrapping_sub(at)));
+                break;
             }
-            Step::Into(way) => {
-                if let View::Object(inner) = doc.view(m.value()) {
-                    mark_spans(doc, inner, at, way, found);
-                }
+            match doc.view(m.value()) {
+                View::Object(inner) => object = inner,
+                // Arrays and scalars end the way.
+                _ => break,
             }
         }
     }
+    found.sort_by_start();
 }
 
 /// Reads a JSON value with duplicate object keys refused (`#[serde(deserialize_with)]`).
@@ -2881,6 +2920,13 @@ mod tests {
                 })
         }
 
+        /// The targets of a `redact` statement listing `listed` (repeats and paths inside
+        /// another dropped, as the compiler does).
+        fn redaction_targets(listed: &[String]) -> Vec<TargetPath> {
+            let pattern = fpl::pattern::ToolPattern::parse("**").unwrap();
+            crate::compile::Redaction::new(pattern, listed).targets
+        }
+
         /// The canonical text and marks of `request`'s args, as (text, [(target, range)]).
         fn canonical_and_marks(
             request: RequestRef<'_>,
@@ -2908,8 +2954,7 @@ mod tests {
                 around in prop::sample::select(vec!["", " ", "\n "]),
                 small in prop::option::weighted(0.1, 0usize..64),
             ) {
-                let paths: Vec<TargetPath> =
-                    listed.iter().map(|p| TargetPath::new(Arc::from(p.as_str()))).collect();
+                let paths = redaction_targets(&listed);
                 let mut limits = Limits::default();
                 if let Some(max) = small {
                     limits.max_args_bytes = max;
@@ -3060,8 +3105,7 @@ mod tests {
                 args in keyed_args(),
                 listed in prop::collection::vec("[ab.\u{e000}\u{10000}]{0,5}", 0..4),
             ) {
-                let paths: Vec<TargetPath> =
-                    listed.iter().map(|p| TargetPath::new(Arc::from(p.as_str()))).collect();
+                let paths = redaction_targets(&listed);
                 let limits = Limits::default();
                 let r = req("t", args.clone());
                 let tree = canonicalize_marking((&r).into(), &limits, |_| Targets::One(&paths), None);
