@@ -1,12 +1,12 @@
-//! SHA-256 on the block function itself (`sha2::compress256`), and an HMAC run side by side
-//! with a digest.
+//! SHA-256 on the block function itself (`sha2::compress256`), and HMACs run side by side with
+//! a digest.
 //!
 //! A decision hashes its canonical args (`args_digest`) and HMACs each redacted value: eight
-//! runs of the block function for the benchmark's call, over a quarter of the decision. The
+//! runs of the block function for the benchmark's call, about a quarter of the decision. The
 //! rounds of a block are a chain of dependent instructions, which leaves the CPU's SHA unit
-//! half idle; given blocks of two independent messages in turn, it runs both chains at once
-//! (the benchmark's eight blocks took 280 ns one message after another and 226 ns two side by
-//! side, on the benchmark machine).
+//! half idle; given blocks of two independent messages in turn, it runs both chains at once.
+//! The benchmark's eight blocks take 365 ns one message after another and 287 ns side by side,
+//! on the benchmark machine (docs/performance.md).
 
 use sha2::digest::generic_array::GenericArray;
 
@@ -152,10 +152,10 @@ pub(crate) fn hmac(inner: State, outer_state: State, msg: &[u8]) -> [u8; 32] {
 /// How many HMACs [`digest_and_hmacs`] computes side by side with the digest.
 pub(crate) const SIDE_BY_SIDE: usize = 4;
 
-/// SHA-256 of `text` and, side by side, the HMAC-SHA256 (into `hmacs`, marking each in the
-/// bits of the result's second half) of each of the first [`SIDE_BY_SIDE`] messages of
-/// `msgs` (`None` for a missing one, which gets no HMAC), under the key whose padded blocks
-/// left `inner` and `outer`: a block of the digest runs with each block of an HMAC.
+/// SHA-256 of `text` and, side by side, the HMAC-SHA256 of each of the first
+/// [`SIDE_BY_SIDE`] messages of `msgs` under the key whose padded blocks left `inner` and
+/// `outer`: a block of the digest runs with each block of an HMAC. Returns the digest and a
+/// bit set per HMAC written into `hmacs` (bit `i` for `hmacs[i]`); a `None` message gets none.
 pub(crate) fn digest_and_hmacs<'m>(
     text: &'m [u8],
     msgs: impl Iterator<Item = Option<&'m [u8]>>,
